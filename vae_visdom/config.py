@@ -1,0 +1,215 @@
+"""One validated config, and the one set of rules for each hyperparameter.
+
+The CLI (argparse `type=`), the control panel and the controller all call
+`parse_value(name, raw, ...)`, so a value the command line refuses is refused
+by the panel with the same words, and the other way round.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A value outside the rules. str(err) is one line for the user."""
+
+
+DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+LIKELIHOODS = ("bernoulli", "gaussian")
+# MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
+
+
+def _finite_number(raw: Any, name: str) -> float:
+    if raw is None or isinstance(raw, bool):
+        raise ConfigError(f"{name}: expected a number, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        text = str(raw).strip()
+        if not text:
+            raise ConfigError(f"{name}: empty value")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}: {raw!r} is not a finite number")
+    return value
+
+
+def _integer(raw: Any, name: str) -> int:
+    value = _finite_number(raw, name)
+    if value != int(value):
+        raise ConfigError(f"{name}: {raw!r} is not a whole number")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one hyperparameter is parsed, which values are allowed, and when a live change applies."""
+
+    parse: Callable[[Any, str], Any]
+    check: Callable[[Any, dict], str | None]  # returns an error message or None
+    allowed: str  # shown to the user next to a rejection
+    live: bool = False  # may change while the run goes on (control panel)
+    applies: str = ""  # when a live change takes effect, in the user's words
+
+
+def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any, dict], str | None]:
+    def check(v: Any, ctx: dict) -> str | None:
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            return "out of range"
+        return None
+
+    return check
+
+
+def _batch_check(v: int, ctx: dict) -> str | None:
+    if v < 1:
+        return "out of range"
+    n_train = ctx.get("n_train")
+    if n_train is not None and v > n_train:
+        return f"larger than the training set ({n_train} examples)"
+    if v > 65536:
+        return "out of range"
+    return None
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def parse(raw: Any, name: str) -> str:
+        text = str(raw).strip().lower()
+        if text not in options:
+            raise ConfigError(f"{name}: unknown value {raw!r}; allowed: {', '.join(options)}")
+        return text
+
+    return parse
+
+
+RULES: dict[str, Rule] = {
+    "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
+               live=True, applies="from the next optimizer step, to every parameter group"),
+    "batch_size": Rule(_integer, _batch_check, "a whole number from 1 to the training set size",
+                       live=True, applies="from the next step: the rest of the epoch's permutation is re-sliced"),
+    "epochs": Rule(_integer, _range(1, 100000), "a whole number from 1 to 100000",
+                   live=True, applies="the new total; below the current epoch, the run finishes after it"),
+    "log_interval": Rule(_integer, _range(1, 100000), "a whole number of steps from 1 to 100000",
+                         live=True, applies="from the next step"),
+    "latent_dim": Rule(_integer, _range(1, 4096), "a whole number from 1 to 4096"),
+    "hidden_dim": Rule(_integer, _range(1, 65536), "a whole number from 1 to 65536"),
+    "seed": Rule(_integer, _range(0, 2**63 - 1), "a whole number >= 0"),
+    "test_fraction": Rule(_finite_number, _range(0.0, 0.9, lo_open=True), "a fraction in (0, 0.9]"),
+    "subset": Rule(_integer, _range(1, 10**8), "a whole number of images >= 1"),
+    "iw_every": Rule(_integer, _range(0, 100000), "a whole number of epochs >= 0 (0: never)"),
+    "iw_samples": Rule(_integer, _range(1, 100000), "a whole number of samples >= 1"),
+}
+
+
+def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
+    """Parse and check one hyperparameter; raise ConfigError with a one-line message."""
+    rule = RULES[name]
+    try:
+        value = rule.parse(raw, name)
+    except ConfigError as err:
+        raise ConfigError(f"{err}; allowed: {rule.allowed}") from None
+    problem = rule.check(value, ctx or {})
+    if problem:
+        raise ConfigError(f"{name}: {raw!r} {problem}; allowed: {rule.allowed}")
+    return value
+
+
+def argparse_type(name: str) -> Callable[[str], Any]:
+    """An argparse `type=` that applies RULES[name] (argparse turns ConfigError into exit 2)."""
+    import argparse
+
+    def convert(raw: str) -> Any:
+        try:
+            return parse_value(name, raw)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
+
+    convert.__name__ = name  # argparse names the type in its message
+    return convert
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the seed's (pytorch/examples vae/main.py)."""
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    epochs: int = 10
+    batch_size: int | None = None  # None: the model's default
+    lr: float | None = None  # None: the model's default
+    optimizer: str | None = None  # None: the model's default
+    latent_dim: int | None = None
+    hidden_dim: int | None = None
+    likelihood: str | None = None
+    seed: int = 1
+    device: str = "auto"
+    data_dir: str | None = None
+    out: str | None = None  # the run directory
+    runs_dir: str = "runs"
+    log_interval: int = 10
+    test_fraction: float = 0.1
+    subset: int | None = None
+    binarize: bool = False
+    iw_every: int = 0
+    iw_samples: int = 100
+    visdom: bool = True
+    server: str = "http://127.0.0.1"
+    port: int = 8097
+    env: str | None = None
+    name: str | None = None
+    fast_step: str = "auto"  # auto | eager | graph: a CUDA-graph captured step where it pays
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raise ConfigError naming the first bad one."""
+        from vae_visdom.models import MODELS  # late: models import torch
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset: unknown value {self.dataset!r}; allowed: {', '.join(DATASETS)}")
+        if self.model not in MODELS:
+            raise ConfigError(f"model: unknown value {self.model!r}; allowed: {', '.join(MODELS)}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: unknown value {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device: unknown value {self.device!r}; allowed: {', '.join(DEVICES)}")
+        if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"likelihood: unknown value {self.likelihood!r}; allowed: {', '.join(LIKELIHOODS)}")
+        for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",
+                     "test_fraction", "subset", "iw_every", "iw_samples"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, parse_value(name, value))
+        if self.dataset in ("folder", "celeba") and not self.data_dir:
+            raise ConfigError(f"data_dir: --dataset {self.dataset} needs --data-dir DIR")
+        return self
+
+    def with_model_defaults(self) -> "TrainConfig":
+        """Fill the fields left None from the model's and the dataset's defaults."""
+        from vae_visdom.models import MODELS
+
+        defaults = MODELS[self.model].defaults_for(self.dataset)
+        for key, value in defaults.items():
+            if getattr(self, key, None) is None:
+                setattr(self, key, value)
+        return self

@@ -1,0 +1,112 @@
+"""The one narrow door for commands into a running trainer.
+
+Any thread (the visdom panel's socket thread, a signal handler, a test) calls
+`submit(name, raw)`. The value is checked at once against the same rules the CLI
+uses (vae_visdom.config.RULES), so the caller gets an immediate verdict. Every
+command, accepted or rejected, is queued; the trainer drains the queue between
+optimizer steps (`drain`), applies the accepted ones and reports all of them to
+its observers on its own thread. Pause blocks the trainer in `wait_while_paused`
+on a condition variable: no CPU is burnt while paused.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from vae_visdom.config import RULES, ConfigError, parse_value
+
+ACTIONS = ("pause", "resume", "stop")
+SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval
+
+
+@dataclass
+class Command:
+    name: str
+    value: Any  # the parsed value (None for actions); the raw text when rejected
+    accepted: bool
+    message: str
+    source: str
+    submitted: float  # time.monotonic() at submission
+    wall_time: float  # time.time() at submission
+
+
+class Controller:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[Command] = deque()
+        self._paused = False
+        self._stop = False
+        self.context: dict = {}  # what validation needs to know of the run, e.g. {"n_train": 60000}
+
+    # -- any thread ---------------------------------------------------------------------------
+    def submit(self, name: str, raw: Any = None, source: str = "panel") -> Command:
+        """Check and queue one command; return it with its verdict."""
+        name = str(name).strip().lower().replace("-", "_")
+        now_m, now_w = time.monotonic(), time.time()
+        if name in ACTIONS:
+            cmd = Command(name, None, True, name, source, now_m, now_w)
+        elif name in SETTINGS:
+            try:
+                value = parse_value(name, raw, self.context)
+            except ConfigError as err:
+                cmd = Command(name, raw, False, f"rejected: {err}", source, now_m, now_w)
+            else:
+                cmd = Command(name, value, True, f"{name} = {value}: applies {RULES[name].applies}",
+                              source, now_m, now_w)
+        else:
+            allowed = ", ".join(ACTIONS + SETTINGS)
+            cmd = Command(name, raw, False, f"rejected: unknown command {name!r}; allowed: {allowed}",
+                          source, now_m, now_w)
+        with self._cond:
+            if cmd.accepted and cmd.name == "pause":
+                self._paused = True
+            elif cmd.accepted and cmd.name == "resume":
+                self._paused = False
+            elif cmd.accepted and cmd.name == "stop":
+                self._stop = True
+                self._paused = False  # a paused run must wake up to stop
+            self._queue.append(cmd)
+            self._cond.notify_all()
+        return cmd
+
+    def pause(self, source: str = "api") -> Command:
+        return self.submit("pause", source=source)
+
+    def resume(self, source: str = "api") -> Command:
+        return self.submit("resume", source=source)
+
+    def stop(self, source: str = "api") -> Command:
+        return self.submit("stop", source=source)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    # -- the trainer's thread -----------------------------------------------------------------
+    def has_pending(self) -> bool:
+        """Cheap enough to call every step: no lock (a deque's truth value is atomic)."""
+        return bool(self._queue)
+
+    def drain(self) -> list[Command]:
+        with self._cond:
+            cmds = list(self._queue)
+            self._queue.clear()
+        return cmds
+
+    def wait_while_paused(self, timeout: float = 0.5) -> bool:
+        """Block until something is submitted or `timeout` passes; True while still paused.
+
+        The trainer loops on this, draining commands between waits, so that a rejected
+        value typed while paused is still answered at once.
+        """
+        with self._cond:
+            if self._paused and not self._queue:
+                self._cond.wait(timeout)
+            return self._paused

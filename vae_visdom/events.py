@@ -1,0 +1,128 @@
+"""What the trainer tells its observers. The trainer knows nothing else of them.
+
+Every hook is called on the training thread, in order, so an observer needs no
+lock for its own state; one that does slow work (network, disk) must hand it
+to a thread of its own and return at once.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class RunInfo:
+    name: str
+    run_dir: str
+    env: str | None
+    config: dict  # TrainConfig as a dict, model defaults filled in
+    device: str
+    dataset: str
+    n_train: int
+    n_test: int
+    image_shape: tuple[int, int, int]
+    n_params: int
+    data_source: str
+    start_epoch: int  # 1 for a new run; the next epoch for a resumed one
+    resumed: bool = False
+    url: str | None = None  # where to watch it, when a monitor is attached
+
+
+@dataclass
+class StepLog:
+    """Training metrics averaged over the steps since the last log point, per example, nats."""
+
+    epoch: int
+    step: int  # global optimizer step, from 1
+    epoch_progress: float  # fractional epoch: epoch - 1 + examples seen / n_train
+    loss: float
+    recon: float
+    kl: float
+    lr: float
+    batch_size: int
+
+
+@dataclass
+class EpochRecord:
+    """One line of metrics.jsonl."""
+
+    epoch: int
+    step: int
+    train_loss: float
+    train_recon: float
+    train_kl: float
+    test_loss: float
+    test_recon: float
+    test_kl: float
+    lr: float
+    batch_size: int
+    seconds: float  # training time of the epoch, paused time excluded
+    test_seconds: float
+    images_per_second: float
+    extra: dict = field(default_factory=dict)  # e.g. {"test_iw_ll": ..., "test_iw_se": ...}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+@dataclass
+class EpochImages:
+    """Images for the epoch, on the CPU, float in [0, 1], (B, C, H, W)."""
+
+    originals: torch.Tensor  # 8 test images
+    reconstructions: torch.Tensor  # their reconstructions
+    samples: torch.Tensor  # 64 decodings of the run's fixed prior draws
+
+
+@dataclass
+class Status:
+    state: str  # starting | running | paused | stopping | stopped | finished | failed
+    epoch: int
+    step: int
+    epochs: int
+    message: str = ""
+    values: dict = field(default_factory=dict)  # hyperparameters in force: lr, batch_size, epochs, log_interval
+
+
+@dataclass
+class CommandEvent:
+    """A command from a control source, accepted or rejected. One line of events.jsonl."""
+
+    time: float
+    epoch: int
+    step: int
+    name: str
+    value: Any
+    accepted: bool
+    message: str
+    source: str = "panel"
+    latency_ms: float | None = None  # from submission to the trainer applying it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Callback:
+    """Base observer: override the hooks you need."""
+
+    def on_run_start(self, run: RunInfo) -> None: ...
+
+    def on_step(self, log: StepLog) -> None: ...
+
+    def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None: ...
+
+    def on_status(self, status: Status) -> None: ...
+
+    def on_command(self, event: CommandEvent) -> None: ...
+
+    def on_figure(self, name: str, payload: dict) -> None:
+        """Extra views (latent grid, interpolations, PCA...): name -> payload of tensors/arrays."""
+
+    def on_run_end(self, status: Status) -> None: ...
+
+    def close(self) -> None:
+        """Flush and release; called once, after on_run_end, also when the run failed."""

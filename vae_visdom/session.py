@@ -1,0 +1,129 @@
+"""One training run put together: config -> data -> model -> trainer -> observers.
+
+Used by `vae-visdom train`, by `vae-visdom sweep` and by the tests, so all of them
+run the same code.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from vae_visdom import checkpoint
+from vae_visdom.callbacks import ProgressPrinter, RunFiles, truncate_metrics
+from vae_visdom.config import ConfigError, TrainConfig
+from vae_visdom.controller import Controller
+from vae_visdom.data import ImageData, load_dataset
+from vae_visdom.events import Callback, Status
+from vae_visdom.models import build_model
+from vae_visdom.trainer import Trainer, make_optimizer
+
+
+class TrainingSession:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overrides: dict | None = None,
+                 controller: Controller | None = None,
+                 callbacks: list[Callback] | None = None, data: ImageData | None = None,
+                 progress: bool = True, monitor: Callback | None = None):
+        from vae_visdom.cli import UsageError, _writable_dir, default_run_name, resolve_device
+
+        self.cfg = cfg.validate().with_model_defaults()
+        self.resume = resume
+        if resume and not checkpoint.exists(cfg.out):
+            raise UsageError(f"--resume {cfg.out}: no checkpoint.pt there yet (the run never finished an epoch)")
+        self.device = resolve_device(cfg.device)
+        cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
+        self.run_dir = _writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
+        cfg.out = str(self.run_dir)
+        cfg.env = cfg.env or cfg.name
+        self.data = data or load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
+                                         subset=cfg.subset)
+        if cfg.batch_size > len(self.data.train):
+            raise ConfigError(f"batch_size: {cfg.batch_size} larger than the training set "
+                              f"({len(self.data.train)} examples)")
+        torch.manual_seed(cfg.seed)
+        try:
+            model = build_model(cfg.model, self.data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood)
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+        model.to(self.device)
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+        self.controller = controller or Controller()
+        self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
+                               run_dir=str(self.run_dir), run_name=cfg.name)
+        if resume:
+            state = checkpoint.load(self.run_dir, map_location=self.device)
+            self.trainer.load_state_dict(state)  # the live values in force when it stopped, too
+            truncate_metrics(self.run_dir, state["epoch"])
+            self._apply_overrides(overrides or {})
+        (self.run_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+        self.monitor = monitor
+        if self.monitor is None and cfg.visdom:
+            self.monitor = self._make_monitor()
+        for cb in [RunFiles(self.run_dir), *(callbacks or []), self.monitor,
+                   ProgressPrinter() if progress else None]:
+            if cb is not None:
+                self.trainer.add_callback(cb)
+
+    def _apply_overrides(self, overrides: dict) -> None:
+        """Flags given with --resume win over the values the checkpoint had in force."""
+        t = self.trainer
+        if "lr" in overrides:
+            for group in t.optimizer.param_groups:
+                group["lr"] = overrides["lr"]
+        for name in ("epochs", "batch_size", "log_interval"):
+            if name in overrides:
+                setattr(t, name, overrides[name])
+        # config.json records the values the run continues with
+        self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
+        self.cfg.batch_size, self.cfg.log_interval = t.batch_size, t.log_interval
+
+    def _make_monitor(self) -> Callback | None:
+        try:
+            from vae_visdom.monitor import VisdomMonitor
+        except ImportError as err:
+            print(f"visdom monitor unavailable ({err}); training without it", file=sys.stderr)
+            return None
+        return VisdomMonitor(server=self.cfg.server, port=self.cfg.port, env=self.cfg.env, run_dir=self.run_dir,
+                             controller=self.controller)
+
+    @property
+    def url(self) -> str | None:
+        if self.monitor is None:
+            return None
+        return f"{self.cfg.server}:{self.cfg.port}/env/{self.cfg.env}"
+
+    def run(self, install_signal_handlers: bool = False) -> Status:
+        """Train to the end (or a stop); observers are closed whatever happens."""
+        previous = {}
+        if install_signal_handlers:
+            previous = self._install_signal_handlers()
+        try:
+            info = self.trainer.run_info(self.cfg.env if self.monitor else None, self.data.source, self.resume,
+                                         self.url)
+            for cb in self.trainer.callbacks:
+                cb.on_run_start(info)
+            return self.trainer.fit()
+        finally:
+            for cb in self.trainer.callbacks:
+                try:
+                    cb.close()
+                except Exception as err:  # a broken observer must not hide the run's own outcome
+                    print(f"warning: closing {type(cb).__name__} failed: {err}", file=sys.stderr)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT/SIGTERM: finish the step, checkpoint, flush, exit 0. A second SIGINT aborts."""
+        previous = {}
+
+        def handler(signum, frame):
+            if self.controller.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to abort)", file=sys.stderr)
+            self.controller.stop(source="signal")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous

@@ -1,0 +1,304 @@
+"""The training loop. It knows nothing of visdom: it polls a Controller between
+steps and hands events to its callbacks (see events.py).
+
+Data path: the whole dataset lives on the training device as one uint8 tensor;
+each epoch draws a permutation and slices batches from it by indexing, so no
+per-sample PIL or DataLoader work happens. Loss sums stay on the device and are
+read (`.item()`) only at log intervals and epoch ends.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from vae_visdom import checkpoint
+from vae_visdom.config import TrainConfig
+from vae_visdom.controller import Command, Controller
+from vae_visdom.data import ImageData
+from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.models.base import VAE
+from vae_visdom.objectives import elbo_terms
+
+TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
+N_RECON, N_SAMPLES = 8, 64
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+@dataclass
+class EpochState:
+    """Where an epoch stands: enough to continue it exactly after a mid-epoch stop."""
+
+    perm: torch.Tensor  # (N,) int64, the epoch's order
+    pos: int = 0  # examples consumed
+    steps: int = 0  # optimizer steps taken this epoch
+    sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
+    seconds: float = 0.0  # training time so far, paused time excluded
+    interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
+
+
+class Trainer:
+    def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, data: ImageData, cfg: TrainConfig,
+                 device: torch.device, controller: Controller | None = None,
+                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run"):
+        self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
+        self.controller = controller or Controller()
+        self.callbacks = list(callbacks or [])
+        self.run_dir, self.run_name = run_dir, run_name
+        self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
+        self.test_x = data.test.to(device)  # (M, C, H, W) uint8
+        self.data = data
+        self.n_train = len(data.train)
+        self.controller.context["n_train"] = self.n_train
+        # live settings: the controller may change these between steps
+        self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
+        self.epoch, self.step = 0, 0
+        self.state = "starting"
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)  # epoch permutations
+        # fixed prior draws, from their own generator so they neither use nor disturb the global RNG
+        z_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.z_fixed = torch.randn(N_SAMPLES, model.latent_dim, generator=z_gen).to(device)  # (64, D)
+        self.epoch_state: EpochState | None = None
+        self._stop = False
+        self.step_fn = self._eager_step
+
+    # -- events ---------------------------------------------------------------------------------
+    def add_callback(self, cb: Callback) -> None:
+        self.callbacks.append(cb)
+
+    def _emit(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def status(self, message: str = "") -> Status:
+        return Status(self.state, self.epoch, self.step, self.epochs, message,
+                      dict(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
+                           log_interval=self.log_interval))
+
+    def _set_state(self, state: str, message: str = "") -> None:
+        self.state = state
+        self._emit("on_status", self.status(message))
+
+    # -- commands -------------------------------------------------------------------------------
+    def _apply(self, cmd: Command) -> None:
+        if cmd.accepted:
+            if cmd.name == "lr":
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cmd.value
+            elif cmd.name == "batch_size":
+                self.batch_size = cmd.value
+                self._rebuild_step()
+            elif cmd.name == "epochs":
+                self.epochs = cmd.value
+            elif cmd.name == "log_interval":
+                self.log_interval = cmd.value
+            elif cmd.name == "stop":
+                self._stop = True
+        latency = (time.monotonic() - cmd.submitted) * 1000.0
+        self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
+                                              cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
+        if cmd.accepted and cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
+            self._emit("on_status", self.status(cmd.message))
+
+    def poll(self) -> float:
+        """Apply pending commands; block while paused. Returns the seconds spent paused."""
+        paused_for = 0.0
+        for cmd in self.controller.drain():
+            self._apply(cmd)
+        if self.controller.paused and not self._stop:
+            self._set_state("paused", "paused between steps")
+            t0 = time.perf_counter()
+            while self.controller.wait_while_paused(0.5) and not self._stop:
+                for cmd in self.controller.drain():
+                    self._apply(cmd)
+            for cmd in self.controller.drain():  # the resume (or stop) itself
+                self._apply(cmd)
+            paused_for = time.perf_counter() - t0
+            if not self._stop:
+                self._set_state("running", "resumed")
+        return paused_for
+
+    # -- one step -------------------------------------------------------------------------------
+    def _rebuild_step(self) -> None:
+        """Hook for captured steps, which are shape-specialised; the eager step needs nothing."""
+
+    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.train_x[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        if self.cfg.binarize:
+            x = torch.bernoulli(x)  # dynamic binarization (Burda et al. 2015; Salakhutdinov & Murray 2008)
+        return x
+
+    def _eager_step(self, x: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch; returns (3,) loss, recon, kl summed over the batch (on device)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logits, mu, logvar = self.model(x)
+        recon, kl = elbo_terms(logits, x, mu, logvar, self.model.likelihood, self.model.log_sigma)
+        recon_sum, kl_sum = recon.sum(), kl.sum()
+        loss = recon_sum + kl_sum  # summed over the batch, as the seed does
+        loss.backward()
+        self.optimizer.step()
+        return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def train_epoch(self) -> tuple[torch.Tensor, float] | None:
+        """Train one epoch (or the rest of one). Returns (sums (3,), seconds) or None when stopped."""
+        self.model.train()
+        es = self.epoch_state
+        if es is None:
+            perm = torch.randperm(self.n_train, generator=self.data_gen).to(self.device)
+            es = self.epoch_state = EpochState(perm, sums=torch.zeros(3, device=self.device))
+        t0 = time.perf_counter()
+        paused = 0.0
+        while es.pos < self.n_train:
+            if self.controller.has_pending() or self.controller.paused:
+                paused += self.poll()
+            if self._stop:
+                es.seconds += time.perf_counter() - t0 - paused
+                return None
+            idx = es.perm[es.pos:es.pos + self.batch_size]
+            es.pos += len(idx)
+            stepsums = self.step_fn(self._batch(idx))
+            es.sums += stepsums
+            es.steps += 1
+            self.step += 1
+            isum, icount = es.interval
+            es.interval = [stepsums if isum is None else isum + stepsums, icount + len(idx)]
+            if es.steps % self.log_interval == 0 or es.pos >= self.n_train:
+                self._log_step(es)
+        es.seconds += time.perf_counter() - t0 - paused
+        self.epoch_state = None
+        return es.sums, es.seconds
+
+    def _log_step(self, es: EpochState) -> None:
+        isum, icount = es.interval
+        loss, recon, kl = (isum / icount).tolist()  # the one host sync of a log interval
+        es.interval = [None, 0]
+        self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
+                                      loss, recon, kl, self.lr, self.batch_size))
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[torch.Tensor, EpochImages]:
+        """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass."""
+        self.model.eval()
+        sums = torch.zeros(3, device=self.device)
+        first = None
+        for i in range(0, len(self.test_x), TEST_BATCH):
+            x = self.test_x[i:i + TEST_BATCH].float().div_(255)  # (B, C, H, W)
+            if self.cfg.binarize:
+                x = torch.bernoulli(x)
+            logits, mu, logvar = self.model(x)
+            recon, kl = elbo_terms(logits, x, mu, logvar, self.model.likelihood, self.model.log_sigma)
+            sums += torch.stack([(recon + kl).sum(), recon.sum(), kl.sum()])
+            if first is None:
+                first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
+        samples = self.model.sample_images(self.z_fixed).cpu()
+        return sums, EpochImages(first[0], first[1], samples)
+
+    def fit(self) -> Status:
+        """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop."""
+        self._set_state("running", "training")
+        try:
+            while self.epoch < self.epochs or self.epoch_state is not None:
+                if self.epoch_state is None:
+                    self.epoch += 1
+                result = self.train_epoch()
+                if result is None:
+                    break
+                train_sums, seconds = result
+                t0 = time.perf_counter()
+                test_sums, images = self.evaluate()
+                test_seconds = time.perf_counter() - t0
+                tr = (train_sums / self.n_train).tolist()
+                te = (test_sums / len(self.test_x)).tolist()
+                record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
+                                     self.batch_size, round(seconds, 4), round(test_seconds, 4),
+                                     round(self.n_train / max(seconds, 1e-9), 1))
+                self.save_checkpoint()
+                self._emit("on_epoch_end", record, images)
+                if self.controller.has_pending():
+                    self.poll()
+                if self._stop:
+                    break
+            if self._stop:
+                self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint")
+                self.save_checkpoint()
+                final = self.status("stopped by request; checkpoint written")
+                final.state = "stopped"
+            else:
+                final = self.status(f"finished {self.epoch} epochs")
+                final.state = "finished"
+        except BaseException as err:
+            final = self.status(f"failed: {type(err).__name__}: {err}")
+            final.state = "failed"
+            self.state = "failed"
+            self._emit("on_run_end", final)
+            raise
+        self.state = final.state
+        self._emit("on_status", final)
+        self._emit("on_run_end", final)
+        return final
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        es = self.epoch_state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch if es is None else self.epoch - 1,  # epochs completed
+            "step": self.step,
+            "live": dict(epochs=self.epochs, batch_size=self.batch_size, log_interval=self.log_interval),
+            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+            "epoch_state": None if es is None else {
+                "epoch": self.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
+                "sums": es.sums.cpu(), "seconds": es.seconds,
+                "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]]},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        live = state.get("live", {})
+        self.epochs = live.get("epochs", self.epochs)
+        self.batch_size = live.get("batch_size", self.batch_size)
+        self.log_interval = live.get("log_interval", self.log_interval)
+        torch.set_rng_state(state["rng"]["torch"])
+        self.data_gen.set_state(state["rng"]["data"])
+        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        es = state.get("epoch_state")
+        if es is not None:
+            self.epoch = es["epoch"]
+            interval = es["interval"]
+            self.epoch_state = EpochState(
+                es["perm"].to(self.device), es["pos"], es["steps"], es["sums"].to(self.device), es["seconds"],
+                [None if interval[0] is None else interval[0].to(self.device), interval[1]])
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is not None:
+            checkpoint.save(self.run_dir, self.state_dict())
+
+    def run_info(self, env: str | None, data_source: str, resumed: bool, url: str | None = None) -> RunInfo:
+        import dataclasses
+
+        return RunInfo(
+            name=self.run_name, run_dir=str(self.run_dir), env=env, config=dataclasses.asdict(self.cfg),
+            device=str(self.device), dataset=self.cfg.dataset, n_train=self.n_train, n_test=len(self.test_x),
+            image_shape=tuple(self.train_x.shape[1:]), n_params=sum(p.numel() for p in self.model.parameters()),
+            data_source=data_source, start_epoch=self.epoch + 1 if self.epoch_state is None else self.epoch,
+            resumed=resumed, url=url)

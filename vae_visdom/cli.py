@@ -129,7 +129,8 @@ def _add_optional(sub, module: str) -> None:
         if "visdom" not in str(err):
             raise
         return
-    mod.add_cli(sub)
+    if hasattr(mod, "add_cli"):
+        mod.add_cli(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

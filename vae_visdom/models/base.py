@@ -16,7 +16,11 @@ class VAE(nn.Module):
     image_shape: tuple[int, int, int]
     latent_dim: int
     likelihood: str = "bernoulli"
-    log_sigma: torch.Tensor | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        # a Bernoulli decoder has no noise scale; a Gaussian one assigns an nn.Parameter here
+        self.register_parameter("log_sigma", None)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

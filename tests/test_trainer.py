@@ -87,7 +87,7 @@ def test_stop_mid_epoch_writes_a_checkpoint_and_resume_continues_exactly(tmp_pat
 
 def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(tmp_path, tiny_data):
     run(tmp_path, "straight", tiny_data, epochs=1)
-    holder, pause_s = {}, 0.8
+    holder, pause_s = {}, 1.5
 
     def pause(log):
         c = holder["session"].controller
@@ -95,16 +95,24 @@ def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(
         threading.Timer(pause_s, c.resume, kwargs={"source": "test"}).start()
 
     config = TrainConfig(visdom=False, out=str(tmp_path / "paused"), epochs=1, log_interval=2)
-    session = TrainingSession(config, data=tiny_data, callbacks=[At(pause, step=2)], progress=False)
+    span = {}
+
+    class Span(Callback):
+        def on_run_start(self, run):
+            span["start"] = time.perf_counter()
+
+        def on_epoch_end(self, record, images):
+            span["end"] = time.perf_counter()
+
+    session = TrainingSession(config, data=tiny_data, callbacks=[At(pause, step=2), Span()], progress=False)
     holder["session"] = session
-    t0, cpu0 = time.perf_counter(), time.process_time()
     session.run()
-    wall = time.perf_counter() - t0
+    wall = span["end"] - span["start"]
     assert wall >= pause_s
     assert metrics(tmp_path, "paused") == metrics(tmp_path, "straight")
     assert_same_weights(weights(tmp_path, "paused"), weights(tmp_path, "straight"))
     epoch_seconds = read_jsonl(tmp_path / "paused" / "metrics.jsonl")[0]["seconds"]
-    assert epoch_seconds < pause_s / 2, epoch_seconds  # paused time is not epoch time
+    assert epoch_seconds <= wall - pause_s + 0.05, (epoch_seconds, wall)  # paused time is not epoch time
     events = read_jsonl(tmp_path / "paused" / "events.jsonl")
     assert [e["name"] for e in events] == ["pause", "resume"] and all(e["accepted"] for e in events)
 

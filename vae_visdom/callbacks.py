@@ -3,6 +3,7 @@
 RUN_DIR/
   config.json          the run's TrainConfig (written by the CLI)
   metrics.jsonl        one JSON object per epoch (EpochRecord.to_dict)
+  steps.jsonl          one JSON object per log interval (StepLog)
   events.jsonl         every control command, accepted or rejected (CommandEvent.to_dict)
   status.json          the latest Status, for `vae-visdom runs`
   reconstruction_N.png 8 test images over their reconstructions, as the seed saves them
@@ -44,13 +45,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def truncate_metrics(run_dir: str | Path, last_epoch: int) -> None:
-    """Keep the metrics of epochs <= last_epoch: a resumed run then continues without duplicates."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = [r for r in read_jsonl(path) if r.get("epoch", 0) <= last_epoch]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+def truncate_history(run_dir: str | Path, last_epoch: int, last_step: int) -> None:
+    """Forget what came after the checkpoint: a resumed run then continues without duplicated points."""
+    for name, key, last in (("metrics.jsonl", "epoch", last_epoch), ("steps.jsonl", "step", last_step)):
+        path = Path(run_dir) / name
+        if not path.exists():
+            continue
+        rows = [r for r in read_jsonl(path) if r.get(key, 0) <= last]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 class RunFiles(Callback):
@@ -59,6 +63,9 @@ class RunFiles(Callback):
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    def on_step(self, log: StepLog) -> None:
+        _append_jsonl(self.dir / "steps.jsonl", asdict(log))
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
         _append_jsonl(self.dir / "metrics.jsonl", record.to_dict())

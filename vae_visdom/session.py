@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import checkpoint
-from vae_visdom.callbacks import ProgressPrinter, RunFiles, truncate_metrics
+from vae_visdom.callbacks import ProgressPrinter, RunFiles, truncate_history
 from vae_visdom.config import ConfigError, TrainConfig
 from vae_visdom.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
@@ -55,7 +55,7 @@ class TrainingSession:
         if resume:
             state = checkpoint.load(self.run_dir, map_location=self.device)
             self.trainer.load_state_dict(state)  # the live values in force when it stopped, too
-            truncate_metrics(self.run_dir, state["epoch"])
+            truncate_history(self.run_dir, state["epoch"], state["step"])
             self._apply_overrides(overrides or {})
         (self.run_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
         self.monitor = monitor

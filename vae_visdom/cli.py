@@ -51,7 +51,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="steps between loss points (default 10)")
     g.add_argument("--iw-every", type=argparse_type("iw_every"), default=None,
                    help="importance-weighted test log-likelihood every N epochs (0: never)")
-    g.add_argument("--iw-samples", type=argparse_type("iw_samples"), default=None)
+    g.add_argument("--iw-samples", type=argparse_type("iw_samples"), default=None,
+                   help="samples per test image for --iw-every (default 100)")
+    g.add_argument("--no-views", dest="views", action="store_false", default=None,
+                   help="skip the latent views and the PCA baseline")
     g = p.add_argument_group("where results go")
     g.add_argument("--out", default=None, help="the run directory (default: RUNS_DIR/NAME)")
     g.add_argument("--runs-dir", default=None, help="where runs live (default: ./runs)")

@@ -160,6 +160,7 @@ class TrainConfig:
     subset: int | None = None
     binarize: bool = False
     iw_every: int = 0
+    views: bool = True  # latent views and the PCA baseline (cheap: a few ms an epoch)
     iw_samples: int = 100
     visdom: bool = True
     server: str = "http://127.0.0.1"

@@ -18,6 +18,7 @@ from vae_visdom.config import TrainConfig
 from vae_visdom.controller import Command, Controller
 from vae_visdom.data import ImageData
 from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.insight import Insight
 from vae_visdom.models.base import VAE
 from vae_visdom.objectives import elbo_terms
 
@@ -71,6 +72,8 @@ class Trainer:
         self.epoch_state: EpochState | None = None
         self._stop = False
         self.step_fn = self._eager_step
+        self.insight = Insight(model, data, device, views=cfg.views, iw_every=cfg.iw_every,
+                               iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -212,6 +215,8 @@ class Trainer:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop."""
         self._set_state("running", "training")
         try:
+            for name, payload in self.insight.run_start().items():
+                self._emit("on_figure", name, payload)
             while self.epoch < self.epochs or self.epoch_state is not None:
                 if self.epoch_state is None:
                     self.epoch += 1
@@ -221,14 +226,17 @@ class Trainer:
                 train_sums, seconds = result
                 t0 = time.perf_counter()
                 test_sums, images = self.evaluate()
+                extra, figures = self.insight.epoch_end(self.epoch)
                 test_seconds = time.perf_counter() - t0
                 tr = (train_sums / self.n_train).tolist()
                 te = (test_sums / len(self.test_x)).tolist()
                 record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                                      self.batch_size, round(seconds, 4), round(test_seconds, 4),
-                                     round(self.n_train / max(seconds, 1e-9), 1))
+                                     round(self.n_train / max(seconds, 1e-9), 1), extra)
                 self.save_checkpoint()
                 self._emit("on_epoch_end", record, images)
+                for name, payload in figures.items():
+                    self._emit("on_figure", name, payload)
                 if self.controller.has_pending():
                     self.poll()
                 if self._stop:

@@ -1,0 +1,51 @@
+"""What the model learned, measured while it trains: the PCA baseline (once), latent views
+and the importance-weighted log-likelihood (every N epochs). The trainer calls `run_start`
+and `epoch_end`; what they return goes to the observers as figures and metrics.
+
+None of this touches the global RNG, so a run's numbers do not depend on whether it is on.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from vae_visdom.analysis import figures_for_epoch, pca_fit, pca_payloads, pca_recon_error
+
+PCA_MAX_TRAIN = 20000  # enough examples for a 784x784 covariance; keeps the run's start quick
+
+
+class Insight:
+    def __init__(self, model, data, device: torch.device, views: bool = True, iw_every: int = 0,
+                 iw_samples: int = 100, binarize: bool = False, seed: int = 1):
+        self.model, self.data, self.device = model, data, device
+        self.views, self.iw_every, self.iw_samples = views, iw_every, iw_samples
+        self.binarize, self.seed = binarize, seed
+        self.pca_recon: float | None = None
+
+    def run_start(self) -> dict[str, dict]:
+        """PCA with as many components as the latent has dimensions: the seed's linear autoencoder."""
+        if not self.views:
+            return {}
+        k = min(self.model.latent_dim, self.data.train[0].numel())
+        pca = pca_fit(self.data.train[:PCA_MAX_TRAIN].cpu(), k)
+        self.pca_recon = float(pca_recon_error(pca, self.data.test.cpu()).bernoulli_nll.mean())
+        return pca_payloads(pca, self.data.test.cpu())
+
+    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, dict]]:
+        """(metrics for EpochRecord.extra, figures) for this epoch."""
+        extra: dict = {}
+        figures: dict[str, dict] = {}
+        if self.pca_recon is not None:
+            extra["pca_test_recon"] = round(self.pca_recon, 4)
+        if self.views:
+            figures = figures_for_epoch(self.model, self.data.test, self.data.test_labels, self.device)
+        if self.iw_every and epoch % self.iw_every == 0:
+            from vae_visdom.evaluate import iw_log_likelihood
+
+            t0 = time.perf_counter()
+            res = iw_log_likelihood(self.model, self.data.test, self.iw_samples, binarize=self.binarize,
+                                    generator=torch.Generator().manual_seed(self.seed), device=self.device)
+            extra.update(test_iw_ll=res.log_likelihood, test_iw_se=res.stderr, test_iw_elbo=res.elbo,
+                         iw_samples=self.iw_samples, iw_seconds=round(time.perf_counter() - t0, 3))
+        return extra, figures

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Start the visdom server for vae_visdom (offline UI files, 127.0.0.1:8097 by default).
+# Creates .venv first (scripts/setup.sh) when it is missing. Arguments go to `vae-visdom serve`:
+#   ./run_server.sh                 # foreground; Ctrl-C or SIGTERM saves the envs to ~/.visdom
+#   ./run_server.sh --detach        # background (or reuse a running one), log in ~/.visdom
+#   ./run_server.sh --port 8098 --env-path runs/visdom
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")" && pwd)
+if [ ! -x "$ROOT/.venv/bin/vae-visdom" ]; then
+  echo "[run_server] $ROOT/.venv is missing or incomplete: running scripts/setup.sh" >&2
+  "$ROOT/scripts/setup.sh"
+fi
+exec "$ROOT/.venv/bin/vae-visdom" serve "$@"

@@ -1,0 +1,313 @@
+"""Run visdom's server so that it never touches the network (`vae-visdom serve`).
+
+What differs from `python -m visdom.server` (visdom 0.2.4), and why:
+- UI files come from `vae_visdom.assets` (npm tarballs, sha512-checked) before the server
+  starts, so visdom's `download_scripts()` (CDNs; hangs behind a firewall) is never called.
+- Binds 127.0.0.1 by default (visdom binds every interface); any other address needs login
+  credentials, because visdom without login lets anyone who can reach the port write windows.
+- A busy port is an error (exit 2), never a silent move elsewhere: the trainer's monitor and
+  the user's browser must agree on one URL.
+- SIGTERM saves every env like Ctrl-C does (visdom 0.2.4 saves only on `vis.save()`), so a
+  `kill`, a closed terminal session manager or a CI job's teardown keeps the windows.
+- Tornado's debug mode (autoreload, tracebacks in responses) is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8097
+DETACH_TIMEOUT_S = 30.0
+EXIT_USAGE = 2  # busy port, refused address: the user must change the command line
+
+log = logging.getLogger("vae_visdom.server")
+
+
+def default_env_path() -> Path:
+    """~/.visdom: visdom's own default, so envs saved by a plain `visdom` server show up too."""
+    return Path.home() / ".visdom"
+
+
+def url_of(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def _connect_host(host: str) -> str:
+    # a wildcard bind is reached through loopback
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def server_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a visdom page (the UI or its login page) answers GET / on host:port."""
+    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        return resp.status == 200 and b"visdom" in resp.read(65536).lower()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks; another process may still take it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback address (127/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def _credentials() -> tuple[str, str] | None:
+    user, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
+    return (user, password) if user and password else None
+
+
+def _prepare_login(user: str, password: str) -> dict:
+    """visdom's user_credential dict; makes sure the cookie secret file visdom reads exists."""
+    from visdom.server.defaults import DEFAULT_ENV_PATH  # visdom reads COOKIE_SECRET from here only
+    from visdom.utils.server_utils import hash_password
+
+    secret_file = Path(DEFAULT_ENV_PATH) / "COOKIE_SECRET"
+    secret = os.environ.get("VISDOM_COOKIE")
+    if secret or not secret_file.is_file():
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.write_text(secret or secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    # the browser sends sha256(password); visdom stores sha256 of that
+    return {"username": user, "password": hash_password(hash_password(password))}
+
+
+def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None):
+    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off."""
+    import tornado.web
+    from visdom.server.app import Application
+
+    class _NoDebug(tornado.web.Application):
+        # visdom's Application.__init__ forces settings["debug"] = True and then calls
+        # super().__init__; placed between it and tornado's class in the MRO, this turns it off
+        def __init__(self, handlers=None, **settings):
+            settings["debug"] = False
+            super().__init__(handlers, **settings)
+
+    class QuietApplication(Application, _NoDebug):
+        pass
+
+    return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
+
+
+def save_envs(app) -> list[str]:
+    """Write every env the server holds in memory to app.env_path; returns the env ids written."""
+    from visdom.utils.server_utils import LazyEnvData
+
+    saved = []
+    for eid, env in list(app.state.items()):
+        if isinstance(env, LazyEnvData):
+            if env._raw_dict is None:  # never loaded since start: its file is already current
+                continue
+            env = env._raw_dict
+        path = Path(app.env_path) / f"{eid}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(env))
+            os.replace(tmp, path)  # a kill mid-save leaves the old file, not half a new one
+        except (OSError, TypeError, ValueError) as e:  # one bad env must not cost the others
+            log.error("could not save env %r to %s: %s", eid, path, e)
+            continue
+        saved.append(eid)
+    return saved
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    from tornado.netutil import bind_sockets
+
+    return bind_sockets(port, address=host)
+
+
+async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None) -> int:
+    from tornado.httpserver import HTTPServer
+
+    app = make_application(env_path, port, credential)
+    server = HTTPServer(app, max_buffer_size=1024**3)  # visdom's limit: big image grids
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    got: list[int] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+    print(f"visdom server at {url_of(host, port)} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops",
+          flush=True)
+    await stop.wait()
+    server.stop()
+    saved = save_envs(app)
+    log.info("%s: saved %d env(s) to %s: %s", signal.Signals(got[0]).name, len(saved), env_path, ", ".join(saved))
+    return 0
+
+
+def _ensure_assets() -> str | None:
+    """None when the UI files are in place (installing them if needed), else the error text."""
+    from vae_visdom import assets
+
+    try:
+        if assets.missing():
+            assets.install()
+    except assets.AssetError as e:
+        return f"visdom UI files are missing and could not be installed: {e}"
+    return None
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
+          login: bool = False) -> int:
+    """Run the server in this process until SIGINT/SIGTERM; returns the exit code."""
+    env_path = Path(env_path or default_env_path()).expanduser().resolve()
+    credential = _check_access(host, login)
+    if isinstance(credential, int):
+        return credential
+    problem = _ensure_assets()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        sockets = _bind(host, port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            print(f"error: port {port} on {host} is already in use; stop that server, pick --port, "
+                  f"or use `vae-visdom serve --detach` to reuse a visdom server there", file=sys.stderr)
+        else:
+            print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    env_path.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_run(sockets, host, port, env_path, credential))
+
+
+def _check_access(host: str, login: bool) -> dict | None | int:
+    """visdom's user_credential (None: no login), or an exit code after printing why we refuse."""
+    if not login and is_loopback(host):
+        return None
+    creds = _credentials()
+    if creds is None:
+        why = f"--host {host} is not a loopback address" if not login else "--login was given"
+        print(f"error: {why}, and visdom without login lets anyone who reaches the port read and write "
+              f"windows. Set VISDOM_USERNAME and VISDOM_PASSWORD in the environment to enable login, "
+              f"or serve on 127.0.0.1 and reach it through an SSH tunnel (ssh -L {DEFAULT_PORT}:127.0.0.1:"
+              f"{DEFAULT_PORT} HOST).", file=sys.stderr)
+        return EXIT_USAGE
+    return _prepare_login(*creds)
+
+
+def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
+           log_file: str | os.PathLike | None = None, login: bool = False) -> int:
+    """Make sure a visdom server answers on host:port, starting one in the background if needed."""
+    url = url_of(host, port)
+    if server_answers(host, port):
+        print(f"a visdom server already answers at {url}")
+        return 0
+    if isinstance(code := _check_access(host, login), int):
+        return code
+    problem = _ensure_assets()  # here, in the foreground: an npm download must not eat the start timeout
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    env_path = Path(env_path or default_env_path()).expanduser().resolve()
+    env_path.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_file or env_path / "vae_visdom_server.log").expanduser().resolve()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "vae_visdom.server", "--host", host, "--port", str(port),
+           "--env-path", str(env_path)] + (["--login"] if login else [])
+    with open(log_path, "ab") as out:
+        # new session: the server outlives this shell and its Ctrl-C; credentials travel in the env
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + DETACH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server_answers(host, port):
+            print(f"visdom server started at {url} (pid {proc.pid}, log {log_path})")
+            return 0
+        if proc.poll() is not None:
+            print(f"error: the server exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}",
+                  file=sys.stderr)
+            return proc.returncode or 1
+        time.sleep(0.2)
+    proc.terminate()
+    print(f"error: no answer at {url} after {DETACH_TIMEOUT_S:.0f} s; log {log_path}:\n{_tail(log_path)}",
+          file=sys.stderr)
+    return 1
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.detach:
+        return detach(args.host, args.port, args.env_path, args.log, args.login)
+    logging.basicConfig(level=logging.INFO, filename=args.log,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
+    # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
+    logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
+    return serve(args.host, args.port, args.env_path, args.login)
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
+    p.add_argument("--env-path", default=None, help="where envs are saved and loaded (default ~/.visdom)")
+    p.add_argument("--login", action="store_true",
+                   help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
+    p.add_argument("--detach", action="store_true",
+                   help="reuse a server that already answers, or start one in the background and return")
+    p.add_argument("--log", default=None,
+                   help="log file (default: stderr; with --detach: ENV_PATH/vae_visdom_server.log)")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `serve`; the handler is stored as `func` (returns an exit code)."""
+    p = subparsers.add_parser("serve", help="run the visdom server (offline, loopback by default)",
+                              description=__doc__.split("\n\n")[0])
+    _add_arguments(p)
+    p.set_defaults(func=_run_cli)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vae_visdom.server [serve options]`: the same as `vae-visdom serve`."""
+    p = argparse.ArgumentParser(prog="python -m vae_visdom.server", description=__doc__.split("\n\n")[0])
+    _add_arguments(p)
+    return _run_cli(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -248,3 +248,16 @@ def test_chromium_renders_a_line_plot_and_an_image_from_the_offline_files(visdom
     screenshot(browser, tmp_path / "server_smoke.png")
     if os.environ.get("VAE_VISDOM_DOCS_IMG"):  # set when refreshing docs/img/
         screenshot(browser, Path(os.environ["VAE_VISDOM_DOCS_IMG"]) / "server_smoke.png")
+
+
+def test_compare_view_answers_without_a_home_visdom_folder_and_merges_in_any_order(visdom_server_factory, tmp_path):
+    # visdom 0.2.4 lists ~/.visdom for /compare/ and answers 500 where it is missing; ours uses the env path
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    server = visdom_server_factory(env={"HOME": str(home)})
+    for env, ys in (("cmp_b", [3, 2, 1]), ("cmp_a", [1, 2, 3])):
+        vis = server.client(env, use_incoming_socket=False)
+        vis.line(X=np.arange(3), Y=np.array(ys), win=f"{env}_loss", opts={"title": "loss"})
+    status, body = get(server.url + "/compare/cmp_b+cmp_a")
+    assert status == 200 and b"<html" in body.lower()
+    assert not (home / ".visdom").exists()

@@ -106,16 +106,51 @@ def _prepare_login(user: str, password: str) -> dict:
     return {"username": user, "password": hash_password(hash_password(password))}
 
 
+def _compare_handler():
+    """visdom 0.2.4's /compare/A+B handler, mended in two places.
+
+    Its GET lists envs in ~/.visdom instead of the server's env path (HTTP 500 where that folder
+    does not exist), and its POST merges windows correctly only when the env names come sorted.
+    """
+    from visdom.server.handlers.web_handlers import CompareHandler, check_auth
+    from visdom.utils.server_utils import compare_envs, gather_envs
+
+    class EnvPathCompareHandler(CompareHandler):
+        @check_auth
+        def get(self, eids):
+            import getpass
+
+            items = gather_envs(self.state, env_path=self.env_path)
+            wanted = sorted(e for e in eids.split("+") if e in items)
+            self.render("index.html", user=getpass.getuser(), items=items, active_item="+".join(wanted),
+                        wrap_socket=self.wrap_socket)
+
+        @check_auth
+        def post(self, args):
+            import tornado.escape
+
+            sid = tornado.escape.json_decode(tornado.escape.to_basestring(self.request.body))["sid"]
+            if sid in self.subs:
+                compare_envs(self.state, sorted(args.split("+")), self.subs[sid], self.env_path)
+
+    return CompareHandler, EnvPathCompareHandler
+
+
 def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None):
-    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off."""
+    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off
+    and the compare view mended (see _compare_handler)."""
     import tornado.web
     from visdom.server.app import Application
 
+    broken, mended = _compare_handler()
+
     class _NoDebug(tornado.web.Application):
         # visdom's Application.__init__ forces settings["debug"] = True and then calls
-        # super().__init__; placed between it and tornado's class in the MRO, this turns it off
+        # super().__init__ with its handler table; placed between it and tornado's class in the
+        # MRO, this turns debug off and swaps in the mended compare handler
         def __init__(self, handlers=None, **settings):
             settings["debug"] = False
+            handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
             super().__init__(handlers, **settings)
 
     class QuietApplication(Application, _NoDebug):

@@ -85,7 +85,8 @@ def test_a_short_run_shows_curves_reconstructions_and_samples_in_the_page(visdom
                             if browser.execute_script("return arguments[0].naturalWidth", i) > 0],
                    "decoded images in the page")
     assert len(images) >= 2
-    time.sleep(1.0)
+    browser.set_window_size(1600, 1500)  # room for every pane in the picture
+    time.sleep(1.5)
     keep_for_docs(screenshot(browser, tmp_path / "run_live.png"), "run_live.png")
 
 

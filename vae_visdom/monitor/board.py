@@ -1,0 +1,277 @@
+"""The windows of one run and the one thread that talks to visdom for them.
+
+Training-thread hooks change window state under `lock` (microseconds) and return.
+The sender thread wakes every `tick` seconds and
+- appends what changed to the run's visdom.log (every `log_every` s, and at once when
+  a save or flush asks), whether or not a server is there,
+- sends each changed window at most once per `min_interval` (a window marked urgent
+  goes at once): the work waiting is bounded by the number of windows and nothing is
+  dropped, since a window that changed ten times is sent once, as it is now. Line
+  plots go as appends of their new points while the server is known to hold the rest;
+  every other window, and any window after a failed send or a server restart, goes whole,
+- on a failed send, backs off (to `max_backoff`) and, once the server answers again,
+  draws every window whole: whatever the server lost is drawn again. A restart that no
+  send noticed is seen on the event socket, which drops with the server,
+- after `request_save()`, asks the server to save the env to disk once it holds every
+  window as it was at the request.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import visdom
+
+from vae_visdom.monitor.event_socket import EventSocket
+from vae_visdom.monitor.windows import ImageGrid, Message, Window, encode_grid
+
+log = logging.getLogger(__name__)
+POST_TIMEOUT = (3.05, 15.0)  # connect, read: a server that hangs must not hang the sender forever
+
+
+class _Client(visdom.Visdom):
+    """visdom's client with a timeout on every request (its own session has none)."""
+
+    def _handle_post(self, url, data=None):
+        r = self.session.post(url, data={} if data is None else data, timeout=POST_TIMEOUT)
+        if r.status_code in (400, 401, 403) and not r.text:  # visdom's answer to a request without login
+            raise PermissionError(f"the visdom server at {self.server}:{self.port} wants a login "
+                                  "(VISDOM_USERNAME and VISDOM_PASSWORD)")
+        if r.status_code >= 500:
+            log.warning("visdom server answered %s to %s", r.status_code, url)
+        return r.text
+
+
+def connect(server: str, port: int, env: str, username: str | None = None,
+            password: str | None = None) -> visdom.Visdom:
+    """An HTTP-only visdom client that has not talked to the server yet.
+
+    Built with send=False, which skips the constructor's request (and its socket set-up),
+    then switched on: the client, its session and its login are made once and reused by
+    every retry. Its requests raise ConnectionError (fast) while nothing answers.
+    """
+    logging.getLogger("visdom").setLevel(logging.ERROR)  # a warning per new session: terminal noise
+    client = _Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
+                     username=username, password=password, send=False)
+    client.send = True
+    return client
+
+
+class Board:
+    def __init__(self, server: str, port: int, env: str, log_path: Path | None,
+                 username: str | None = None, password: str | None = None,
+                 min_interval: float = 0.25, tick: float = 0.05, log_every: float = 0.5,
+                 max_backoff: float = 2.0, on_event: Callable[[dict], None] | None = None):
+        self.server, self.port, self.env = server, port, env
+        self.username, self.password = username, password
+        self.log_path = log_path
+        self.min_interval, self.tick, self.log_every, self.max_backoff = min_interval, tick, log_every, max_backoff
+        self.lock = threading.RLock()
+        self.windows: dict[str, Window] = {}  # in creation order: the order panes appear in
+        self.client: visdom.Visdom | None = None
+        self.connected = False  # the last request reached the server
+        self.sends = 0  # window messages the server took (for tests and the report)
+        self.failures = 0
+        self.saves = 0  # env saves the server did
+        self.cpu_seconds = 0.0  # CPU time the sender thread used (what it can take from training)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._save_after: dict[str, int] | None = None  # versions the next save must include
+        self._log_due = False
+        self._last_log = 0.0
+        self._log_file = None
+        self._on_event = on_event
+        self._socket: EventSocket | None = None
+        self._thread = threading.Thread(target=self._run, name="vae-visdom-sender", daemon=True)
+        self.closed = False
+
+    # -- any thread -----------------------------------------------------------------------------
+    def add(self, window: Window) -> Window:
+        with self.lock:
+            self.windows[window.win] = window
+        return window
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_save(self) -> None:
+        """Save the env on the server once it has every window as it is now (later changes may
+        keep coming: a fast run must not put the save off for ever)."""
+        with self.lock:
+            self._save_after = {w.win: w.version for w in self.windows.values()}
+            self._log_due = True
+            for w in self.windows.values():
+                if w.version != w.sent:
+                    w.urgent = True
+        self._wake.set()
+
+    def mark_stale(self) -> None:
+        """The server may have lost our windows (it restarted): draw them all again."""
+        with self.lock:
+            for w in self.windows.values():
+                w.sent = -1
+                w.urgent = True
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Windows whose newest version the server does not have yet."""
+        with self.lock:
+            return sum(w.version != w.sent for w in self.windows.values())
+
+    def log_pending(self) -> int:
+        """Windows whose newest version is not in the log file yet."""
+        if self._log_file is None:  # no log, or none that could be opened
+            return 0
+        with self.lock:
+            self._log_due = True
+            return sum(w.version != w.logged for w in self.windows.values())
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        """Block until the event socket is up (browser events reach us from then on)."""
+        return self._socket is not None and self._socket.connected.wait(timeout)
+
+    def start(self) -> "Board":
+        if self.log_path is not None:
+            try:
+                self._log_file = open(self.log_path, "a", encoding="utf-8")
+            except OSError as err:  # no log is better than no training
+                log.warning("cannot write %s (%s); the visdom windows will not be replayable", self.log_path, err)
+        if self._on_event is not None:
+            self._socket = EventSocket(self.server, self.port, cookie=self._cookie, on_event=self._on_event,
+                                       on_disconnect=self.mark_stale, max_backoff=self.max_backoff).start()
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write the log, send what is left (bounded by `timeout`), save the env, stop."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close()
+
+    # -- sender thread --------------------------------------------------------------------------
+    def _cookie(self) -> str:
+        client = self.client
+        if client is None or client._session is None:
+            return ""
+        return client._session.cookies.get("user_password", "") or ""
+
+    def _run(self) -> None:
+        backoff, next_try = 0.1, 0.0
+        while True:
+            if not self._stop.is_set():
+                self._wake.wait(self.tick)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            cpu0 = time.thread_time()
+            try:
+                self._encode_images()
+                self._write_log(force=stopping)
+                now = time.monotonic()
+                if stopping or now >= next_try:
+                    if self._send_due(now, force=stopping):
+                        backoff, next_try = 0.1, 0.0
+                    else:
+                        next_try = now + backoff
+                        backoff = min(backoff * 2, self.max_backoff)
+            except Exception:  # the sender must outlive any bug in one window
+                log.exception("visdom sender")
+            self.cpu_seconds += time.thread_time() - cpu0
+            if stopping:
+                break
+        if self._log_file is not None:
+            self._log_file.close()
+
+    def _encode_images(self) -> None:
+        with self.lock:
+            todo = [(w, w.encode_pending()) for w in self.windows.values() if isinstance(w, ImageGrid)]
+        for w, job in todo:
+            if job is not None:
+                version, images, nrow = job
+                encoded = encode_grid(images, nrow)  # the slow part, off the lock
+                with self.lock:
+                    w.store_encoded(version, encoded)
+
+    def _write_log(self, force: bool) -> None:
+        if self._log_file is None:
+            return
+        now = time.monotonic()
+        with self.lock:
+            due = force or self._log_due
+            if not (due or now - self._last_log >= self.log_every):
+                return
+            messages: list[Message] = []
+            for w in self.windows.values():
+                if w.logged != w.version and w.ready() and (due or now - w.last_log >= w.log_every):
+                    messages += w.changes(self.env, "log")  # fresh lists: safe to encode off the lock
+                    w.logged, w.last_log = w.version, now
+            self._log_due, self._last_log = False, now
+        if messages:
+            try:
+                self._log_file.write("".join(json.dumps(list(m)) + "\n" for m in messages))
+                self._log_file.flush()
+            except OSError as err:  # a full disk must not stop training
+                log.warning("cannot write %s: %s", self.log_path, err)
+
+    def _send_due(self, now: float, force: bool) -> bool:
+        """Send the windows due; False when the server did not answer."""
+        if self.client is None:
+            self.client = connect(self.server, self.port, self.env, self.username, self.password)
+        with self.lock:
+            due = [w for w in self.windows.values()
+                   if w.version != w.sent and (force or w.urgent or now - w.last_send >= self.min_interval)
+                   and w.ready()]
+            # appends while the server is known to hold what it was sent; the whole window when
+            # that is unknown (sent == -1: a failed send, a restart). Either way nothing is lost.
+            batch = [(w, w.version, w.changes(self.env, "server", known=w.sent != -1)) for w in due]
+            for w in due:
+                w.urgent = False
+        for w, version, messages in batch:
+            for endpoint, msg in messages:
+                if not self._post(msg, endpoint):
+                    with self.lock:
+                        w.urgent = True
+                    return False
+            with self.lock:
+                w.sent, w.last_send = version, time.monotonic()
+            self.sends += 1
+        with self.lock:
+            after = self._save_after
+            save = after is not None and all(self.windows[win].sent >= v for win, v in after.items())
+        if save:
+            if not self._post({"data": [self.env]}, "save"):
+                return False
+            with self.lock:
+                if self._save_after is after:
+                    self._save_after = None
+            self.saves += 1
+        return True
+
+    def _post(self, msg: dict, endpoint: str) -> bool:
+        try:
+            self.client._send(msg, endpoint=endpoint, quiet=True)
+        except (ConnectionError, OSError, RuntimeError) as err:  # RuntimeError: login refused
+            self._failed(err)
+            return False
+        if not self.connected:
+            self.connected = True
+        return True
+
+    def _failed(self, err: Exception) -> None:
+        if isinstance(err, (PermissionError, RuntimeError)) and self.failures == 0:
+            log.warning("visdom: %s; training goes on, the run's windows are only in %s", err, self.log_path)
+        elif self.connected or self.failures == 0:
+            log.info("visdom server %s:%s not answering (%s); retrying", self.server, self.port, err)
+        self.connected = False
+        self.failures += 1
+        with self.lock:
+            for w in self.windows.values():
+                w.sent = -1  # unknown: the server may have died half-way; draw again

@@ -1,0 +1,94 @@
+"""What the run pane and the extra figures show, and the curves a resumed run takes back.
+
+Plain functions of the events' data, called by VisdomMonitor under the board's lock.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_visdom.events import EpochRecord, RunInfo, Status
+from vae_visdom.monitor.panel import format_value
+from vae_visdom.monitor.windows import LinePlot, Trace, num
+
+
+def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
+             url: str, since: float) -> str:
+    """The run pane: what runs where, on what, with which settings, how fast."""
+    rows: list[tuple[str, str]] = []
+    if r is not None:
+        c = r.config
+        rows += [("run", r.name + (" (resumed)" if r.resumed else "")), ("run dir", r.run_dir),
+                 ("watch at", r.url or url), ("env", env),
+                 ("data", f"{r.dataset}: {r.n_train:,} train / {r.n_test:,} test images of "
+                          f"{'x'.join(map(str, r.image_shape))}"), ("data source", r.data_source),
+                 ("model", f"{c.get('model')} ({r.n_params:,} parameters), latent {c.get('latent_dim')}, "
+                           f"hidden {c.get('hidden_dim')}, {c.get('likelihood')} likelihood"),
+                 ("optimizer", str(c.get("optimizer"))), ("device", r.device), ("seed", str(c.get("seed")))]
+    rows.append(("status", f"{st.state}, epoch {st.epoch}/{values.get('epochs') or st.epochs}, "
+                           f"step {st.step:,}" + (f" ({st.message})" if st.message else "")))
+    rows.append(("in force", ", ".join(f"{k} {format_value(k, v)}" for k, v in values.items())))
+    if rec is not None:
+        rows += [("last epoch", f"{rec.epoch}: train {rec.train_loss:.3f}, test {rec.test_loss:.3f} nats"),
+                 ("epoch time", f"{rec.seconds:.2f} s train + {rec.test_seconds:.2f} s test, "
+                                f"{rec.images_per_second:,.0f} images/s")]
+        rows += [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in rec.extra.items()]
+    rows.append(("monitor since", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))))
+    cells = "".join(f'<tr><td style="color:#555;padding-right:8px;vertical-align:top">{html.escape(k)}</td>'
+                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f'<table style="font-size:13px">{cells}</table>'
+
+
+def figure_traces(kind: str, payload: dict) -> list[Trace]:
+    """on_figure payloads of kind "scatter" (one trace per label) or "line" (one per column)."""
+    if kind == "scatter":
+        pts = torch.as_tensor(payload["points"]).detach().float().cpu()  # (N, 2)
+        labels = payload.get("labels")
+        labels = torch.zeros(len(pts), dtype=torch.long) if labels is None else torch.as_tensor(labels).cpu()
+        return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0]),
+                      _nums(pts[labels == lab][:, 1])) for lab in torch.unique(labels).tolist()]
+    y = torch.as_tensor(payload["y"]).detach().float().cpu()  # (N,) or (N, M)
+    y = y[:, None] if y.ndim == 1 else y
+    x = payload.get("x")
+    x = torch.arange(len(y)).float() if x is None else torch.as_tensor(x).float().cpu()
+    legend = payload.get("legend") or [str(i + 1) for i in range(y.shape[1])]
+    return [Trace(str(legend[j]), "lines", {}, _nums(x), _nums(y[:, j])) for j in range(y.shape[1])]
+
+
+def _nums(t: torch.Tensor) -> list:
+    return [num(v) for v in t.tolist()]
+
+
+def restore_curves(path: Path, plots: list[LinePlot]) -> None:
+    """Apply a visdom.log's messages for these plots to their traces.
+
+    Matched by the kind at the end of the window id (`...-loss`), not the whole id: a run
+    resumed into another env has another prefix.
+    """
+    by_kind = {p.win.rsplit("-", 1)[-1]: p for p in plots}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            endpoint, msg = json.loads(line)
+            win = str(msg.get("win"))
+            plot = None if "-fig-" in win else by_kind.get(win.rsplit("-", 1)[-1])
+            if plot is None:
+                continue
+            if endpoint == "events":  # the whole figure: start over
+                for t in plot.traces.values():
+                    t.x, t.y, t.text = [], [], ([] if t.text is not None else None)
+            for d in msg.get("data", []):
+                t = plot.traces.get(msg.get("name") or d.get("name"))
+                if t is not None:
+                    t.x += d.get("x", [])
+                    t.y += d.get("y", [])
+                    if t.text is not None:
+                        t.text += d.get("text", [""] * len(d.get("x", [])))
+        except (ValueError, AttributeError, TypeError):
+            continue  # a torn last line after a crash
+    for plot in plots:
+        plot.redraw()

@@ -1,0 +1,100 @@
+"""The back channel: browser events (property edits, button clicks) for our windows.
+
+visdom's server forwards every pane event to every Python client connected on
+/vis_socket. visdom.Visdom(use_incoming_socket=True) opens that socket itself, but its
+thread can never be stopped (it loops on a flag it only clears after a refused first
+connect, and keeps the WebSocketApp to itself), so each finished run would leave a
+live connection and thread behind, which a sweep of many runs in one process cannot
+afford. This is the same socket with the same message format, but it closes on
+close(), reconnects with a backoff while the server is away, and tells its owner when
+the connection drops (a server restart loses every window not yet saved).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable
+from urllib.parse import urlparse
+
+import websocket  # websocket-client, a visdom dependency
+
+log = logging.getLogger(__name__)
+
+
+class EventSocket:
+    def __init__(self, server: str, port: int, base_url: str = "", cookie: Callable[[], str] | None = None,
+                 on_event: Callable[[dict], None] | None = None,
+                 on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
+                 max_backoff: float = 2.0):
+        parsed = urlparse(server if "://" in server else f"http://{server}")
+        scheme = "wss" if parsed.scheme == "https" else "ws"
+        self.url = f"{scheme}://{parsed.hostname}:{port}{base_url}/vis_socket"
+        if parsed.hostname and ":" in parsed.hostname:  # IPv6 literal
+            self.url = f"{scheme}://[{parsed.hostname}]:{port}{base_url}/vis_socket"
+        self.cookie = cookie
+        self.on_event, self.on_connect, self.on_disconnect = on_event, on_connect, on_disconnect
+        self.max_backoff = max_backoff
+        self.connected = threading.Event()
+        self._closed = threading.Event()
+        self._app: websocket.WebSocketApp | None = None
+        self._thread = threading.Thread(target=self._run, name="vae-visdom-events", daemon=True)
+
+    def start(self) -> "EventSocket":
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._closed.set()
+        app = self._app
+        if app is not None:
+            app.keep_running = False
+            try:
+                app.close()
+            except Exception:  # already closed, or closing half-way
+                pass
+        self._thread.join(timeout)
+
+    # -- socket thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            header = []
+            if self.cookie is not None:
+                header = [f"Cookie: user_password={self.cookie()}"]
+            self._app = websocket.WebSocketApp(self.url, header=header, on_open=self._opened,
+                                               on_message=self._message, on_close=self._closed_cb,
+                                               on_error=lambda ws, err: None)
+            was_connected = False
+            try:
+                self._app.run_forever(ping_interval=20, ping_timeout=10)
+            except Exception as err:  # never let the back channel die for good
+                log.debug("event socket: %s", err)
+            if self.connected.is_set():
+                was_connected = True
+                self.connected.clear()
+                if self.on_disconnect:
+                    self.on_disconnect()
+            if self._closed.is_set():
+                break
+            backoff = 0.1 if was_connected else min(backoff * 2, self.max_backoff)
+            self._closed.wait(backoff)
+
+    def _opened(self, ws) -> None:
+        self.connected.set()
+        if self.on_connect:
+            self.on_connect()
+
+    def _closed_cb(self, ws, code=None, reason=None) -> None:
+        pass  # handled after run_forever returns, in _run
+
+    def _message(self, ws, message: str) -> None:
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(msg, dict) and "target" in msg and self.on_event is not None:
+            try:
+                self.on_event(msg)
+            except Exception:  # a bad event must not close the channel
+                log.exception("visdom event handler failed on %r", msg.get("event_type"))

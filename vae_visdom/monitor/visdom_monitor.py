@@ -1,0 +1,309 @@
+"""VisdomMonitor: the observer that draws a run in visdom and carries the control panel.
+
+Hooks run on the training thread and only change in-memory window state (see
+board.py for the thread that sends it, and windows.py for the messages). Window ids
+are unique per run (`<env>-<token>-<kind>`, the token derived from the run directory,
+so a resumed run draws into its old windows); titles are the same for every run, so
+visdom's compare view (/compare/envA+envB) lays runs over each other by title.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from vae_visdom.controller import SETTINGS, Controller
+from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.monitor.board import Board
+from vae_visdom.monitor.content import figure_traces, restore_curves, run_html
+from vae_visdom.monitor.panel import ControlPanel, format_value
+from vae_visdom.monitor.windows import ImageGrid, LinePlot, TextPane, Trace
+
+TITLES = {
+    "loss": "loss",
+    "terms": "loss terms (recon, KL)",
+    "recon": "reconstructions (top: test images, bottom: reconstructions)",
+    "samples": "samples from the prior",
+    "run": "run",
+    "control": "control",
+    "events": "events",
+}
+LOG_NAME = "visdom.log"
+STEP_TRACES = ("train (every log interval)", "train recon (every log interval)", "train KL (every log interval)",
+               "changes")
+log = logging.getLogger(__name__)
+BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#9aa7b4"
+
+
+def _guarded(hook: Callable) -> Callable:
+    """A monitor must never stop training: an error in a hook is logged and kept, not raised."""
+
+    @functools.wraps(hook)
+    def run(self, *args):
+        try:
+            return hook(self, *args)
+        except Exception as err:
+            self.hook_errors.append(f"{hook.__name__}: {type(err).__name__}: {err}")
+            if len(self.hook_errors) <= 3:
+                log.exception("visdom monitor: %s failed; training goes on", hook.__name__)
+
+    return run
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "run"
+
+
+def window_prefix(env: str, run_dir: Path | None) -> str:
+    token = (hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:6] if run_dir is not None
+             else secrets.token_hex(3))
+    return f"{slug(env)[:40]}-{token}"
+
+
+def _line(color: str, dash: str = "solid", width: float = 2) -> dict:
+    return {"line": {"color": color, "dash": dash, "width": width}, "marker": {"color": color, "size": 6}}
+
+
+class VisdomMonitor(Callback):
+    def __init__(self, server: str = "http://127.0.0.1", port: int = 8097, env: str | None = None,
+                 run_dir: str | Path | None = None, controller: Controller | None = None,
+                 win_prefix: str | None = None, *, username: str | None = None, password: str | None = None,
+                 min_interval: float = 0.25):
+        self.hook_errors: list[str] = []  # see _guarded; tests check it stays empty
+        _preload()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.env = env or (slug(self.run_dir.name) if self.run_dir is not None else "main")
+        self.server, self.port, self.controller = server, port, controller
+        self.prefix = win_prefix or window_prefix(self.env, self.run_dir)
+        self.log_path = self.run_dir / LOG_NAME if self.run_dir is not None else None
+        # the credentials `vae-visdom serve --login` reads, unless given
+        username = username if username is not None else os.environ.get("VISDOM_USERNAME") or None
+        password = password if password is not None else os.environ.get("VISDOM_PASSWORD") or None
+        if not (username and password):
+            username = password = None
+        self.board = Board(server, port, self.env, self.log_path, username, password,
+                           min_interval=min_interval, on_event=self._on_event)
+        w = self.windows = {kind: f"{self.prefix}-{kind}" for kind in TITLES}
+        b = self.board
+        self.loss = b.add(LinePlot(w["loss"], TITLES["loss"], [
+            Trace("train (every log interval)", "lines", _line(GREY, width=1)),
+            Trace("train", "lines+markers", _line(BLUE)),
+            Trace("test", "lines+markers", _line(ORANGE)),
+            Trace("changes", "markers+text", {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"},
+                                              "textposition": "top center"}, text=[]),
+        ], "epoch", "-ELBO, nats per example"))
+        self.terms = b.add(LinePlot(w["terms"], TITLES["terms"], [
+            Trace("train recon", "lines+markers", _line(BLUE)),
+            Trace("test recon", "lines+markers", _line(ORANGE)),
+            Trace("train KL", "lines+markers", _line(BLUE, "dash")),
+            Trace("test KL", "lines+markers", _line(ORANGE, "dash")),
+            Trace("train recon (every log interval)", "lines", _line(GREY, width=1)),
+            Trace("train KL (every log interval)", "lines", _line(GREY, "dot", width=1)),
+        ], "epoch", "nats per example"))
+        self.recon = b.add(ImageGrid(w["recon"], TITLES["recon"], nrow=8))
+        self.samples = b.add(ImageGrid(w["samples"], TITLES["samples"], nrow=8))
+        self.run_pane = b.add(TextPane(w["run"], TITLES["run"], width=460, height=420))
+        self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
+        # visdom lays panes out in the order they first reach it: curves and controls on top
+        order = [w[k] for k in ("loss", "control", "terms", "recon", "samples", "events", "run")]
+        b.windows = {win: b.windows[win] for win in order}
+        self.figures: dict[str, Any] = {}
+        self.info: RunInfo | None = None
+        self.status = Status("starting", 0, 0, 0)
+        self.record: EpochRecord | None = None
+        self.values: dict[str, Any] = {}
+        self._last_point: tuple[float, float | None] = (0.0, None)  # (x, train loss) of the last step log
+        self._unplaced: list[str] = []  # changes applied before any loss was logged
+        self._resume_cut: int | None = None  # start epoch of a resumed run, until its first step log
+        self._started = False
+        self._closed = False
+        self._t0 = time.time()
+
+    @property
+    def url(self) -> str:
+        return f"{self.server}:{self.port}/env/{self.env}"
+
+    # -- hooks (training thread) ----------------------------------------------------------------
+    @_guarded
+    def on_run_start(self, run: RunInfo) -> None:
+        self.info = run
+        self.values = {k: run.config.get(k) for k in SETTINGS}
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            if self.log_path.exists() and run.resumed:
+                self._restore(self.log_path)
+                self.log_path.replace(self.log_path.with_name(LOG_NAME + ".before-resume"))
+                self._resume_cut = run.start_epoch
+            elif self.log_path.exists():
+                self.log_path.unlink()  # a new run in an old directory starts a new log
+        self.panel.set_values(self.values)
+        with self.board.lock:
+            self.status = Status("starting", run.start_epoch - 1, 0, int(run.config.get("epochs") or 0))
+            self._render_run()
+        self._start()
+
+    @_guarded
+    def on_step(self, log: StepLog) -> None:
+        if self._resume_cut is not None:
+            self._cut_resumed(log.epoch_progress)
+        x = log.epoch_progress
+        with self.board.lock:
+            self.loss.add("train (every log interval)", x, log.loss)
+            self.terms.add("train recon (every log interval)", x, log.recon)
+            self.terms.add("train KL (every log interval)", x, log.kl)
+            self._last_point = (x, log.loss)
+            for label in self._unplaced:  # the first point that shows their effect
+                self.loss.add("changes", x, log.loss, text=label)
+            self._unplaced.clear()
+            self.status.epoch, self.status.step = log.epoch, log.step
+        self.panel.on_step(log.epoch, log.step)
+        if not self._started:
+            self._start()
+
+    @_guarded
+    def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
+        recon = torch.cat([images.originals, images.reconstructions]).detach().to("cpu", copy=True)  # (16, C, H, W)
+        samples = images.samples.detach().to("cpu", copy=True)  # (64, C, H, W)
+        e = record.epoch
+        with self.board.lock:
+            self.record = record
+            self.loss.add("train", e, record.train_loss)
+            self.loss.add("test", e, record.test_loss)
+            if "test_iw_ll" in record.extra:  # the IWAE bound on -log p(x): below the test -ELBO
+                name = "test -log p(x), IW estimate"
+                if name not in self.loss.traces:
+                    self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", _line("#2ca02c"))])
+                self.loss.add(name, e, -float(record.extra["test_iw_ll"]))
+            for split in ("train", "test"):
+                self.terms.add(f"{split} recon", e, getattr(record, f"{split}_recon"))
+                self.terms.add(f"{split} KL", e, getattr(record, f"{split}_kl"))
+            self.recon.set(recon, nrow=8, caption=f"epoch {e}")
+            self.samples.set(samples, nrow=8, caption=f"epoch {e}")
+            self.status.epoch, self.status.step = e, record.step
+            self._render_run()
+        self.board.request_save()  # a server restart then loses nothing up to this epoch
+
+    @_guarded
+    def on_status(self, status: Status) -> None:
+        with self.board.lock:
+            self.status = dataclasses.replace(status)
+            self.values.update({k: v for k, v in status.values.items() if k in SETTINGS})
+            self._render_run()
+        self.panel.on_status(status)
+
+    @_guarded
+    def on_command(self, event: CommandEvent) -> None:
+        self.panel.on_command(event)
+        if event.accepted and event.name in SETTINGS:
+            old, new = self.values.get(event.name), event.value
+            x, y = self._last_point
+            label = f"{event.name} {format_value(event.name, old)} -> {format_value(event.name, new)}"
+            with self.board.lock:
+                if y is None:
+                    self._unplaced.append(label)
+                else:
+                    self.loss.add("changes", x, y, text=label)
+                self.values[event.name] = new
+                self._render_run()
+
+    @_guarded
+    def on_figure(self, name: str, payload: dict) -> None:
+        kind, title = payload.get("kind"), payload.get("title") or name
+        win = f"{self.prefix}-fig-{slug(name)}"
+        with self.board.lock:
+            pane = self.figures.get(name)
+            if kind == "images":
+                pane = pane or self.board.add(ImageGrid(win, title))
+                pane.title = title
+                pane.set(torch.as_tensor(payload["tensor"]).detach().to("cpu", copy=True), nrow=payload.get("nrow", 8))
+            elif kind in ("scatter", "line"):
+                pane = pane or self.board.add(LinePlot(win, title, [], payload.get("xlabel", ""),
+                                                       payload.get("ylabel", "")))
+                pane.title = title
+                pane.replace(figure_traces(kind, payload))
+            elif kind == "text":
+                pane = pane or self.board.add(TextPane(win, title))
+                pane.title = title
+                pane.set(str(payload.get("html", "")))
+            else:
+                return
+            self.figures[name] = pane
+        if not self._started:
+            self._start()
+
+    @_guarded
+    def on_run_end(self, status: Status) -> None:
+        self.on_status(status)
+        self.board.request_save()
+
+    @_guarded
+    def close(self) -> None:
+        """Send what is left (at most ~10 s), save the env, stop the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self.board.request_save()
+            self.board.close(timeout=10.0)
+
+    # -- for tests and tools --------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every window is on the server and in the log; False on timeout."""
+        self.board.request_save()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.board.pending() == 0 and self.board.log_pending() == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        """Wait until the control panel's back channel is connected (tests, scripted use)."""
+        return self.board.wait_connected(timeout)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        if not self._started and not self._closed:
+            self._started = True
+            self.board.start()
+
+    def _on_event(self, event: dict) -> None:
+        self.panel.handle(event)
+
+    def _render_run(self) -> None:
+        """The run pane (under the board's lock)."""
+        self.run_pane.set(run_html(self.info, self.status, self.values, self.record, self.env, self.url, self._t0))
+
+    def _restore(self, path: Path) -> None:
+        """A resumed run: take the curves back from the old log (plots only; the rest is redrawn)."""
+        restore_curves(path, [self.loss, self.terms])
+
+    def _cut_resumed(self, first_x: float) -> None:
+        """Drop the old curves' points that the resumed run is about to draw again."""
+        cut, self._resume_cut = self._resume_cut, None
+
+        def keep(name: str, x: float) -> bool:
+            return x < first_x if name in STEP_TRACES else x < cut
+
+        with self.board.lock:
+            self.loss.truncate(keep)
+            self.terms.truncate(keep)
+
+
+def _preload() -> None:
+    """Import now what the sender thread needs later: an import there holds the GIL for
+    milliseconds while training runs (PIL loads its PNG writer on the first save)."""
+    from PIL import Image
+
+    import vae_visdom.imageutil  # noqa: F401
+
+    Image.preinit()

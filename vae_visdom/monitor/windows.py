@@ -1,0 +1,246 @@
+"""What each visdom window shows, kept in memory, and the messages that draw it.
+
+The monitor keeps the whole content of every window here, so any window can be drawn
+whole again at any time (visdom's `events` endpoint replaces a window): a lost message
+or a restarted server is repaired by the next send. Two readers follow the windows,
+the server and the run's log file (visdom.log, in visdom's `log_to_filename` format);
+each gets what changed since it was last given something: a line trace's new points
+as an `update` append, everything else whole. Replaying the log into an empty env
+therefore ends in the same windows.
+
+No visdom import here: the messages are the plain dicts visdom's client would post
+(see visdom.Visdom.scatter / text / properties), built under the board's lock and
+cheap to build; the one costly conversion (tensor -> PNG) is done by the board, off
+the lock, and cached per version.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Message = tuple[str, dict]
+
+def num(v: Any) -> float | None:
+    """A float JSON (and the browser's JSON.parse) can carry: NaN/inf become None (a gap)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class Window:
+    """One pane. `version` counts changes; the board compares it with what was sent and logged."""
+
+    def __init__(self, win: str, title: str):
+        self.win, self.title = win, title
+        self.version = 0
+        self.sent = -1  # version the server has (-1: nothing, or unknown after a failure)
+        self.logged = -1  # version the log file has
+        self.last_send = 0.0  # time.monotonic() of the last send
+        self.urgent = False  # send at once, skipping the per-window rate limit
+        self.log_every = 0.0  # seconds between log entries; 0: the board's default
+        self.last_log = 0.0
+
+    def touch(self, urgent: bool = False) -> None:
+        self.version += 1
+        self.urgent = self.urgent or urgent
+
+    def full(self, env: str) -> Message:
+        """The message that draws the whole window (called under the board's lock)."""
+        raise NotImplementedError
+
+    def changes(self, env: str, reader: str, known: bool = True) -> list[Message]:
+        """Messages that bring `reader` ("log" or "server") from what it was last given to now.
+
+        known=False: the reader's copy is lost or unknown (a failed send, a server restart).
+        Only line plots do better than the whole window.
+        """
+        return [self.full(env)]
+
+    def ready(self) -> bool:
+        """False while a message would show stale content (an image not encoded yet)."""
+        return True
+
+
+@dataclass
+class Trace:
+    name: str
+    mode: str = "lines"  # plotly mode: lines | lines+markers | markers | markers+text
+    style: dict = field(default_factory=dict)  # extra plotly trace fields (line, marker, textposition)
+    x: list = field(default_factory=list)
+    y: list = field(default_factory=list)
+    text: list | None = None  # hover/label text per point; such traces are logged whole
+    given: dict = field(default_factory=lambda: {"log": 0, "server": 0})  # points each reader has
+
+    def plotly(self) -> dict:
+        d = {"x": list(self.x), "y": list(self.y), "name": self.name, "type": "scatter", "mode": self.mode}
+        if self.text is not None:
+            d["text"] = list(self.text)
+            d["hoverinfo"] = "text+x+y"
+        d.update(self.style)
+        return d
+
+
+class LinePlot(Window):
+    """A plotly scatter/line figure with named traces, each a growing list of points."""
+
+    def __init__(self, win: str, title: str, traces: list[Trace], xlabel: str = "", ylabel: str = "",
+                 width: int = 560, height: int = 380):
+        super().__init__(win, title)
+        self.traces = {t.name: t for t in traces}
+        self.xlabel, self.ylabel, self.width, self.height = xlabel, ylabel, width, height
+        self.whole = {"log": True, "server": True}  # the reader's next message must be the whole figure
+
+    def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
+        t = self.traces[name]
+        t.x.append(num(x))
+        t.y.append(num(y))
+        if t.text is not None:
+            t.text.append(text or "")
+        self.touch()
+
+    def truncate(self, keep) -> None:
+        """Drop the points for which keep(trace_name, x) is false (a resumed run re-logs them)."""
+        for t in self.traces.values():
+            idx = [i for i, x in enumerate(t.x) if x is None or keep(t.name, x)]
+            t.x, t.y = [t.x[i] for i in idx], [t.y[i] for i in idx]
+            if t.text is not None:
+                t.text = [t.text[i] for i in idx]
+        self.redraw()
+
+    def replace(self, traces: list[Trace]) -> None:
+        self.traces = {t.name: t for t in traces}
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Points were removed or replaced: appends cannot say that, every reader gets it whole."""
+        self.whole = {"log": True, "server": True}
+        self.touch()
+
+    def full(self, env: str) -> Message:
+        opts = {"title": self.title, "xlabel": self.xlabel, "ylabel": self.ylabel, "showlegend": True,
+                "width": self.width, "height": self.height}
+        layout = {"title": {"text": self.title, "x": 0.02}, "showlegend": True,  # left: the tool icons are right
+                  "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+                  "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
+                  "legend": {"orientation": "h", "y": -0.2}}
+        data = [t.plotly() for t in self.traces.values()]
+        if not data:  # visdom reads data[0]["type"] to pick the pane kind
+            data = [Trace("").plotly()]
+        return "events", {"data": data, "win": self.win, "eid": env, "layout": layout, "opts": opts}
+
+    def changes(self, env: str, reader: str, known: bool = True) -> list[Message]:
+        # a trace with hover text is sent whole: visdom's append extends only x and y
+        whole = (not known or self.whole[reader]
+                 or any(t.text is not None and len(t.x) > t.given[reader] for t in self.traces.values()))
+        out: list[Message] = []
+        if whole:
+            out.append(self.full(env))
+        else:
+            for t in self.traces.values():
+                n = t.given[reader]
+                if len(t.x) > n:  # visdom's UpdateHandler appends these to the trace so named
+                    out.append(("update", {"win": self.win, "eid": env, "name": t.name, "append": True,
+                                           "data": [{"x": t.x[n:], "y": t.y[n:]}]}))
+        for t in self.traces.values():
+            t.given[reader] = len(t.x)
+        self.whole[reader] = False
+        return out
+
+
+class TextPane(Window):
+    def __init__(self, win: str, title: str, html: str = "", width: int = 420, height: int = 380):
+        super().__init__(win, title)
+        self.html, self.width, self.height = html, width, height
+
+    def set(self, html: str, urgent: bool = False) -> None:
+        if html != self.html:
+            self.html = html
+            self.touch(urgent)
+
+    def full(self, env: str) -> Message:
+        return "events", {"data": [{"content": self.html, "type": "text"}], "win": self.win, "eid": env,
+                          "opts": {"title": self.title, "width": self.width, "height": self.height}}
+
+
+class PropertiesPane(Window):
+    """visdom's properties pane. `render()` returns the list visdom.Visdom.properties takes;
+    it is called when a message is built, so a change only costs a touch()."""
+
+    def __init__(self, win: str, title: str, render: Callable[[], list[dict]], width: int = 460,
+                 height: int = 400):
+        super().__init__(win, title)
+        self.render = render
+        self.width, self.height = width, height
+
+    def full(self, env: str) -> Message:
+        return "events", {"data": [{"content": self.render(), "type": "properties"}],
+                          "win": self.win, "eid": env,
+                          "opts": {"title": self.title, "width": self.width, "height": self.height}}
+
+
+class ImageGrid(Window):
+    """The latest batch of images as one grid (torchvision's layout, as the run's PNGs).
+
+    Drawn as an <img> in a *text* pane, not as visdom's image pane: in visdom 0.2.4 every
+    image pane calls preventDefault() on every keydown on the page (ImagePane.js subscribes
+    to the global key events without checking focus), so with one on the page nobody can
+    type into the control panel. A text pane only does that while it has the focus. The
+    grid is scaled by CSS, pixelated, so a 28x28 digit stays sharp at any pane size.
+    """
+
+    def __init__(self, win: str, title: str, nrow: int = 8, caption: str = "", display_width: int = 480):
+        super().__init__(win, title)
+        self.nrow, self.caption, self.display_width = nrow, caption, display_width
+        self.images = None  # (B, C, H, W) float in [0, 1], a private copy
+        self._encoded: tuple[int, str, int, int] | None = None  # (version, data URL, width, height)
+
+    def set(self, images, nrow: int | None = None, caption: str | None = None) -> None:
+        self.images = images
+        self.nrow = nrow or self.nrow
+        self.caption = self.caption if caption is None else caption
+        self.touch(urgent=True)
+
+    def encode_pending(self) -> tuple[int, Any, int] | None:
+        """Under the lock: what encode_grid() needs, or None when the cached PNG is current."""
+        if self.images is None or (self._encoded and self._encoded[0] == self.version):
+            return None
+        return self.version, self.images, self.nrow
+
+    def store_encoded(self, version: int, encoded: tuple[str, int, int]) -> None:
+        self._encoded = (version, *encoded)
+
+    def full(self, env: str) -> Message:
+        caption = html.escape(self.caption)
+        if self._encoded is None:
+            content = '<div style="color:#777;padding:8px">images appear after the first epoch</div>'
+            width, height = self.display_width, 120
+        else:
+            _, src, w, h = self._encoded
+            scale = max(1.0, min(4.0, self.display_width / w))
+            content = (f'<img src="{src}" alt="{caption}" style="width:100%;image-rendering:pixelated;'
+                       f'image-rendering:crisp-edges"><div style="color:#555;font-size:12px">{caption}</div>')
+            width, height = round(w * scale) + 20, round(h * scale) + 70
+        return "events", {"data": [{"content": content, "type": "text"}], "win": self.win, "eid": env,
+                          "opts": {"title": self.title, "width": width, "height": height}}
+
+    def ready(self) -> bool:
+        return self.images is None or (self._encoded is not None and self._encoded[0] == self.version)
+
+
+def encode_grid(images, nrow: int) -> tuple[str, int, int]:
+    """(B, C, H, W) in [0, 1] -> (PNG data URL, width, height). Off the training thread."""
+    from PIL import Image
+
+    from vae_visdom.imageutil import make_grid, to_uint8_hwc
+
+    arr = to_uint8_hwc(make_grid(images, nrow=nrow))  # (H, W, C) uint8
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # grey stays grey (mode L)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), img.width, img.height

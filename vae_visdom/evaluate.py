@@ -191,18 +191,13 @@ def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int
 
 # ---------------------------------------------------------------- the `eval` subcommand
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(config, model with the checkpoint's weights, data) of a run directory.
 
     Expects RUN_DIR/config.json (TrainConfig.to_json) and RUN_DIR/checkpoint.pt, a dict whose
     "model" entry is the state_dict (a bare state_dict is accepted too).
     """
+    from vae_visdom import checkpoint
     from vae_visdom.config import TrainConfig
     from vae_visdom.data import load_dataset
     from vae_visdom.models import build_model
@@ -215,7 +210,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
     model = build_model(cfg.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood)
-    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    ckpt = checkpoint.load(run_dir)
     model.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt)
     return cfg, model.to(device), data
 
@@ -224,6 +219,8 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
                  batch_size: int | None = None, seed: int | None = None, limit: int | None = None,
                  max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
     """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured."""
+    from vae_visdom.cli import resolve_device
+
     dev = resolve_device(device)
     cfg, model, data = load_run(run_dir, dev)
     k = cfg.iw_samples if k is None else k
@@ -246,11 +243,13 @@ def format_result(result: IWResult) -> str:
 def _cli(args: argparse.Namespace) -> int:
     import sys
 
+    from vae_visdom.cli import UsageError
+
     try:
         result = evaluate_run(args.run_dir, k=args.iw_samples, binarize=args.binarize, device=args.device,
                               batch_size=args.batch_size, seed=args.seed, limit=args.limit,
                               max_floats=int(args.max_floats))
-    except (OSError, ValueError, RuntimeError) as err:  # missing files, bad budget, DataError, wrong weights
+    except (OSError, ValueError, RuntimeError, UsageError) as err:  # missing files, bad budget, no CUDA, ...
         print(f"vae-visdom eval: error: {err}", file=sys.stderr)
         return 1
     print(format_result(result))

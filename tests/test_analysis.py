@@ -198,3 +198,20 @@ def test_pca_payloads_show_originals_over_reconstructions():
     torch.testing.assert_close(grid["tensor"][:8], x[:8].float() / 255)
     torch.testing.assert_close(grid["tensor"][8:], pca_reconstruct(pca, x[:8]).clamp(0, 1))
     assert figs["pca_baseline"]["kind"] == "text" and "nats" in figs["pca_baseline"]["html"]
+
+
+def test_pca_with_fewer_examples_than_pixels_matches_numpy_svd():
+    import numpy as np
+
+    from vae_visdom.analysis import pca_fit, pca_recon_error
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 300, generator=g, dtype=torch.float64)  # N < P: the Gram-matrix path
+    pca = pca_fit(x, 5)
+    xc = (x - x.mean(0)).numpy()
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    for i in range(5):
+        assert abs(abs(float(pca.components[i] @ torch.from_numpy(vt[i]))) - 1.0) < 1e-8
+    assert np.allclose(pca.explained_variance.numpy(), s[:5] ** 2 / 40)
+    # training-set squared error = sum of the discarded eigenvalues, as on the covariance path
+    assert float(pca_recon_error(pca, x).squared_error.mean()) == pytest.approx(float((s[5:] ** 2).sum() / 40))

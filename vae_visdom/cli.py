@@ -37,7 +37,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--likelihood", choices=LIKELIHOODS, default=None)
     g.add_argument("--test-fraction", type=argparse_type("test_fraction"), default=None,
                    help="image folders: share held out for testing (default 0.1)")
-    g.add_argument("--subset", type=argparse_type("subset"), default=None, help="celeba: use the first N images")
+    g.add_argument("--subset", type=argparse_type("subset"), default=None, help="celeba, folder: use the first N images (sorted names)")
     g.add_argument("--binarize", action="store_true", default=None,
                    help="dynamically binarized pixels (the setting of published MNIST likelihoods)")
     g = p.add_argument_group("how to train (lr, batch size, epochs and log interval can change live)")

@@ -125,6 +125,15 @@ def visdom_server_factory(tmp_path_factory) -> Iterator[Callable[..., VisdomServ
                 server.proc.wait()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[VisdomServer]:
+    """One server per test module, for tests that never stop it (each test uses its own env)."""
+    root = tmp_path_factory.mktemp("visdom-module")
+    s = VisdomServer(root / "env", root / "server.log").start()
+    yield s
+    s.stop()
+
+
 @pytest.fixture
 def visdom_server(visdom_server_factory) -> VisdomServer:
     """A running server on a free 127.0.0.1 port with an empty env path in tmp."""

@@ -21,17 +21,6 @@ CFG = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10, model="mlp", late
 STEPS_PER_EPOCH = 20
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server for the tests that do not stop it (each test uses its own env)."""
-    from tests.fixtures import VisdomServer
-
-    root = tmp_path_factory.mktemp("visdom-shared")
-    s = VisdomServer(root / "env", root / "server.log").start()
-    yield s
-    s.stop()
-
-
 def run_info(run_dir: Path, name: str = "run", resumed: bool = False, start_epoch: int = 1) -> RunInfo:
     return RunInfo(name, str(run_dir), name, dict(CFG), "cpu", "mnist", 1000, 200, (1, 28, 28), 652824,
                    "synthetic test images", start_epoch, resumed)

@@ -18,16 +18,6 @@ from vae_visdom.monitor.panel import ROWS
 VALUES = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tests.fixtures import VisdomServer
-
-    root = tmp_path_factory.mktemp("visdom-panel")
-    s = VisdomServer(root / "env", root / "server.log").start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def page(server):
     """A browser page's websocket: send(win, env, property_id, value) as visdom's PropertiesPane does."""

@@ -33,16 +33,6 @@ LABELS = {"cmp-a": "a (lr=1e-3 bs=64)", "cmp-b": "b (lr=3e-4 bs=128)"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tests.fixtures import VisdomServer
-
-    root = tmp_path_factory.mktemp("visdom-runs")
-    s = VisdomServer(root / "env", root / "server.log").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def runs_dir(server, tmp_path_factory) -> Path:
     """Two short runs (2 epochs of small synthetic images), streamed to their own envs on `server`."""
     root = tmp_path_factory.mktemp("runs")

@@ -58,7 +58,5 @@ def build_model(name: str, image_shape: tuple[int, int, int], latent_dim: int, h
     return MODELS[name].build(tuple(image_shape), latent_dim, hidden_dim, likelihood)
 
 
-try:  # the conv models live in their own module; registering them is its job
-    from vae_visdom.models import conv as _conv  # noqa: F401
-except ImportError:  # pragma: no cover - only while conv.py is being written
-    pass
+# the conv models live in their own module, which registers them (conv, conv64)
+from vae_visdom.models import conv as _conv  # noqa: E402,F401

@@ -36,11 +36,11 @@ def page(server):
     ws.close()
 
 
-def started(server, tmp_path, env: str, name: str = "run") -> tuple[VisdomMonitor, Controller]:
+def started(server, tmp_path, env: str, name: str = "run", **kw) -> tuple[VisdomMonitor, Controller]:
     ctl = Controller()
     run_dir = tmp_path / name
     run_dir.mkdir()
-    m = VisdomMonitor(port=server.port, env=env, run_dir=run_dir, controller=ctl)
+    m = VisdomMonitor(port=server.port, env=env, run_dir=run_dir, controller=ctl, **kw)
     m.on_run_start(run_info(run_dir, name))
     m.on_status(Status("running", 1, 0, 3, "training", dict(VALUES)))
     assert m.flush(10) and m.wait_connected(10)
@@ -157,7 +157,7 @@ def test_typing_a_bad_lr_in_the_real_page_shows_the_refusal(server, browser, tmp
 
     from tests.fixtures import wait_for
 
-    m, ctl = started(server, tmp_path, "browser")
+    m, ctl = started(server, tmp_path, "browser", min_interval=0.25)  # redraws 4x a second: the hard case
     # training goes on meanwhile: the panel (its step counter) is redrawn every 0.25 s while the user types
     stop = threading.Event()
 

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.config import DATASETS, DEVICES, LIKELIHOODS, OPTIMIZERS, ConfigError, TrainConfig, argparse_type
+from vae_visdom.config import (DATASETS, DEVICES, FAST_STEPS, LIKELIHOODS, OPTIMIZERS, PRECISIONS, ConfigError,
+                               TrainConfig, argparse_type)
 
 EXIT_USAGE = 2
 
@@ -47,6 +48,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")
     g.add_argument("--seed", type=argparse_type("seed"), default=None, help="default: 1")
     g.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda when available)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="bf16: bf16 autocast for the forward pass where the hardware has it (default fp32)")
+    g.add_argument("--fast-step", choices=FAST_STEPS, default=None,
+                   help="CUDA: replay the training step as one CUDA graph (auto: where it applies)")
     g.add_argument("--log-interval", type=argparse_type("log_interval"), default=None,
                    help="steps between loss points (default 10)")
     g.add_argument("--iw-every", type=argparse_type("iw_every"), default=None,

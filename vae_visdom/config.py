@@ -21,6 +21,8 @@ class ConfigError(ValueError):
 DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
 
@@ -168,6 +170,7 @@ class TrainConfig:
     env: str | None = None
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a CUDA-graph captured step where it pays
+    precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -194,6 +197,10 @@ class TrainConfig:
             raise ConfigError(f"optimizer: unknown value {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         if self.device not in DEVICES:
             raise ConfigError(f"device: unknown value {self.device!r}; allowed: {', '.join(DEVICES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown value {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.fast_step not in FAST_STEPS:
+            raise ConfigError(f"fast_step: unknown value {self.fast_step!r}; allowed: {', '.join(FAST_STEPS)}")
         if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"likelihood: unknown value {self.likelihood!r}; allowed: {', '.join(LIKELIHOODS)}")
         for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",

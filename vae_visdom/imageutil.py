@@ -1,20 +1,32 @@
-"""Image grids and PNGs, as torchvision's make_grid/save_image lay them out (padding 2, black)."""
+"""Image grids and PNGs, laid out as torchvision's make_grid/save_image do (padding 2, black).
+
+Pure numpy on purpose: the visdom monitor encodes grids on its sender thread, and a torch op
+there starts a second OpenMP thread team that competes with the training step's (measured:
+epochs 1.8x slower on 2 cores; see docs/performance.md).
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
-def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+def _as_array(images) -> np.ndarray:
+    """A CPU tensor or an array (B, C, H, W) -> float32 numpy, without running a torch kernel."""
+    if hasattr(images, "detach"):
+        images = images.detach().numpy()
+    return np.asarray(images, dtype=np.float32)
+
+
+def make_grid(images, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> np.ndarray:
     """(B, C, H, W) in [0, 1] -> (C, H', W'), B images in rows of `nrow`, like torchvision.utils.make_grid."""
-    images = images.detach().float().cpu()
+    images = _as_array(images)
     b, c, h, w = images.shape
     ncol = min(nrow, b)
     nrows = int(math.ceil(b / ncol))
-    grid = torch.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    grid = np.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value,
+                   dtype=np.float32)
     for i in range(b):
         r, k = divmod(i, ncol)
         top, left = r * (h + padding) + padding, k * (w + padding) + padding
@@ -22,21 +34,17 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
     return grid
 
 
-def to_uint8_hwc(grid: torch.Tensor) -> np.ndarray:
+def to_uint8_hwc(grid: np.ndarray) -> np.ndarray:
     """(C, H, W) float in [0, 1] -> (H, W, C) uint8, with torchvision's rounding."""
-    arr = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return arr
+    return np.clip(grid * 255 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def save_image(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
+def save_image(images, path: str | Path, nrow: int = 8) -> None:
     """Save a batch (B, C, H, W) in [0, 1] as one PNG grid; grey stays grey."""
     from PIL import Image
 
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))
-    if arr.shape[2] == 1:
-        img = Image.fromarray(arr[:, :, 0], mode="L")
-    else:
-        img = Image.fromarray(arr, mode="RGB")
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     tmp = Path(path).with_suffix(".tmp.png")
     img.save(tmp)
     tmp.replace(path)

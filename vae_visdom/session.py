@@ -75,6 +75,8 @@ class TrainingSession:
         for name in ("epochs", "batch_size", "log_interval"):
             if name in overrides:
                 setattr(t, name, overrides[name])
+        if "batch_size" in overrides:
+            t._rebuild_step()
         # config.json records the values the run continues with
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
         self.cfg.batch_size, self.cfg.log_interval = t.batch_size, t.log_interval
@@ -100,19 +102,26 @@ class TrainingSession:
         if install_signal_handlers:
             previous = self._install_signal_handlers()
         try:
-            info = self.trainer.run_info(self.cfg.env if self.monitor else None, self.data.source, self.resume,
-                                         self.url)
-            for cb in self.trainer.callbacks:
-                cb.on_run_start(info)
+            self.announce()
             return self.trainer.fit()
         finally:
-            for cb in self.trainer.callbacks:
-                try:
-                    cb.close()
-                except Exception as err:  # a broken observer must not hide the run's own outcome
-                    print(f"warning: closing {type(cb).__name__} failed: {err}", file=sys.stderr)
+            self.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def announce(self) -> None:
+        """Tell every observer the run starts (`run` does this; so does a caller driving epochs itself)."""
+        info = self.trainer.run_info(self.cfg.env if self.monitor else None, self.data.source, self.resume,
+                                     self.url)
+        for cb in self.trainer.callbacks:
+            cb.on_run_start(info)
+
+    def close(self) -> None:
+        for cb in self.trainer.callbacks:
+            try:
+                cb.close()
+            except Exception as err:  # a broken observer must not hide the run's own outcome
+                print(f"warning: closing {type(cb).__name__} failed: {err}", file=sys.stderr)
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT/SIGTERM: finish the step, checkpoint, flush, exit 0. A second SIGINT aborts."""

@@ -27,13 +27,31 @@ N_RECON, N_SAMPLES = 8, 64
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    params = list(params)
+    # fused: one kernel for all parameters; the CPU default is a per-tensor loop, ~25% of an MLP
+    # step on 2 cores (docs/performance.md). Same update, rounding aside.
+    on_cpu = all(p.device.type == "cpu" for p in params)
+    fusable = all(p.device.type in ("cpu", "cuda") for p in params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, fused=fusable or None)
     if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
+        return torch.optim.Adagrad(params, lr=lr, fused=on_cpu or None)  # fused Adagrad is CPU-only
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def _autocast_for(precision: str, device: torch.device):
+    """A context for the forward pass: bf16 autocast where asked for and the hardware has it."""
+    import contextlib
+    import functools
+
+    if precision != "bf16":
+        return contextlib.nullcontext
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("precision bf16: this CPU has no native bf16; training in fp32")
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -71,7 +89,9 @@ class Trainer:
         self.z_fixed = torch.randn(N_SAMPLES, model.latent_dim, generator=z_gen).to(device)  # (64, D)
         self.epoch_state: EpochState | None = None
         self._stop = False
+        self.autocast = _autocast_for(cfg.precision, device)
         self.step_fn = self._eager_step
+        self._rebuild_step()
         self.insight = Insight(model, data, device, views=cfg.views, iw_every=cfg.iw_every,
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
 
@@ -104,7 +124,8 @@ class Trainer:
                     group["lr"] = cmd.value
             elif cmd.name == "batch_size":
                 self.batch_size = cmd.value
-                self._rebuild_step()
+                if self.device.type == "cuda":  # a captured graph is shape-specialised
+                    self._rebuild_step()
             elif cmd.name == "epochs":
                 self.epochs = cmd.value
             elif cmd.name == "log_interval":
@@ -137,10 +158,28 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------
     def _rebuild_step(self) -> None:
-        """Hook for captured steps, which are shape-specialised; the eager step needs nothing."""
+        """Choose the step: a captured CUDA graph where it applies (fast_step.py), else eager.
+
+        Called at start, after a checkpoint is loaded (optimizer flags come from the file) and
+        when the batch size changes (a graph is shape-specialised)."""
+        from vae_visdom import fast_step
+
+        self.step_fn = self._eager_step
+        if self.device.type != "cuda" or self.cfg.fast_step == "eager":
+            # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
+            fast_step.prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu"
+                                        else None)
+            return
+        step = fast_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
+                                   fallback=self._eager_step, amp=self.cfg.precision == "bf16")
+        if step is not None:
+            self.step_fn = step
+        elif self.cfg.fast_step == "graph":
+            why = fast_step.capture_unsupported(self.model, self.optimizer, self.device)
+            print(f"fast step: no captured graph ({why}); training eagerly")
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.train_x[idx].float().div_(255)  # (B, C, H, W) in [0, 1]
+        x = self.train_x.index_select(0, idx).float().div_(255)  # (B, C, H, W) in [0, 1]
         if self.cfg.binarize:
             x = torch.bernoulli(x)  # dynamic binarization (Burda et al. 2015; Salakhutdinov & Murray 2008)
         return x
@@ -148,8 +187,11 @@ class Trainer:
     def _eager_step(self, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch; returns (3,) loss, recon, kl summed over the batch (on device)."""
         self.optimizer.zero_grad(set_to_none=True)
-        logits, mu, logvar = self.model(x)
-        recon, kl = elbo_terms(logits, x, mu, logvar, self.model.likelihood, self.model.log_sigma)
+        with self.autocast():
+            logits, mu, logvar = self.model(x)
+        # the ELBO in float32 whatever precision the forward ran in
+        recon, kl = elbo_terms(logits.float(), x, mu.float(), logvar.float(), self.model.likelihood,
+                               self.model.log_sigma)
         recon_sum, kl_sum = recon.sum(), kl.sum()
         loss = recon_sum + kl_sum  # summed over the batch, as the seed does
         loss.backward()
@@ -208,53 +250,64 @@ class Trainer:
             sums += torch.stack([(recon + kl).sum(), recon.sum(), kl.sum()])
             if first is None:
                 first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
-        samples = self.model.sample_images(self.z_fixed).cpu()
+        samples = self.model.sample_images(self.z_fixed).float().cpu()
         return sums, EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop."""
-        self._set_state("running", "training")
         try:
-            for name, payload in self.insight.run_start().items():
-                self._emit("on_figure", name, payload)
-            while self.epoch < self.epochs or self.epoch_state is not None:
-                if self.epoch_state is None:
-                    self.epoch += 1
-                result = self.train_epoch()
-                if result is None:
-                    break
-                train_sums, seconds = result
-                t0 = time.perf_counter()
-                test_sums, images = self.evaluate()
-                extra, figures = self.insight.epoch_end(self.epoch)
-                test_seconds = time.perf_counter() - t0
-                tr = (train_sums / self.n_train).tolist()
-                te = (test_sums / len(self.test_x)).tolist()
-                record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
-                                     self.batch_size, round(seconds, 4), round(test_seconds, 4),
-                                     round(self.n_train / max(seconds, 1e-9), 1), extra)
-                self.save_checkpoint()
-                self._emit("on_epoch_end", record, images)
-                for name, payload in figures.items():
-                    self._emit("on_figure", name, payload)
-                if self.controller.has_pending():
-                    self.poll()
-                if self._stop:
-                    break
-            if self._stop:
-                self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint")
-                self.save_checkpoint()
-                final = self.status("stopped by request; checkpoint written")
-                final.state = "stopped"
-            else:
-                final = self.status(f"finished {self.epoch} epochs")
-                final.state = "finished"
+            self.begin()
+            while self.run_epoch():
+                pass
+            return self.end()
         except BaseException as err:
             final = self.status(f"failed: {type(err).__name__}: {err}")
-            final.state = "failed"
-            self.state = "failed"
+            final.state = self.state = "failed"
             self._emit("on_run_end", final)
             raise
+
+    def begin(self) -> None:
+        self._set_state("running", "training")
+        for name, payload in self.insight.run_start().items():
+            self._emit("on_figure", name, payload)
+
+    def run_epoch(self) -> bool:
+        """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
+        if self._stop or not (self.epoch < self.epochs or self.epoch_state is not None):
+            return False
+        if self.epoch_state is None:
+            self.epoch += 1
+        result = self.train_epoch()
+        if result is None:
+            return False
+        train_sums, seconds = result
+        t0 = time.perf_counter()
+        test_sums, images = self.evaluate()
+        extra, figures = self.insight.epoch_end(self.epoch)
+        test_seconds = time.perf_counter() - t0
+        tr = (train_sums / self.n_train).tolist()
+        te = (test_sums / len(self.test_x)).tolist()
+        record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
+                             self.batch_size, round(seconds, 4), round(test_seconds, 4),
+                             round(self.n_train / max(seconds, 1e-9), 1), extra)
+        self.save_checkpoint()
+        for name, payload in figures.items():
+            self._emit("on_figure", name, payload)
+        self._emit("on_epoch_end", record, images)  # last: an observer may flush here
+        if self.controller.has_pending():
+            self.poll()
+        return not self._stop
+
+    def end(self) -> Status:
+        """The final status (finished, or stopped with a checkpoint), told to every observer."""
+        if self._stop:
+            self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint")
+            self.save_checkpoint()
+            final = self.status("stopped by request; checkpoint written")
+            final.state = "stopped"
+        else:
+            final = self.status(f"finished {self.epoch} epochs")
+            final.state = "finished"
         self.state = final.state
         self._emit("on_status", final)
         self._emit("on_run_end", final)
@@ -289,6 +342,7 @@ class Trainer:
         self.data_gen.set_state(state["rng"]["data"])
         if state["rng"].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._rebuild_step()
         es = state.get("epoch_state")
         if es is not None:
             self.epoch = es["epoch"]

@@ -18,6 +18,7 @@ The sender thread wakes every `tick` seconds and
 from __future__ import annotations
 
 import json
+import os
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from vae_visdom.monitor.event_socket import EventSocket
 from vae_visdom.monitor.windows import ImageGrid, Message, Window, encode_grid
 
 log = logging.getLogger(__name__)
+SENDER_NICE = 10  # the sender thread's niceness: streaming must not take CPU from training
 POST_TIMEOUT = (3.05, 15.0)  # connect, read: a server that hangs must not hang the sender forever
 
 
@@ -64,7 +66,7 @@ def connect(server: str, port: int, env: str, username: str | None = None,
 class Board:
     def __init__(self, server: str, port: int, env: str, log_path: Path | None,
                  username: str | None = None, password: str | None = None,
-                 min_interval: float = 0.25, tick: float = 0.05, log_every: float = 0.5,
+                 min_interval: float = 0.25, tick: float = 0.2, log_every: float = 0.5,
                  max_backoff: float = 2.0, on_event: Callable[[dict], None] | None = None):
         self.server, self.port, self.env = server, port, env
         self.username, self.password = username, password
@@ -165,6 +167,10 @@ class Board:
         return client._session.cookies.get("user_password", "") or ""
 
     def _run(self) -> None:
+        try:  # Linux: a thread has its own nice value; the training threads come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SENDER_NICE)
+        except (AttributeError, OSError):
+            pass
         backoff, next_try = 0.1, 0.0
         while True:
             if not self._stop.is_set():

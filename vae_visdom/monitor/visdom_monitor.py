@@ -77,7 +77,7 @@ class VisdomMonitor(Callback):
     def __init__(self, server: str = "http://127.0.0.1", port: int = 8097, env: str | None = None,
                  run_dir: str | Path | None = None, controller: Controller | None = None,
                  win_prefix: str | None = None, *, username: str | None = None, password: str | None = None,
-                 min_interval: float = 0.25):
+                 min_interval: float = 1.0):
         self.hook_errors: list[str] = []  # see _guarded; tests check it stays empty
         _preload()
         self.run_dir = Path(run_dir) if run_dir is not None else None

@@ -1,0 +1,383 @@
+"""Epoch time: the seed's training loop against ours, on the same data, in one process, on one device.
+
+The seed is pytorch/examples vae/main.py: torchvision's MNIST dataset (a PIL image per
+sample through transforms.ToTensor), a DataLoader (batch 128, shuffled; num_workers=1 and
+pin_memory only with CUDA, as the seed's kwargs), its 784-400-20 VAE with a sigmoid output,
+F.binary_cross_entropy summed + KLD, Adam 1e-3, `loss.item()` every step. Ours is the real
+vae_visdom Trainer built by TrainingSession (visdom off, progress off): the data resident as
+uint8 on the device, batches sliced from a permutation.
+
+Epochs alternate (ours, then the seed's) so that a load change on a shared machine hits both.
+Times are training epochs only; test losses are printed to show both loops learn the same.
+
+    python benchmarks/epoch_time.py --device cpu --epochs 3
+    python benchmarks/epoch_time.py --model conv64        # images/s: ours vs a DataLoader pipeline
+    python benchmarks/epoch_time.py --streaming           # + visdom streaming overhead, server up
+
+The last line is `speedup: X.XX` (the seed's median epoch seconds / ours).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from vae_visdom.config import TrainConfig  # noqa: E402
+from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
+from vae_visdom.events import Callback  # noqa: E402
+from vae_visdom.models import build_model  # noqa: E402
+from vae_visdom.objectives import elbo_terms, seed_loss_function  # noqa: E402
+from vae_visdom.session import TrainingSession  # noqa: E402
+
+SEED_LOG_INTERVAL = 10  # the seed formats a progress line every 10 batches
+
+
+class SeedVAE(nn.Module):
+    """pytorch/examples vae/main.py `VAE`, verbatim."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn_like(std)
+        return mu + eps * std
+
+    def decode(self, z):
+        h3 = F.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h3))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """torchvision's datasets.MNIST.__getitem__ over our uint8 images: a PIL image per sample, then ToTensor."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None):
+        from vae_visdom.data.mnist import import_torchvision
+
+        tv = import_torchvision()
+        self.images = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)  # (N, H, W[, 3])
+        self.targets = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
+        self.mode = "L" if images.shape[1] == 1 else "RGB"
+        self.fromarray = tv.utils._Image_fromarray  # what datasets.MNIST calls (Pillow's `mode` deprecation)
+        self.transform = tv.transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        img, target = self.images[index], int(self.targets[index])
+        img = self.fromarray(img.numpy(), mode=self.mode)
+        return self.transform(img), target
+
+
+class TorchKnobs:
+    """torch's process-wide settings. Snapshot them before ours is built; the seed's epochs run under
+    that snapshot, so a setting our trainer changes (threads, matmul precision) cannot speed up the seed."""
+
+    def __init__(self):
+        self.values = self.read()
+
+    @staticmethod
+    def read() -> dict:
+        mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)
+        return {"threads": torch.get_num_threads(), "matmul": torch.get_float32_matmul_precision(),
+                "mkldnn": torch.backends.mkldnn.enabled,
+                "mkldnn_fp32": getattr(mkldnn_matmul, "fp32_precision", None),
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "cuda_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+
+    @staticmethod
+    def write(v: dict) -> None:
+        torch.set_num_threads(v["threads"])
+        torch.set_float32_matmul_precision(v["matmul"])
+        torch.backends.mkldnn.enabled = v["mkldnn"]
+        if v["mkldnn_fp32"] is not None:
+            torch.backends.mkldnn.matmul.fp32_precision = v["mkldnn_fp32"]
+        torch.backends.cudnn.benchmark = v["cudnn_benchmark"]
+        torch.backends.cuda.matmul.allow_tf32 = v["cuda_tf32"]
+        torch.backends.cudnn.allow_tf32 = v["cudnn_tf32"]
+
+    @contextlib.contextmanager
+    def applied(self):
+        ours = self.read()
+        self.write(self.values)
+        try:
+            yield
+        finally:
+            self.write(ours)
+
+
+class SeedLoop:
+    """The seed's train()/test() functions, timed per training epoch."""
+
+    def __init__(self, data: ImageData, model_name: str, batch_size: int, lr: float, device: torch.device,
+                 seed: int, build_ours: Callable[[], nn.Module]):
+        self.device = device
+        kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+        self.train_loader = torch.utils.data.DataLoader(PILDataset(data.train, data.train_labels),
+                                                        batch_size=batch_size, shuffle=True, **kwargs)
+        self.test_loader = torch.utils.data.DataLoader(PILDataset(data.test, data.test_labels),
+                                                       batch_size=batch_size, shuffle=False, **kwargs)
+        torch.manual_seed(seed)
+        if model_name == "mlp":
+            self.model = SeedVAE().to(device)
+            self.loss_function = seed_loss_function
+        else:  # no seed for conv models: the same model as ours behind the seed's data path and loop
+            model = self.model = build_ours().to(device)
+
+            def loss_function(logits, x, mu, logvar):
+                recon, kl = elbo_terms(logits, x, mu, logvar, model.likelihood, model.log_sigma)
+                return (recon + kl).sum()
+
+            self.loss_function = loss_function
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.model.train()
+        train_loss = 0.0
+        t0 = time.perf_counter()
+        for batch_idx, (data, _) in enumerate(self.train_loader):
+            data = data.to(self.device)
+            self.optimizer.zero_grad()
+            recon_batch, mu, logvar = self.model(data)
+            loss = self.loss_function(recon_batch, data, mu, logvar)
+            loss.backward()
+            train_loss += loss.item()
+            self.optimizer.step()
+            if batch_idx % SEED_LOG_INTERVAL == 0:  # formatted, not printed: the numbers, not the terminal
+                "Train Epoch: {} [{}/{}]\tLoss: {:.6f}".format(epoch, batch_idx * len(data),
+                                                             len(self.train_loader.dataset), loss.item() / len(data))
+        seconds = time.perf_counter() - t0
+        return train_loss / len(self.train_loader.dataset), seconds
+
+    def test(self) -> float:
+        self.model.eval()
+        test_loss = 0.0
+        with torch.no_grad():
+            for data, _ in self.test_loader:
+                data = data.to(self.device)
+                recon_batch, mu, logvar = self.model(data)
+                test_loss += self.loss_function(recon_batch, data, mu, logvar).item()
+        return test_loss / len(self.test_loader.dataset)
+
+
+class Interleave(Callback):
+    """After each of our epochs, one of the seed's; records both."""
+
+    def __init__(self, seed: SeedLoop | None, label: str, n_train: int, knobs: TorchKnobs | None = None):
+        self.seed, self.label, self.n_train = seed, label, n_train
+        self.knobs = knobs or TorchKnobs()
+        self.rows: list[tuple] = []  # (epoch, loop, seconds, train_loss, test_loss)
+        self.walls: list[float] = []  # ours: epoch end to epoch end (train, test, checkpoint, observers)
+        self._t = time.perf_counter()
+
+    def on_run_start(self, run) -> None:
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, record, images) -> None:
+        self.walls.append(time.perf_counter() - self._t)
+        self._row(record.epoch, "ours", record.seconds, record.train_loss, record.test_loss)
+        if self.seed is not None:
+            with self.knobs.applied():
+                train_loss, seconds = self.seed.train_epoch(record.epoch)
+                test_loss = self.seed.test()
+            self._row(record.epoch, self.label, seconds, train_loss, test_loss)
+        self._t = time.perf_counter()
+
+    def _row(self, epoch, loop, seconds, train_loss, test_loss) -> None:
+        self.rows.append((epoch, loop, seconds, train_loss, test_loss))
+        print(f"{epoch:>5}  {loop:<10} {seconds:8.3f} {self.n_train / seconds:9.0f} {train_loss:11.2f} "
+              f"{test_loss:10.2f}", flush=True)
+
+
+def generated_faces(n_train: int = 2048, n_test: int = 256, side: int = 64, seed: int = 0) -> ImageData:
+    """Smooth grey 64x64 images (a few Gaussian blobs each): a stand-in with a face-sized tensor shape."""
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                            indexing="ij")
+    centres = torch.rand(n, 5, 2, generator=g) * side
+    widths = 4 + torch.rand(n, 5, 1, 1, generator=g) * 10
+    d2 = (yy - centres[..., 0, None, None]) ** 2 + (xx - centres[..., 1, None, None]) ** 2  # (n, 5, H, W)
+    img = torch.exp(-d2 / (2 * widths ** 2)).sum(1).clamp(max=1.0)  # (n, H, W)
+    img = (img * 255).round().to(torch.uint8)[:, None]  # (n, 1, H, W)
+    return ImageData("generated64", img[:n_train].clone(), img[n_train:].clone(), source="generated 64x64 blobs")
+
+
+def load_data(model: str, limit: int | None) -> tuple[ImageData, str]:
+    if model == "conv64":
+        try:
+            data, dataset = load_dataset("orl"), "orl"
+        except (DataError, ImportError, OSError) as err:
+            print(f"ORL unavailable ({err}); using generated 64x64 images", flush=True)
+            data, dataset = generated_faces(), "folder"
+    else:
+        data, dataset = load_dataset("mnist"), "mnist"
+    if limit:
+        n_test = min(len(data.test), max(limit // 6, 1))  # MNIST's own 6:1 train/test ratio
+        sl = lambda t, n: None if t is None else t[:n]  # noqa: E731
+        data = ImageData(data.name, data.train[:limit], data.test[:n_test], sl(data.train_labels, limit),
+                         sl(data.test_labels, n_test), data.source + f" (first {limit} training images)")
+    return data, dataset
+
+
+def our_session(args, data: ImageData, dataset: str, out: str, callbacks: list, visdom_port: int | None = None
+                ) -> TrainingSession:
+    cfg = TrainConfig(dataset=dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=1e-3, optimizer="adam", device=args.device, seed=args.seed, out=out,
+                      visdom=visdom_port is not None, port=visdom_port or 8097, env=f"bench-{int(time.time())}",
+                      fast_step=args.fast_step, precision=args.precision)
+    return TrainingSession(cfg, data=data, progress=False, callbacks=callbacks)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EpochClock(Callback):
+    """Times its run's epochs: training seconds, and train + test + observers (after a flush, if streaming)."""
+
+    def __init__(self, label: str, n_train: int):
+        self.label, self.n_train = label, n_train
+        self.monitor = None
+        self.seconds: list[float] = []
+        self.walls: list[float] = []
+        self.start = 0.0
+
+    def on_epoch_end(self, record, images) -> None:
+        if self.monitor is not None:
+            self.monitor.flush(30)  # its sends belong to its own epoch, not to the other run's
+        self.walls.append(time.perf_counter() - self.start)
+        self.seconds.append(record.seconds)
+        print(f"{record.epoch:>5}  {self.label:<10}{record.seconds:8.3f} {self.n_train / record.seconds:9.0f} "
+              f"{record.train_loss:11.2f} {record.test_loss:10.2f}", flush=True)
+
+
+def streaming_overhead(args, data: ImageData, dataset: str, tmp: Path) -> list[str]:
+    """Ours with visdom off and on (a real server on a free loopback port), epochs alternating."""
+    from vae_visdom.server import server_answers
+
+    port = free_port()
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.server", "--port", str(port),
+                               "--env-path", str(tmp / "envs")], stdout=log, stderr=subprocess.STDOUT,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 90
+        while not server_answers("127.0.0.1", port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                return [f"streaming: skipped, the server did not come up (see {tmp / 'server.log'})"]
+            time.sleep(0.3)
+        print("-- ours with visdom off and on, epochs alternating", flush=True)
+        clocks = {mode: EpochClock(f"visdom {mode}", len(data.train)) for mode in ("off", "on")}
+        sessions = {}
+        for mode, vport in (("off", None), ("on", port)):
+            sessions[mode] = our_session(args, data, dataset, str(tmp / f"stream-{mode}"), [], vport)
+            sessions[mode].trainer.add_callback(clocks[mode])  # after the monitor: its flush sees everything
+        if sessions["on"].monitor is None:
+            return ["streaming: skipped, the visdom monitor is unavailable (vae_visdom.monitor)"]
+        clocks["on"].monitor = sessions["on"].monitor
+        for s in sessions.values():
+            s.announce()
+            s.trainer.begin()
+        # one thread drives both runs, an epoch each in turn: a drift in machine speed hits both alike
+        going = dict.fromkeys(sessions, True)
+        while any(going.values()):
+            for mode, s in sessions.items():
+                if going[mode]:
+                    clocks[mode].start = time.perf_counter()
+                    going[mode] = s.trainer.run_epoch()
+        for s in sessions.values():
+            s.trainer.end()
+            s.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    off, on = clocks["off"], clocks["on"]
+    pct = lambda a, b: 100.0 * (statistics.median(a) / statistics.median(b) - 1)  # noqa: E731
+    return [f"streaming overhead, training seconds: {pct(on.seconds, off.seconds):+.1f}% "
+            f"(median {statistics.median(off.seconds):.3f} s off, {statistics.median(on.seconds):.3f} s on)",
+            f"streaming overhead, whole epoch (train+test+observers): {pct(on.walls, off.walls):+.1f}% "
+            f"(median {statistics.median(off.walls):.3f} s off, {statistics.median(on.walls):.3f} s on)"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the model's (mlp, conv: 128)")
+    p.add_argument("--model", choices=("mlp", "conv", "conv64"), default="mlp")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (tests)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="ours: bf16 autocast for the forward pass (the seed stays fp32)")
+    p.add_argument("--fast-step", choices=("auto", "eager", "graph"), default="auto",
+                   help="ours on CUDA: the captured step (auto, graph) or the eager one")
+    p.add_argument("--streaming", action="store_true", help="also measure visdom streaming overhead")
+    args = p.parse_args(argv)
+
+    data, dataset = load_data(args.model, args.limit)
+    label = "seed" if args.model == "mlp" else "dataloader"
+    with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        interleave = Interleave(None, label, len(data.train), TorchKnobs())  # before ours touches them
+        session = our_session(args, data, dataset, str(tmp / "ours"), [interleave])
+        trainer = session.trainer
+        shape, cfg = data.image_shape, session.cfg
+        interleave.seed = SeedLoop(data, args.model, trainer.batch_size, 1e-3, trainer.device, args.seed,
+                                   lambda: build_model(args.model, shape, cfg.latent_dim, cfg.hidden_dim,
+                                                       cfg.likelihood))
+        step_kind = type(trainer.step_fn).__name__ if not hasattr(trainer.step_fn, "__func__") else "eager"
+        print(f"device {trainer.device} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
+              f"data: {data.source}; {len(data.train)} train / {len(data.test)} test images {shape}; "
+              f"model {args.model}, batch {trainer.batch_size}, Adam 1e-3; ours' step: {step_kind}", flush=True)
+        print(f"{'epoch':>5}  {'loop':<10} {'train_s':>8} {'img/s':>9} {'train_loss':>11} {'test_loss':>10}")
+        session.run()
+        if hasattr(trainer.step_fn, "replays"):
+            print(f"captured step: {trainer.step_fn.replays} replays, {trainer.step_fn.fallbacks} eager fallbacks")
+        extra = streaming_overhead(args, data, dataset, tmp) if args.streaming else []
+    rows = interleave.rows
+    ours = statistics.median(r[2] for r in rows if r[1] == "ours")
+    seed = statistics.median(r[2] for r in rows if r[1] == label)
+    for line in extra:
+        print(line)
+    print(f"median training epoch: {label} {seed:.3f} s ({len(data.train) / seed:.0f} img/s), "
+          f"ours {ours:.3f} s ({len(data.train) / ours:.0f} img/s)")
+    speedup = seed / ours if ours > 0 else math.inf
+    print(f"speedup: {speedup:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

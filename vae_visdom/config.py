@@ -189,20 +189,12 @@ class TrainConfig:
         """Check every field; raise ConfigError naming the first bad one."""
         from vae_visdom.models import MODELS  # late: models import torch
 
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"dataset: unknown value {self.dataset!r}; allowed: {', '.join(DATASETS)}")
-        if self.model not in MODELS:
-            raise ConfigError(f"model: unknown value {self.model!r}; allowed: {', '.join(MODELS)}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer: unknown value {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device: unknown value {self.device!r}; allowed: {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: unknown value {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
-        if self.fast_step not in FAST_STEPS:
-            raise ConfigError(f"fast_step: unknown value {self.fast_step!r}; allowed: {', '.join(FAST_STEPS)}")
-        if self.likelihood is not None and self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"likelihood: unknown value {self.likelihood!r}; allowed: {', '.join(LIKELIHOODS)}")
+        choices = {"dataset": DATASETS, "model": tuple(MODELS), "optimizer": OPTIMIZERS, "device": DEVICES,
+                   "precision": PRECISIONS, "fast_step": FAST_STEPS, "likelihood": LIKELIHOODS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
         for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",
                      "test_fraction", "subset", "iw_every", "iw_samples"):
             value = getattr(self, name)

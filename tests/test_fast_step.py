@@ -185,3 +185,15 @@ def test_benchmark_runs_and_both_loops_learn_the_same(mnist):
     for (train_o, test_o), (train_s, test_s) in [(rows["ours"], rows["seed"])]:
         assert abs(train_o - train_s) / train_s < 0.03
         assert abs(test_o - test_s) / test_s < 0.03
+
+
+def test_benchmark_streaming_mode_measures_visdom_off_and_on(mnist):
+    out = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--epochs", "2", "--limit", "2000",
+                          "--streaming", "--streaming-block", "1", "--streaming-rounds", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    for what in ("training seconds", "whole epoch with a synchronous flush", "whole run"):
+        assert re.search(rf"streaming overhead, {what}.*: [+-]\d+\.\d%", text), (what, text[-1500:])
+    assert len(re.findall(r"^\s+\d+\s+visdom (off|on)\s", text, re.M)) == 4  # 2 epochs each, alternating
+    assert re.search(r"^speedup: \d+\.\d\d$", text, re.M)

@@ -35,7 +35,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vae_visdom.objectives import elbo_terms
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]  # x (B, C, H, W) in [0, 1] -> (3,) loss, recon, kl sums
 WARMUP_STEPS = 3  # cuBLAS handles, autograd buffers and Adam's lazy state exist before capture
@@ -113,16 +112,9 @@ class CapturedStep:
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
 
     def _forward_backward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            logits, mu, logvar = self.model(x)
-        # the ELBO in float32 whatever the forward ran in (objectives.py, Kingma & Welling 2014, eq. 10)
-        recon, kl = elbo_terms(logits.float(), x.float(), mu.float(), logvar.float(), self.likelihood,
-                               getattr(self.model, "log_sigma", None))
-        recon_sum, kl_sum = recon.sum(), kl.sum()
-        loss = recon_sum + kl_sum  # summed over the batch, as the seed does
-        loss.backward()
-        self.optimizer.step()
-        return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
+        from vae_visdom.trainer import backward_and_step  # the trainer's own step math
+
+        return backward_and_step(self.model, self.optimizer, x, self._autocast)
 
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)

@@ -41,6 +41,24 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast) -> torch.Tensor:
+    """Forward, negative ELBO, backward, optimizer step; (3,) loss, recon, kl summed over the batch.
+
+    The one training step's math, shared by the eager step and the captured CUDA graph (fast_step.py).
+    Gradients must be cleared (or freshly allocated) by the caller.
+    """
+    with autocast():
+        logits, mu, logvar = model(x)
+    # the ELBO in float32 whatever precision the forward ran in (Kingma & Welling 2014, eq. 10)
+    recon, kl = elbo_terms(logits.float(), x.float(), mu.float(), logvar.float(), model.likelihood,
+                           model.log_sigma)
+    recon_sum, kl_sum = recon.sum(), kl.sum()
+    loss = recon_sum + kl_sum  # summed over the batch, as the seed does
+    loss.backward()
+    optimizer.step()
+    return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
+
+
 def _autocast_for(precision: str, device: torch.device):
     """A context for the forward pass: bf16 autocast where asked for and the hardware has it."""
     import contextlib
@@ -187,16 +205,7 @@ class Trainer:
     def _eager_step(self, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch; returns (3,) loss, recon, kl summed over the batch (on device)."""
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            logits, mu, logvar = self.model(x)
-        # the ELBO in float32 whatever precision the forward ran in
-        recon, kl = elbo_terms(logits.float(), x, mu.float(), logvar.float(), self.model.likelihood,
-                               self.model.log_sigma)
-        recon_sum, kl_sum = recon.sum(), kl.sum()
-        loss = recon_sum + kl_sum  # summed over the batch, as the seed does
-        loss.backward()
-        self.optimizer.step()
-        return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])
+        return backward_and_step(self.model, self.optimizer, x, self.autocast)
 
     # -- epochs ---------------------------------------------------------------------------------
     def train_epoch(self) -> tuple[torch.Tensor, float] | None:

@@ -6,9 +6,9 @@ The sender thread wakes every `tick` seconds and
   a save or flush asks), whether or not a server is there,
 - sends each changed window at most once per `min_interval` (a window marked urgent
   goes at once): the work waiting is bounded by the number of windows and nothing is
-  dropped, since a window that changed ten times is sent once, as it is now. Line
-  plots go as appends of their new points while the server is known to hold the rest;
-  every other window, and any window after a failed send or a server restart, goes whole,
+  dropped, since a window that changed ten times is sent once, as it is now. Every
+  window goes whole (see windows.py for why line plots are not sent as appends); a big
+  line plot at most once per `send_interval`,
 - on a failed send, backs off (to `max_backoff`) and, once the server answers again,
   draws every window whole: whatever the server lost is drawn again. A restart that no
   send noticed is seen on the event socket, which drops with the server,
@@ -217,7 +217,7 @@ class Board:
             messages: list[Message] = []
             for w in self.windows.values():
                 if w.logged != w.version and w.ready() and (due or now - w.last_log >= w.log_every):
-                    messages += w.changes(self.env, "log")  # fresh lists: safe to encode off the lock
+                    messages += w.log_changes(self.env)  # fresh lists: safe to encode off the lock
                     w.logged, w.last_log = w.version, now
             self._log_due, self._last_log = False, now
         if messages:
@@ -233,11 +233,11 @@ class Board:
             self.client = connect(self.server, self.port, self.env, self.username, self.password)
         with self.lock:
             due = [w for w in self.windows.values()
-                   if w.version != w.sent and (force or w.urgent or now - w.last_send >= self.min_interval)
+                   if w.version != w.sent
+                   and (force or w.urgent or now - w.last_send >= w.send_interval(self.min_interval))
                    and w.ready()]
-            # appends while the server is known to hold what it was sent; the whole window when
-            # that is unknown (sent == -1: a failed send, a restart). Either way nothing is lost.
-            batch = [(w, w.version, w.changes(self.env, "server", known=w.sent != -1)) for w in due]
+            # whole windows (windows.py says why): a failed send or a restart loses nothing
+            batch = [(w, w.version, [w.full(self.env)]) for w in due]
             for w in due:
                 w.urgent = False
         for w, version, messages in batch:

@@ -50,8 +50,9 @@ def figure_traces(kind: str, payload: dict) -> list[Trace]:
         pts = torch.as_tensor(payload["points"]).detach().float().cpu()  # (N, 2)
         labels = payload.get("labels")
         labels = torch.zeros(len(pts), dtype=torch.long) if labels is None else torch.as_tensor(labels).cpu()
-        return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0]),
-                      _nums(pts[labels == lab][:, 1])) for lab in torch.unique(labels).tolist()]
+        # 4 significant digits: finer than a pixel of the pane, and a third of the JSON the server parses
+        return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0], 4),
+                      _nums(pts[labels == lab][:, 1], 4)) for lab in torch.unique(labels).tolist()]
     y = torch.as_tensor(payload["y"]).detach().float().cpu()  # (N,) or (N, M)
     y = y[:, None] if y.ndim == 1 else y
     x = payload.get("x")
@@ -60,8 +61,10 @@ def figure_traces(kind: str, payload: dict) -> list[Trace]:
     return [Trace(str(legend[j]), "lines", {}, _nums(x), _nums(y[:, j])) for j in range(y.shape[1])]
 
 
-def _nums(t: torch.Tensor) -> list:
-    return [num(v) for v in t.tolist()]
+def _nums(t: torch.Tensor, digits: int | None = None) -> list:
+    if digits is None:
+        return [num(v) for v in t.tolist()]
+    return [None if v is None else float(f"{v:.{digits}g}") for v in map(num, t.tolist())]
 
 
 def restore_curves(path: Path, plots: list[LinePlot]) -> None:

@@ -3,10 +3,15 @@
 The monitor keeps the whole content of every window here, so any window can be drawn
 whole again at any time (visdom's `events` endpoint replaces a window): a lost message
 or a restarted server is repaired by the next send. Two readers follow the windows,
-the server and the run's log file (visdom.log, in visdom's `log_to_filename` format);
-each gets what changed since it was last given something: a line trace's new points
-as an `update` append, everything else whole. Replaying the log into an empty env
-therefore ends in the same windows.
+the server and the run's log file (visdom.log, in visdom's `log_to_filename` format).
+The log gets what changed since its last entry: a line trace's new points as an
+`update` append, everything else whole; replaying it into an empty env therefore ends
+in the same windows. The server always gets a changed window whole: visdom 0.2.4's
+`update` handler deep-copies the window and diffs old against new in Python on every
+append (`jsonpatch.make_patch`), which costs O(points) of server CPU per message:
+measured on this project's CPU machine, 27.5 ms for one append to a 3-trace plot of
+1500 points against 1.5 ms for posting the whole plot, and 7.5 ms against 0.5 ms at
+400 points. Big plots are sent less often instead (LinePlot.send_interval).
 
 No visdom import here: the messages are the plain dicts visdom's client would post
 (see visdom.Visdom.scatter / text / properties), built under the board's lock and
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 Message = tuple[str, dict]
+POINTS_PER_SECOND = 5000  # a line plot bigger than this is sent whole less often than once a second
 
 def num(v: Any) -> float | None:
     """A float JSON (and the browser's JSON.parse) can carry: NaN/inf become None (a gap)."""
@@ -54,17 +60,18 @@ class Window:
         """The message that draws the whole window (called under the board's lock)."""
         raise NotImplementedError
 
-    def changes(self, env: str, reader: str, known: bool = True) -> list[Message]:
-        """Messages that bring `reader` ("log" or "server") from what it was last given to now.
-
-        known=False: the reader's copy is lost or unknown (a failed send, a server restart).
-        Only line plots do better than the whole window.
-        """
+    def log_changes(self, env: str) -> list[Message]:
+        """Messages that bring the log from its last entry for this window to now.
+        Only line plots do better than the whole window."""
         return [self.full(env)]
 
     def ready(self) -> bool:
         """False while a message would show stale content (an image not encoded yet)."""
         return True
+
+    def send_interval(self, base: float) -> float:
+        """Least seconds between two sends of this window to the server (unless urgent)."""
+        return base
 
 
 @dataclass
@@ -75,7 +82,7 @@ class Trace:
     x: list = field(default_factory=list)
     y: list = field(default_factory=list)
     text: list | None = None  # hover/label text per point; such traces are logged whole
-    given: dict = field(default_factory=lambda: {"log": 0, "server": 0})  # points each reader has
+    logged: int = 0  # points the log has
 
     def plotly(self) -> dict:
         d = {"x": list(self.x), "y": list(self.y), "name": self.name, "type": "scatter", "mode": self.mode}
@@ -94,7 +101,7 @@ class LinePlot(Window):
         super().__init__(win, title)
         self.traces = {t.name: t for t in traces}
         self.xlabel, self.ylabel, self.width, self.height = xlabel, ylabel, width, height
-        self.whole = {"log": True, "server": True}  # the reader's next message must be the whole figure
+        self.log_whole = True  # the log's next entry must be the whole figure
 
     def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
         t = self.traces[name]
@@ -118,8 +125,8 @@ class LinePlot(Window):
         self.redraw()
 
     def redraw(self) -> None:
-        """Points were removed or replaced: appends cannot say that, every reader gets it whole."""
-        self.whole = {"log": True, "server": True}
+        """Points were removed or replaced: an append cannot say that, the log gets it whole."""
+        self.log_whole = True
         self.touch()
 
     def full(self, env: str) -> Message:
@@ -134,22 +141,24 @@ class LinePlot(Window):
             data = [Trace("").plotly()]
         return "events", {"data": data, "win": self.win, "eid": env, "layout": layout, "opts": opts}
 
-    def changes(self, env: str, reader: str, known: bool = True) -> list[Message]:
-        # a trace with hover text is sent whole: visdom's append extends only x and y
-        whole = (not known or self.whole[reader]
-                 or any(t.text is not None and len(t.x) > t.given[reader] for t in self.traces.values()))
-        out: list[Message] = []
-        if whole:
-            out.append(self.full(env))
-        else:
-            for t in self.traces.values():
-                n = t.given[reader]
-                if len(t.x) > n:  # visdom's UpdateHandler appends these to the trace so named
-                    out.append(("update", {"win": self.win, "eid": env, "name": t.name, "append": True,
-                                           "data": [{"x": t.x[n:], "y": t.y[n:]}]}))
+    def points(self) -> int:
+        return sum(len(t.x) for t in self.traces.values())
+
+    def send_interval(self, base: float) -> float:
+        """Seconds between two sends of the whole plot: `base`, longer for a big plot, so the
+        server's work stays about the same however long the run (~1 s per 5000 points)."""
+        return max(base, self.points() / POINTS_PER_SECOND)
+
+    def log_changes(self, env: str) -> list[Message]:
+        # a trace with hover text is logged whole: visdom's append extends only x and y
+        whole = self.log_whole or any(t.text is not None and len(t.x) > t.logged for t in self.traces.values())
+        out: list[Message] = [self.full(env)] if whole else [
+            ("update", {"win": self.win, "eid": env, "name": t.name, "append": True,  # visdom's UpdateHandler
+                        "data": [{"x": t.x[t.logged:], "y": t.y[t.logged:]}]})       # appends to that trace
+            for t in self.traces.values() if len(t.x) > t.logged]
         for t in self.traces.values():
-            t.given[reader] = len(t.x)
-        self.whole[reader] = False
+            t.logged = len(t.x)
+        self.log_whole = False
         return out
 
 

@@ -1,13 +1,15 @@
-"""Epoch time: the seed's training loop against ours, on the same data, in one process, on one device.
+"""Epoch time: the seed's training loop against ours, on the same data, in one run, on one device.
 
 The seed is pytorch/examples vae/main.py: torchvision's MNIST dataset (a PIL image per
 sample through transforms.ToTensor), a DataLoader (batch 128, shuffled; num_workers=1 and
 pin_memory only with CUDA, as the seed's kwargs), its 784-400-20 VAE with a sigmoid output,
 F.binary_cross_entropy summed + KLD, Adam 1e-3, `loss.item()` every step. Ours is the real
 vae_visdom Trainer built by TrainingSession (visdom off, progress off): the data resident as
-uint8 on the device, batches sliced from a permutation.
+uint8 on the device, batches gathered from a permutation, fused Adam.
 
 Epochs alternate (ours, then the seed's) so that a load change on a shared machine hits both.
+The seed runs in a Python process of its own (SeedProcess), with the defaults a user's
+`python main.py` has: nothing our trainer sets for its process can speed the seed up.
 Times are training epochs only; test losses are printed to show both loops learn the same.
 
     python benchmarks/epoch_time.py --device cpu --epochs 3
@@ -19,7 +21,7 @@ The last line is `speedup: X.XX` (the seed's median epoch seconds / ours).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import math
 import socket
 import statistics
@@ -98,43 +100,6 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(img), target
 
 
-class TorchKnobs:
-    """torch's process-wide settings. Snapshot them before ours is built; the seed's epochs run under
-    that snapshot, so a setting our trainer changes (threads, matmul precision) cannot speed up the seed."""
-
-    def __init__(self):
-        self.values = self.read()
-
-    @staticmethod
-    def read() -> dict:
-        mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)
-        return {"threads": torch.get_num_threads(), "matmul": torch.get_float32_matmul_precision(),
-                "mkldnn": torch.backends.mkldnn.enabled,
-                "mkldnn_fp32": getattr(mkldnn_matmul, "fp32_precision", None),
-                "cudnn_benchmark": torch.backends.cudnn.benchmark,
-                "cuda_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
-
-    @staticmethod
-    def write(v: dict) -> None:
-        torch.set_num_threads(v["threads"])
-        torch.set_float32_matmul_precision(v["matmul"])
-        torch.backends.mkldnn.enabled = v["mkldnn"]
-        if v["mkldnn_fp32"] is not None:
-            torch.backends.mkldnn.matmul.fp32_precision = v["mkldnn_fp32"]
-        torch.backends.cudnn.benchmark = v["cudnn_benchmark"]
-        torch.backends.cuda.matmul.allow_tf32 = v["cuda_tf32"]
-        torch.backends.cudnn.allow_tf32 = v["cudnn_tf32"]
-
-    @contextlib.contextmanager
-    def applied(self):
-        ours = self.read()
-        self.write(self.values)
-        try:
-            yield
-        finally:
-            self.write(ours)
-
-
 class SeedLoop:
     """The seed's train()/test() functions, timed per training epoch."""
 
@@ -189,28 +154,66 @@ class SeedLoop:
         return test_loss / len(self.test_loader.dataset)
 
 
+class SeedProcess:
+    """The seed's loop in a Python process of its own, an epoch (train, then test) when asked.
+
+    Its own process, as `python main.py` runs: torch's and the C library's defaults, whatever
+    ours sets in this process (threads, matmul precision, the allocator's state).
+    Started and set up before ours trains; it waits on its stdin, idle, while ours runs.
+    """
+
+    def __init__(self, args, batch_size: int, device: torch.device):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--seed-worker", "--device", device.type,
+               "--model", args.model, "--batch-size", str(batch_size), "--seed", str(args.seed)]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._read()  # "ready": data loaded, model built
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the seed's process ended (exit {self.proc.wait()}); its error is above")
+        return json.loads(line)
+
+    def epoch(self, epoch: int) -> tuple[float, float, float]:
+        """(train loss, training seconds, test loss) of the seed's next epoch."""
+        self.proc.stdin.write(f"{epoch}\n")
+        self.proc.stdin.flush()
+        return tuple(self._read())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def seed_worker(args) -> int:
+    """`--seed-worker`: the other end of SeedProcess. Only its answers go to stdout."""
+    answers, sys.stdout = sys.stdout, sys.stderr
+    data, dataset = load_data(args.model, args.limit)
+    cfg = TrainConfig(dataset=dataset, model=args.model).validate().with_model_defaults()
+    loop = SeedLoop(data, args.model, args.batch_size, 1e-3, torch.device(args.device), args.seed,
+                    lambda: build_model(args.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood))
+    print(json.dumps("ready"), file=answers, flush=True)
+    for line in sys.stdin:
+        epoch = int(line)
+        train_loss, seconds = loop.train_epoch(epoch)
+        print(json.dumps([train_loss, seconds, loop.test()]), file=answers, flush=True)
+    return 0
+
+
 class Interleave(Callback):
     """After each of our epochs, one of the seed's; records both."""
 
-    def __init__(self, seed: SeedLoop | None, label: str, n_train: int, knobs: TorchKnobs | None = None):
+    def __init__(self, seed: SeedProcess | None, label: str, n_train: int):
         self.seed, self.label, self.n_train = seed, label, n_train
-        self.knobs = knobs or TorchKnobs()
         self.rows: list[tuple] = []  # (epoch, loop, seconds, train_loss, test_loss)
-        self.walls: list[float] = []  # ours: epoch end to epoch end (train, test, checkpoint, observers)
-        self._t = time.perf_counter()
-
-    def on_run_start(self, run) -> None:
-        self._t = time.perf_counter()
 
     def on_epoch_end(self, record, images) -> None:
-        self.walls.append(time.perf_counter() - self._t)
         self._row(record.epoch, "ours", record.seconds, record.train_loss, record.test_loss)
         if self.seed is not None:
-            with self.knobs.applied():
-                train_loss, seconds = self.seed.train_epoch(record.epoch)
-                test_loss = self.seed.test()
+            train_loss, seconds, test_loss = self.seed.epoch(record.epoch)
             self._row(record.epoch, self.label, seconds, train_loss, test_loss)
-        self._t = time.perf_counter()
 
     def _row(self, epoch, loop, seconds, train_loss, test_loss) -> None:
         self.rows.append((epoch, loop, seconds, train_loss, test_loss))
@@ -368,25 +371,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streaming", action="store_true", help="also measure visdom streaming overhead")
     p.add_argument("--streaming-block", type=int, default=8, help="epochs per block in the whole-run measurement")
     p.add_argument("--streaming-rounds", type=int, default=2, help="off/on block pairs in the whole-run measurement")
+    p.add_argument("--seed-worker", action="store_true", help=argparse.SUPPRESS)  # SeedProcess's other end
     args = p.parse_args(argv)
 
+    if args.seed_worker:
+        return seed_worker(args)
     data, dataset = load_data(args.model, args.limit)
     label = "seed" if args.model == "mlp" else "dataloader"
     with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        interleave = Interleave(None, label, len(data.train), TorchKnobs())  # before ours touches them
+        interleave = Interleave(None, label, len(data.train))
         session = our_session(args, data, dataset, str(tmp / "ours"), [interleave])
         trainer = session.trainer
-        shape, cfg = data.image_shape, session.cfg
-        interleave.seed = SeedLoop(data, args.model, trainer.batch_size, 1e-3, trainer.device, args.seed,
-                                   lambda: build_model(args.model, shape, cfg.latent_dim, cfg.hidden_dim,
-                                                       cfg.likelihood))
+        shape = data.image_shape
+        interleave.seed = SeedProcess(args, trainer.batch_size, trainer.device)
         step_kind = type(trainer.step_fn).__name__ if not hasattr(trainer.step_fn, "__func__") else "eager"
         print(f"device {trainer.device} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
               f"data: {data.source}; {len(data.train)} train / {len(data.test)} test images {shape}; "
               f"model {args.model}, batch {trainer.batch_size}, Adam 1e-3; ours' step: {step_kind}", flush=True)
         print(f"{'epoch':>5}  {'loop':<10} {'train_s':>8} {'img/s':>9} {'train_loss':>11} {'test_loss':>10}")
-        session.run()
+        try:
+            session.run()
+        finally:
+            interleave.seed.close()
         if hasattr(trainer.step_fn, "replays"):
             print(f"captured step: {trainer.step_fn.replays} replays, {trainer.step_fn.fallbacks} eager fallbacks")
         extra = streaming_overhead(args, data, dataset, tmp) if args.streaming else []

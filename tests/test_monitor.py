@@ -337,3 +337,31 @@ def test_a_resumed_run_continues_its_curves(server, tmp_path):
     panes = window_data(server, "resumed-elsewhere")
     assert traces(panes[m3.windows["loss"]])["train (every log interval)"] == 3 * STEPS_PER_EPOCH
     assert m3.hook_errors == []
+
+
+def test_the_server_gets_whole_plots_and_the_log_gets_appends(server, tmp_path):
+    """visdom 0.2.4's append handler deep-copies and diffs the whole window per message (server CPU
+    grows with the plot): the monitor posts whole windows. Its log keeps appends (small, replayable)."""
+    from vae_visdom.monitor.windows import POINTS_PER_SECOND, LinePlot, Trace
+
+    m = VisdomMonitor(port=server.port, env="whole_plots", run_dir=tmp_path / "run")
+    posted: list[str] = []
+    post = m.board._post
+    m.board._post = lambda msg, endpoint: posted.append(endpoint) or post(msg, endpoint)
+    m.on_run_start(run_info(tmp_path / "run"))
+    for epoch in (1, 2):
+        feed_epoch(m, epoch)
+        wait_sent(m)
+    assert m.flush(10) and m.hook_errors == []
+    assert "update" not in posted and posted.count("events") >= len(TITLES)
+    logged = [json.loads(line)[0] for line in (tmp_path / "run" / "visdom.log").read_text().splitlines()]
+    assert "update" in logged  # the log's later entries for the plots are appends
+    expect_complete(window_data(server, "whole_plots"), m, epochs=2)
+    m.close()
+
+    # a big plot goes at most once per (points / POINTS_PER_SECOND) seconds, a small one at the base rate
+    plot = LinePlot("w", "t", [Trace("a")])
+    assert plot.send_interval(1.0) == 1.0
+    for i in range(4 * POINTS_PER_SECOND):
+        plot.add("a", i, float(i))
+    assert plot.send_interval(1.0) == pytest.approx(4.0)

@@ -102,7 +102,7 @@ def expect_complete(panes: dict, m: VisdomMonitor, epochs: int) -> None:
                                          "test KL": epochs, "train recon (every log interval)": steps,
                                          "train KL (every log interval)": steps}
     loss = {t["name"]: t for t in panes[w["loss"]]["content"]["data"]}
-    assert loss["test"]["y"] == [record(e).test_loss for e in range(1, epochs + 1)]
+    assert loss["test"]["y"] == pytest.approx([record(e).test_loss for e in range(1, epochs + 1)], rel=1e-6)
     assert loss["train (every log interval)"]["x"][-1] == pytest.approx(epochs)
     # 8 test images over their 8 reconstructions, and 8x8 samples, 28 px + 2 px padding
     assert png_size(panes[w["recon"]]) == (8 * 30 + 2, 2 * 30 + 2)

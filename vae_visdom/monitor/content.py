@@ -14,7 +14,7 @@ import torch
 
 from vae_visdom.events import EpochRecord, RunInfo, Status
 from vae_visdom.monitor.panel import format_value
-from vae_visdom.monitor.windows import LinePlot, Trace, num
+from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -58,13 +58,12 @@ def figure_traces(kind: str, payload: dict) -> list[Trace]:
     x = payload.get("x")
     x = torch.arange(len(y)).float() if x is None else torch.as_tensor(x).float().cpu()
     legend = payload.get("legend") or [str(i + 1) for i in range(y.shape[1])]
-    return [Trace(str(legend[j]), "lines", {}, _nums(x), _nums(y[:, j])) for j in range(y.shape[1])]
+    return [Trace(str(legend[j]), "lines", {}, _nums(x, PLOT_DIGITS), _nums(y[:, j], PLOT_DIGITS))
+            for j in range(y.shape[1])]
 
 
 def _nums(t: torch.Tensor, digits: int | None = None) -> list:
-    if digits is None:
-        return [num(v) for v in t.tolist()]
-    return [None if v is None else float(f"{v:.{digits}g}") for v in map(num, t.tolist())]
+    return [num(v, digits) for v in t.tolist()]
 
 
 def restore_curves(path: Path, plots: list[LinePlot]) -> None:

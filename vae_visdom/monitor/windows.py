@@ -28,15 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 Message = tuple[str, dict]
+PLOT_DIGITS = 7  # significant digits of a plotted point: float32's precision, half the JSON of a Python float
 POINTS_PER_SECOND = 5000  # a line plot bigger than this is sent whole less often than once a second
 
-def num(v: Any) -> float | None:
-    """A float JSON (and the browser's JSON.parse) can carry: NaN/inf become None (a gap)."""
+def num(v: Any, digits: int | None = None) -> float | None:
+    """A float JSON (and the browser's JSON.parse) can carry: NaN/inf become None (a gap);
+    `digits`: rounded to that many significant digits (shorter JSON for every reader)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return f if math.isfinite(f) else None
+    if not math.isfinite(f):
+        return None
+    return f if digits is None else float(f"{f:.{digits}g}")
 
 
 class Window:
@@ -105,8 +109,8 @@ class LinePlot(Window):
 
     def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
         t = self.traces[name]
-        t.x.append(num(x))
-        t.y.append(num(y))
+        t.x.append(num(x, PLOT_DIGITS))
+        t.y.append(num(y, PLOT_DIGITS))
         if t.text is not None:
             t.text.append(text or "")
         self.touch()

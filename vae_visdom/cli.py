@@ -51,7 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="bf16: bf16 autocast for the forward pass where the hardware has it (default fp32)")
     g.add_argument("--fast-step", choices=FAST_STEPS, default=None,
-                   help="CUDA: replay the training step as one CUDA graph (auto: where it applies)")
+                   help="auto (default): on a GPU the training step replayed as one CUDA graph, on the CPU "
+                        "the fully connected VAE's hand-derived step, where they apply; eager: autograd")
     g.add_argument("--log-interval", type=argparse_type("log_interval"), default=None,
                    help="steps between loss points (default 10)")
     g.add_argument("--iw-every", type=argparse_type("iw_every"), default=None,

@@ -169,7 +169,7 @@ class TrainConfig:
     port: int = 8097
     env: str | None = None
     name: str | None = None
-    fast_step: str = "auto"  # auto | eager | graph: a CUDA-graph captured step where it pays
+    fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
     extra: dict = field(default_factory=dict)
 

@@ -176,17 +176,23 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------
     def _rebuild_step(self) -> None:
-        """Choose the step: a captured CUDA graph where it applies (fast_step.py), else eager.
+        """Choose the step: a captured CUDA graph (fast_step.py) or, on the CPU, the hand-derived
+        step of the fully connected VAE (cpu_step.py) where they apply; else eager.
 
         Called at start, after a checkpoint is loaded (optimizer flags come from the file) and
         when the batch size changes (a graph is shape-specialised)."""
         from vae_visdom import fast_step
+
+        from vae_visdom import cpu_step
 
         self.step_fn = self._eager_step
         if self.device.type != "cuda" or self.cfg.fast_step == "eager":
             # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
             fast_step.prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu"
                                         else None)
+            if self.cfg.fast_step == "auto" and cpu_step.unsupported(self.model, self.device,
+                                                                     self.cfg.precision) is None:
+                self.step_fn = cpu_step.MLPStep(self.model, self.optimizer)  # the hand-derived step
             return
         step = fast_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
                                    fallback=self._eager_step, amp=self.cfg.precision == "bf16")

@@ -1,0 +1,93 @@
+"""The hand-derived CPU step of the fully connected VAE (vae_visdom/cpu_step.py) against autograd."""
+import contextlib
+import copy
+import json
+
+import pytest
+import torch
+
+from tests.conftest import synthetic_data
+from vae_visdom.config import TrainConfig
+from vae_visdom.cpu_step import MLPStep, unsupported
+from vae_visdom.models import build_model
+from vae_visdom.session import TrainingSession
+from vae_visdom.trainer import backward_and_step
+
+
+def twins(model_name: str, hidden: int = 64, latent: int = 5, optimizer: str = "adam"):
+    torch.manual_seed(0)
+    a = build_model(model_name, (1, 28, 28), latent, hidden, "bernoulli")
+    b = copy.deepcopy(a)
+    make = (lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, fused=True)) if optimizer == "adam" else \
+        (lambda m: torch.optim.Adagrad(m.parameters(), lr=1e-2))
+    return (a, make(a)), (b, make(b))
+
+
+@pytest.mark.parametrize("model_name,optimizer", [("mlp", "adam"), ("mlp-paper", "adagrad")])
+def test_gradients_losses_and_steps_equal_autograd(model_name, optimizer):
+    (ma, oa), (mb, ob) = twins(model_name, optimizer=optimizer)
+    step = MLPStep(mb, ob)
+    x_all = torch.rand(200, 1, 28, 28)
+    for i, batch in enumerate((64, 64, 7, 64)):  # a short batch and a size change on the way
+        x = x_all[i * 40:i * 40 + batch]
+        oa.zero_grad(set_to_none=True)
+        torch.manual_seed(100 + i)
+        want = backward_and_step(ma, oa, x, contextlib.nullcontext)
+        torch.manual_seed(100 + i)  # the same z draws
+        got = step(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+        for (name, pa), pb in zip(ma.named_parameters(), mb.parameters()):
+            torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-5, msg=f"{name} grad, step {i}")
+            torch.testing.assert_close(pb, pa, rtol=1e-5, atol=5e-5, msg=f"{name}, step {i}")  # Adam: lr-sized steps
+
+
+def test_gradients_replaced_by_someone_else_are_taken_back():
+    """An eager step in between (zero_grad(set_to_none=True) gives new .grad tensors) must not leave the
+    hand-derived step writing into buffers the optimizer no longer reads."""
+    (ma, oa), (mb, ob) = twins("mlp")
+    step = MLPStep(mb, ob)
+    x = torch.rand(32, 1, 28, 28)
+    for i, kind in enumerate(("fast", "eager", "fast")):
+        oa.zero_grad(set_to_none=True)
+        torch.manual_seed(i)
+        backward_and_step(ma, oa, x, contextlib.nullcontext)
+        torch.manual_seed(i)
+        if kind == "fast":
+            step(x)
+        else:
+            ob.zero_grad(set_to_none=True)
+            backward_and_step(mb, ob, x, contextlib.nullcontext)
+    for pa, pb in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=1e-5, atol=5e-5)
+
+
+def test_the_trainer_uses_it_on_the_cpu_only_where_it_applies(tmp_path):
+    def step_of(**kw):
+        cfg = TrainConfig(epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))), **kw)
+        return TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).trainer.step_fn
+
+    assert isinstance(step_of(), MLPStep)
+    assert isinstance(step_of(model="mlp-paper"), MLPStep)
+    assert not isinstance(step_of(fast_step="eager"), MLPStep)
+    assert not isinstance(step_of(model="conv"), MLPStep)
+    conv = build_model("conv", (1, 28, 28), 20, 400, "bernoulli")
+    assert "fully connected" in unsupported(conv, torch.device("cpu"), "fp32")
+    mlp = build_model("mlp", (1, 28, 28), 20, 400, "bernoulli")
+    assert "fp32" in unsupported(mlp, torch.device("cpu"), "bf16")
+    assert unsupported(mlp, torch.device("cpu"), "fp32") is None
+
+
+def test_an_epoch_learns_the_same_as_the_eager_step(tmp_path):
+    """Whole epochs of the real trainer: the same losses as autograd's step, to float rounding."""
+    losses = {}
+    for kind in ("auto", "eager"):
+        cfg = TrainConfig(epochs=2, visdom=False, device="cpu", out=str(tmp_path / kind), fast_step=kind,
+                          batch_size=64, hidden_dim=128, views=False)
+        session = TrainingSession(cfg, data=synthetic_data(1024, 256), progress=False)
+        assert isinstance(session.trainer.step_fn, MLPStep) == (kind == "auto")
+        session.run()
+        records = [json.loads(line) for line in (tmp_path / kind / "metrics.jsonl").read_text().splitlines()]
+        losses[kind] = [(r["train_loss"], r["test_loss"]) for r in records]
+    assert len(losses["auto"]) == len(losses["eager"]) == 2
+    for (ta, va), (te, ve) in zip(losses["auto"], losses["eager"]):
+        assert ta == pytest.approx(te, rel=1e-4) and va == pytest.approx(ve, rel=1e-4)

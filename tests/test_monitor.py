@@ -312,6 +312,36 @@ def test_figures_get_panes_of_their_own(server, tmp_path):
     assert by_title["a line"]["content"]["data"][0]["y"] == [1.0, None, 3.0]  # NaN is a gap, not broken JSON
 
 
+def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end(server, tmp_path, monkeypatch):
+    """A browser on the same CPU redraws every pane that changes: the latent views, which change slowly,
+    are sent at most every FIGURE_INTERVAL s, while epochs' curves and images go at once. Nothing is lost:
+    the last version of each view reaches the server when the run closes."""
+    from vae_visdom.monitor import visdom_monitor
+
+    monkeypatch.setattr(visdom_monitor, "FIGURE_INTERVAL", 2.0)
+    m = VisdomMonitor(port=server.port, env="views_rate", run_dir=tmp_path / "run")
+    sent: list[tuple[str, float]] = []
+    post = m.board._post
+    m.board._post = lambda msg, endpoint: sent.append((msg.get("win", ""), time.monotonic())) or post(msg, endpoint)
+    m.on_run_start(run_info(tmp_path / "run"))
+    t0 = time.monotonic()
+    epochs = 6
+    for epoch in range(1, epochs + 1):  # 6 epochs in ~1.8 s: the views may go once, twice at most
+        feed_epoch(m, epoch)
+        m.on_figure("scatter", {"kind": "scatter", "points": torch.randn(30, 2) + epoch, "title": "latent means"})
+        time.sleep(0.3)
+    recon_sends = [t for win, t in sent if win == m.windows["recon"]]
+    scatter_win = f"{m.prefix}-fig-scatter"
+    scatter_sends = [t for win, t in sent if win == scatter_win]
+    assert len(recon_sends) >= epochs - 1  # the epoch images: every epoch
+    assert 1 <= len(scatter_sends) <= 2, scatter_sends
+    m.close()
+    assert m.hook_errors == []
+    pane = {p["title"]: p for p in window_data(server, "views_rate").values()}["latent means"]
+    assert min(pane["content"]["data"][0]["x"]) > epochs - 4  # the last epoch's points (randn + 6)
+    assert time.monotonic() - t0 < 10
+
+
 def test_a_resumed_run_continues_its_curves(server, tmp_path):
     m = VisdomMonitor(port=server.port, env="resumed", run_dir=tmp_path)
     m.on_run_start(run_info(tmp_path))

@@ -104,8 +104,18 @@ class Board:
         """Save the env on the server once it has every window as it is now (later changes may
         keep coming: a fast run must not put the save off for ever)."""
         with self.lock:
-            self._save_after = {w.win: w.version for w in self.windows.values()}
+            # a window with a rate of its own (the latent views) is not waited for nor hurried: it
+            # reaches the server, and a later save, at its next turn
+            self._save_after = {w.win: w.version for w in self.windows.values() if not w.min_interval}
             self._log_due = True
+            for w in self.windows.values():
+                if w.version != w.sent and not w.min_interval:
+                    w.urgent = True
+        self._wake.set()
+
+    def expedite(self) -> None:
+        """Send every changed window at the next tick, whatever its rate (a flush, a close)."""
+        with self.lock:
             for w in self.windows.values():
                 if w.version != w.sent:
                     w.urgent = True

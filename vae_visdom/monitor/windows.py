@@ -53,6 +53,7 @@ class Window:
         self.logged = -1  # version the log file has
         self.last_send = 0.0  # time.monotonic() of the last send
         self.urgent = False  # send at once, skipping the per-window rate limit
+        self.min_interval = 0.0  # this window's own least seconds between sends (0: the board's)
         self.log_every = 0.0  # seconds between log entries; 0: the board's default
         self.last_log = 0.0
 
@@ -75,7 +76,7 @@ class Window:
 
     def send_interval(self, base: float) -> float:
         """Least seconds between two sends of this window to the server (unless urgent)."""
-        return base
+        return max(base, self.min_interval)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class LinePlot(Window):
     def send_interval(self, base: float) -> float:
         """Seconds between two sends of the whole plot: `base`, longer for a big plot, so the
         server's work stays about the same however long the run (~1 s per 5000 points)."""
-        return max(base, self.points() / POINTS_PER_SECOND)
+        return max(super().send_interval(base), self.points() / POINTS_PER_SECOND)
 
     def log_changes(self, env: str) -> list[Message]:
         # a trace with hover text is logged whole: visdom's append extends only x and y
@@ -213,11 +214,11 @@ class ImageGrid(Window):
         self.images = None  # (B, C, H, W) float in [0, 1], a private copy
         self._encoded: tuple[int, str, int, int] | None = None  # (version, data URL, width, height)
 
-    def set(self, images, nrow: int | None = None, caption: str | None = None) -> None:
+    def set(self, images, nrow: int | None = None, caption: str | None = None, urgent: bool = True) -> None:
         self.images = images
         self.nrow = nrow or self.nrow
         self.caption = self.caption if caption is None else caption
-        self.touch(urgent=True)
+        self.touch(urgent=urgent)
 
     def encode_pending(self) -> tuple[int, Any, int] | None:
         """Under the lock: what encode_grid() needs, or None when the cached PNG is current."""

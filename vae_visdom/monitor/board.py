@@ -100,23 +100,17 @@ class Board:
     def wake(self) -> None:
         self._wake.set()
 
-    def request_save(self) -> None:
+    def request_save(self, everything: bool = False) -> None:
         """Save the env on the server once it has every window as it is now (later changes may
-        keep coming: a fast run must not put the save off for ever)."""
-        with self.lock:
-            # a window with a rate of its own (the latent views) is not waited for nor hurried: it
-            # reaches the server, and a later save, at its next turn
-            self._save_after = {w.win: w.version for w in self.windows.values() if not w.min_interval}
-            self._log_due = True
-            for w in self.windows.values():
-                if w.version != w.sent and not w.min_interval:
-                    w.urgent = True
-        self._wake.set()
+        keep coming: a fast run must not put the save off for ever).
 
-    def expedite(self) -> None:
-        """Send every changed window at the next tick, whatever its rate (a flush, a close)."""
+        A window with a rate of its own (the latent views) is neither waited for nor hurried: it
+        reaches the server, and a later save, at its next turn; unless `everything` (a flush)."""
         with self.lock:
-            for w in self.windows.values():
+            hurried = [w for w in self.windows.values() if everything or not w.min_interval]
+            self._save_after = {w.win: w.version for w in hurried}
+            self._log_due = True
+            for w in hurried:
                 if w.version != w.sent:
                     w.urgent = True
         self._wake.set()
@@ -247,15 +241,14 @@ class Board:
                    and (force or w.urgent or now - w.last_send >= w.send_interval(self.min_interval))
                    and w.ready()]
             # whole windows (windows.py says why): a failed send or a restart loses nothing
-            batch = [(w, w.version, [w.full(self.env)]) for w in due]
+            batch = [(w, w.version, w.full(self.env)) for w in due]
             for w in due:
                 w.urgent = False
-        for w, version, messages in batch:
-            for endpoint, msg in messages:
-                if not self._post(msg, endpoint):
-                    with self.lock:
-                        w.urgent = True
-                    return False
+        for w, version, (endpoint, msg) in batch:
+            if not self._post(msg, endpoint):
+                with self.lock:
+                    w.urgent = True
+                return False
             with self.lock:
                 w.sent, w.last_send = version, time.monotonic()
             self.sends += 1

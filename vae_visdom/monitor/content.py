@@ -50,7 +50,7 @@ def figure_traces(kind: str, payload: dict) -> list[Trace]:
         pts = torch.as_tensor(payload["points"]).detach().float().cpu()  # (N, 2)
         labels = payload.get("labels")
         labels = torch.zeros(len(pts), dtype=torch.long) if labels is None else torch.as_tensor(labels).cpu()
-        # 4 significant digits: finer than a pixel of the pane, and a third of the JSON the server parses
+        # 4 significant digits: finer than a pixel of the pane, and ~40% of the JSON the server parses
         return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0], 4),
                       _nums(pts[labels == lab][:, 1], 4)) for lab in torch.unique(labels).tolist()]
     y = torch.as_tensor(payload["y"]).detach().float().cpu()  # (N,) or (N, M)

@@ -264,8 +264,7 @@ class VisdomMonitor(Callback):
     # -- for tests and tools --------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every window is on the server and in the log; False on timeout."""
-        self.board.request_save()
-        self.board.expedite()
+        self.board.request_save(everything=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.board.pending() == 0 and self.board.log_pending() == 0:

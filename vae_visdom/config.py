@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,22 @@ PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
+
+
+# Run and env names become folder names, visdom env ids, env file names and parts of URLs and of the
+# page's scripts: letters, digits, '.', '_' and '-', starting with a letter or digit (so never '.' or
+# '..', no path separator, nothing a page template or a URL would have to escape), at most 100 long.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_ALLOWED = ("1 to 100 of the characters A-Z a-z 0-9 . _ -, starting with a letter or digit "
+                "(no spaces, slashes, quotes or other punctuation)")
+
+
+def check_name(raw: Any, what: str = "name") -> str:
+    """A run or env name that is safe as a file name, an env id and a URL part; ConfigError otherwise."""
+    if not isinstance(raw, str) or not NAME_PATTERN.fullmatch(raw):
+        shown = raw if not isinstance(raw, str) or len(raw) <= 60 else raw[:57] + "..."
+        raise ConfigError(f"{what}: {shown!r} is not allowed; allowed: {NAME_ALLOWED}")
+    return raw
 
 
 def _finite_number(raw: Any, name: str) -> float:

@@ -44,29 +44,61 @@ def check_name(raw: Any, what: str = "name") -> str:
     return raw
 
 
+# Plain ASCII decimals only: float() and int() also take other scripts' digits, full-width digits,
+# underscores and hex floats, which a typo or a hostile page can slip through.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_SHOWN = 24  # characters of a rejected value echoed in a message (the full value stays in events.jsonl)
+
+
+def shown(raw: Any) -> str:
+    """repr(raw), shortened for a one-line message: a 100 kB paste must not become a 100 kB verdict."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    if len(text) <= MAX_SHOWN:
+        return repr(raw)
+    return f"{text[:MAX_SHOWN]!r}... ({len(text)} characters)"
+
+
+def fit_name(text: str, limit: int = 100) -> str:
+    """A derived name (e.g. compare-<sweep>) cut to `limit` characters, ending in a hash when cut."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return text[:limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def _finite_number(raw: Any, name: str) -> float:
     if raw is None or isinstance(raw, bool):
-        raise ConfigError(f"{name}: expected a number, got {raw!r}")
+        raise ConfigError(f"{name}: expected a number, got {shown(raw)}")
     if isinstance(raw, (int, float)):
-        value = float(raw)
-    else:
-        text = str(raw).strip()
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise ConfigError(f"{name}: {shown(raw)} is not a finite number") from None
+    elif isinstance(raw, str):
+        text = raw.strip()
         if not text:
             raise ConfigError(f"{name}: empty value")
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"{name}: {text!r} is not a number") from None
+        if not _DECIMAL.fullmatch(text):
+            raise ConfigError(f"{name}: {shown(raw)} is not a number (ASCII digits, '.', 'e' only)")
+        value = float(text)
+    else:
+        raise ConfigError(f"{name}: expected a number, got {shown(raw)}")
     if not math.isfinite(value):
-        raise ConfigError(f"{name}: {raw!r} is not a finite number")
+        raise ConfigError(f"{name}: {shown(raw)} is not a finite number")
     return value
 
 
 def _integer(raw: Any, name: str) -> int:
-    value = _finite_number(raw, name)
-    if value != int(value):
-        raise ConfigError(f"{name}: {raw!r} is not a whole number")
-    return int(value)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and _INTEGER.fullmatch(raw.strip()):
+        if len(raw.strip()) > 30:  # int() refuses more than 4300 digits; no rule allows 30
+            raise ConfigError(f"{name}: {shown(raw)} is too large")
+        return int(raw.strip())
+    _finite_number(raw, name)  # names what is wrong when it is no number at all
+    raise ConfigError(f"{name}: {shown(raw)} is not a whole number")
 
 
 @dataclass(frozen=True)
@@ -104,7 +136,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
     def parse(raw: Any, name: str) -> str:
         text = str(raw).strip().lower()
         if text not in options:
-            raise ConfigError(f"{name}: unknown value {raw!r}; allowed: {', '.join(options)}")
+            raise ConfigError(f"{name}: unknown value {shown(raw)}; allowed: {', '.join(options)}")
         return text
 
     return parse
@@ -138,7 +170,7 @@ def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
         raise ConfigError(f"{err}; allowed: {rule.allowed}") from None
     problem = rule.check(value, ctx or {})
     if problem:
-        raise ConfigError(f"{name}: {raw!r} {problem}; allowed: {rule.allowed}")
+        raise ConfigError(f"{name}: {shown(raw)} {problem}; allowed: {rule.allowed}")
     return value
 
 
@@ -217,6 +249,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, parse_value(name, value))
+        for name in ("name", "env"):
+            if getattr(self, name) is not None:
+                check_name(getattr(self, name), name)
+        if self.name is None and self.out is not None:  # the run is named after its folder
+            try:
+                check_name(Path(self.out).name, "name")
+            except ConfigError as err:
+                raise ConfigError(f"{err}; the name comes from --out's last folder: give --name") from None
         if self.dataset in ("folder", "celeba") and not self.data_dir:
             raise ConfigError(f"data_dir: --dataset {self.dataset} needs --data-dir DIR")
         return self

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from vae_visdom.config import RULES, ConfigError, parse_value
+from vae_visdom.config import RULES, ConfigError, parse_value, shown
 
 ACTIONS = ("pause", "resume", "stop")
 SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval
@@ -53,12 +53,15 @@ class Controller:
                 value = parse_value(name, raw, self.context)
             except ConfigError as err:
                 cmd = Command(name, raw, False, f"rejected: {err}", source, now_m, now_w)
+            except Exception as err:  # a value no rule foresaw: a verdict, never a traceback on the socket thread
+                cmd = Command(name, raw, False, f"rejected: {name}: {type(err).__name__}; allowed: "
+                              f"{RULES[name].allowed}", source, now_m, now_w)
             else:
                 cmd = Command(name, value, True, f"{name} = {value}: applies {RULES[name].applies}",
                               source, now_m, now_w)
         else:
             allowed = ", ".join(ACTIONS + SETTINGS)
-            cmd = Command(name, raw, False, f"rejected: unknown command {name!r}; allowed: {allowed}",
+            cmd = Command(name, raw, False, f"rejected: unknown command {shown(name)}; allowed: {allowed}",
                           source, now_m, now_w)
         with self._cond:
             if cmd.accepted and cmd.name == "pause":

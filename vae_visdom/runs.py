@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vae_visdom.callbacks import read_jsonl
+from vae_visdom.config import check_name
 
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",
@@ -303,6 +304,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from vae_visdom.cli import UsageError
 
+    if args.env is not None:
+        check_name(args.env, "env")
     try:
         records = [load_run(p) for p in resolve_runs(args.runs, args.runs_dir)]
     except (LookupError, OSError, ValueError) as err:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from vae_visdom.config import OPTIMIZERS, ConfigError, parse_value
+from vae_visdom.config import OPTIMIZERS, ConfigError, check_name, fit_name, parse_value
 from vae_visdom.runs import compact_tag, load_run, ranking
 
 # grid flag -> dest; the order is the order of the values in run names
@@ -151,7 +151,12 @@ def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[
     lists = {k: parse_list(k, getattr(args, k)) for k in GRID if getattr(args, k, None) is not None}
     combos = grid(lists)
     varying = [k for k, v in lists.items() if len(v) > 1]
-    sweep = args.name or time.strftime("sweep-%Y%m%d-%H%M%S", time.localtime(now))
+    sweep = check_name(args.name or time.strftime("sweep-%Y%m%d-%H%M%S", time.localtime(now)), "name")
+    names = [f"{sweep}-{compact_tag({k: values[k] for k in varying})}" if varying else sweep for values in combos]
+    for name in names:  # a run name is the sweep's name plus its grid values: it must pass the rule too
+        check_name(name, "name")
+    if getattr(args, "env", None):
+        check_name(args.env, "env")
     runs_dir = _writable_dir(Path(args.runs_dir or "runs"))
     parallel = args.parallel
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # train.log follows the run as it goes
@@ -161,8 +166,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     passthrough = _cli_flags(args, args.train_actions)
     jobs = []
-    for values in combos:
-        name = f"{sweep}-{compact_tag({k: values[k] for k in varying})}" if varying else sweep
+    for name, values in zip(names, combos):
         run_dir = runs_dir / name
         if run_dir.exists():
             raise UsageError(f"run directory {run_dir} already exists; give the sweep another --name")
@@ -232,7 +236,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         try:
             from vae_visdom.monitor.compare import compare_runs
 
-            done = compare_runs([r for r in records if r.metrics], server, port, args.env or f"compare-{sweep}")
+            done = compare_runs([r for r in records if r.metrics], server, port, args.env or fit_name(f"compare-{sweep}"))
             print(f"comparison env: {server}:{port}/env/{done.env}")
             if len(done.run_envs) > 1:
                 print(f"visdom's compare view of the runs' envs: {done.compare_view_url(server, port)}")

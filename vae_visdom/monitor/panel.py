@@ -156,7 +156,7 @@ class ControlPanel:
         if not self._entries:
             return '<div style="color:#777">commands from the control panel and elsewhere appear here</div>'
         lines = "".join(f"<div>{e[1]}</div>" for e in reversed(self._entries))
-        return f'<div style="font-family:monospace;font-size:12px;line-height:1.5">{lines}</div>'
+        return f'<div style="font-family:monospace;font-size:12px;line-height:1.5;overflow-wrap:anywhere">{lines}</div>'
 
     def _rows(self) -> list[dict]:
         st = self.status

@@ -10,6 +10,19 @@ What differs from `python -m visdom.server` (visdom 0.2.4), and why:
 - SIGTERM saves every env like Ctrl-C does (visdom 0.2.4 saves only on `vis.save()`), so a
   `kill`, a closed terminal session manager or a CI job's teardown keeps the windows.
 - Tornado's debug mode (autoreload, tracebacks in responses) is off.
+- Only its own pages may change anything (visdom trusts every web page; see server_guard.py):
+  * Host: every request whose Host header names another machine than this server's names
+    (127.0.0.1, localhost, ::1, any loopback address, the --host given; for a wildcard bind the
+    machine's host names and the address the request came in on; any port) gets 403. This stops
+    DNS rebinding.
+  * Origin: a request that changes state (every POST, the websocket handshakes of /socket and
+    /vis_socket, the polling socket's sign-up) gets 403 when it carries `Sec-Fetch-Site: cross-site`
+    or `same-site`, or an Origin header other than http(s)://HOST, HOST being the request's own Host
+    header (so a page reached through `ssh -L 9000:localhost:8097` keeps working); `Origin: null`
+    is refused. No Origin at all (visdom's Python client, curl) is allowed: browsers always send one.
+- Env ids follow config's name rule (check_name) wherever visdom takes one (/env/NAME, /compare,
+  /events, /update, /close, /save, /delete_env, /fork_env, websocket messages): 400 otherwise, and
+  env files are written and deleted only inside the env folder (server_envs.py).
 """
 
 from __future__ import annotations
@@ -19,7 +32,6 @@ import asyncio
 import errno
 import http.client
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -29,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from vae_visdom.server_envs import save_envs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
@@ -136,49 +150,39 @@ def _compare_handler():
     return CompareHandler, EnvPathCompareHandler
 
 
-def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None):
-    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off
-    and the compare view mended (see _compare_handler)."""
+def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None,
+                     host: str = DEFAULT_HOST):
+    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off,
+    the compare view mended (see _compare_handler), and every request through server_guard's rule
+    (Host, Origin, env ids)."""
     import tornado.web
     from visdom.server.app import Application
 
+    from vae_visdom import server_guard
+
+    server_guard.install_env_checks()  # before Application(): it may write main.json
     broken, mended = _compare_handler()
+    guard = server_guard.Guard(host)
 
     class _NoDebug(tornado.web.Application):
         # visdom's Application.__init__ forces settings["debug"] = True and then calls
         # super().__init__ with its handler table; placed between it and tornado's class in the
-        # MRO, this turns debug off and swaps in the mended compare handler
+        # MRO, this turns debug off, swaps in the mended compare handler and guards every handler
         def __init__(self, handlers=None, **settings):
             settings["debug"] = False
             handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
-            super().__init__(handlers, **settings)
+            super().__init__(server_guard.guarded(handlers), **settings)
+
+        def find_handler(self, request, **kwargs):
+            why = guard.refusal(request)  # before routing: static files and unknown paths too
+            if why is not None:
+                return self.get_handler_delegate(request, server_guard.Refused, {"status": 403, "why": why})
+            return super().find_handler(request, **kwargs)
 
     class QuietApplication(Application, _NoDebug):
         pass
 
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
-
-
-def save_envs(app) -> list[str]:
-    """Write every env the server holds in memory to app.env_path; returns the env ids written."""
-    from visdom.utils.server_utils import LazyEnvData
-
-    saved = []
-    for eid, env in list(app.state.items()):
-        if isinstance(env, LazyEnvData):
-            if env._raw_dict is None:  # never loaded since start: its file is already current
-                continue
-            env = env._raw_dict
-        path = Path(app.env_path) / f"{eid}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(env))
-            os.replace(tmp, path)  # a kill mid-save leaves the old file, not half a new one
-        except (OSError, TypeError, ValueError) as e:  # one bad env must not cost the others
-            log.error("could not save env %r to %s: %s", eid, path, e)
-            continue
-        saved.append(eid)
-    return saved
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
@@ -190,7 +194,7 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None) -> int:
     from tornado.httpserver import HTTPServer
 
-    app = make_application(env_path, port, credential)
+    app = make_application(env_path, port, credential, host)
     server = HTTPServer(app, max_buffer_size=1024**3)  # visdom's limit: big image grids
     server.add_sockets(sockets)
     stop = asyncio.Event()

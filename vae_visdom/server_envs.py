@@ -1,0 +1,93 @@
+"""The env folder of `vae-visdom serve`: env files named only by checked ids, written and deleted inside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from vae_visdom.config import ConfigError, check_name
+
+log = logging.getLogger("vae_visdom.server")
+
+# ---- env files --------------------------------------------------------------------------------------
+
+def env_file(env_path: str | os.PathLike, eid) -> Path:
+    """ENV_PATH/EID.json for an id under config's name rule that resolves inside the folder; ConfigError otherwise."""
+    check_name(eid, "env id")
+    folder = Path(env_path).resolve()
+    path = (folder / f"{eid}.json").resolve()  # a symlinked env file that leads elsewhere is refused too
+    if path.parent != folder:
+        raise ConfigError(f"env id: {eid!r} names a file outside the env folder {folder}")
+    return path
+
+
+def write_env(env_path: str | os.PathLike, eid, env: dict) -> Path:
+    """Write one env atomically (a kill mid-save leaves the old file, not half a new one)."""
+    path = env_file(env_path, eid)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".saving-", suffix=".tmp")  # no ".json": visdom loads every *.json* file as an env
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(env, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_env(env_path: str | os.PathLike, eid) -> bool:
+    """Delete ENV_PATH/EID.json (checked like write_env); False when there was none."""
+    path = env_file(env_path, eid)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _raw(env):
+    """The dict to write for one env of visdom's state; None for a lazily loaded env never read (its file is current)."""
+    from visdom.utils.server_utils import LazyEnvData
+
+    return env._raw_dict if isinstance(env, LazyEnvData) else env
+
+
+def save_envs(app) -> list[str]:
+    """Write every env the server holds in memory to app.env_path; returns the env ids written.
+
+    An id outside config's name rule (only a file left by another tool can bring one) is skipped and logged."""
+    saved = []
+    for eid, env in list(app.state.items()):
+        env = _raw(env)
+        if env is None:
+            continue
+        try:
+            write_env(app.env_path, eid, env)
+        except ConfigError as err:
+            log.error("env not saved: %s", err)
+            continue
+        except (OSError, TypeError, ValueError) as err:  # one bad env must not cost the others
+            log.error("could not save env %r to %s: %s", eid, app.env_path, err)
+            continue
+        saved.append(eid)
+    return saved
+
+
+def serialize_env(state: dict, eids, env_path=None) -> list[str]:
+    """visdom's server_utils.serialize_env (its /save, fork and websocket save) with ids checked and writes atomic."""
+    written = []
+    for eid in eids:
+        if not isinstance(eid, str) or eid not in state:
+            continue
+        env = _raw(state[eid])
+        try:
+            if env is not None and env_path is not None:
+                write_env(env_path, eid, env)
+        except ConfigError as err:
+            log.warning("refused to save env: %s", err)
+            continue
+        written.append(eid)
+    return written

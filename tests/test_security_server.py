@@ -1,12 +1,14 @@
 """Lock the doors (issue 12, server half): only the server's own pages, on its own names, may change
-anything; env ids follow config's name rule before they reach a file. Real servers, a real training run,
-a real Chromium."""
+anything; env ids follow config's name rule before they reach a file; one server per env folder. Real
+servers, a real training run, a real Chromium."""
 from __future__ import annotations
 
 import http.client
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -16,10 +18,11 @@ import pytest
 import websocket
 
 from tests.conftest import synthetic_data
-from tests.fixtures import wait_for
+from tests.fixtures import REPO, wait_for
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
 from vae_visdom.server import find_free_port
+from vae_visdom.server_envs import lock_holder
 
 EVIL = "http://evil.example"
 NAME_RULE = "allowed: 1 to 100 of the characters"
@@ -470,3 +473,36 @@ def test_6_the_host_rule_knows_the_bound_name_of_a_remote_bind():
         assert host_refusal("localhost:8097", bind) is None
         assert "not a name of this server" in host_refusal("evil.example:8097", bind)
     assert host_refusal("[::1]:8097", "127.0.0.1") is None
+
+
+def run_server_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vae_visdom.server", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_16_a_second_server_on_the_same_env_folder_is_refused(visdom_server_factory):
+    first = visdom_server_factory()
+    vis = first.client("finished", use_incoming_socket=False)
+    vis.text("4 epochs", win="w")
+    vis.save(["finished"])
+    saved = (first.env_path / "finished.json").read_bytes()
+    out = run_server_cli("--port", str(find_free_port()), "--env-path", str(first.env_path))
+    assert out.returncode == 2, out
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+    assert str(first.env_path) in line and f"pid {first.proc.pid}" in line and str(first.port) in line, line
+    assert (first.env_path / "finished.json").read_bytes() == saved
+    # the OS drops the lock with its holder: a killed server leaves no stale lock behind
+    assert lock_holder(first.env_path)["pid"] == first.proc.pid
+    first.kill()
+    assert lock_holder(first.env_path) is None
+
+
+def test_16_detach_says_when_the_running_server_keeps_another_env_folder(server, tmp_path):
+    port = str(server.port)
+    out = run_server_cli("--port", port, "--env-path", str(tmp_path / "other"), "--detach")
+    assert out.returncode == 2, out
+    assert str(server.env_path) in out.stderr and str(tmp_path / "other") in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    out = run_server_cli("--port", port, "--env-path", str(server.env_path), "--detach")
+    assert out.returncode == 0 and "already answers" in out.stdout and str(server.env_path) in out.stdout

@@ -23,6 +23,9 @@ What differs from `python -m visdom.server` (visdom 0.2.4), and why:
 - Env ids follow config's name rule (check_name) wherever visdom takes one (/env/NAME, /compare,
   /events, /update, /close, /save, /delete_env, /fork_env, websocket messages): 400 otherwise, and
   env files are written and deleted only inside the env folder (server_envs.py).
+- One server per env folder: a lock file there (flock, dropped by the OS when the holder dies)
+  makes a second `serve` on the same --env-path exit 2, naming the holder; `--detach` says when
+  the server already answering keeps its envs elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import asyncio
 import errno
 import http.client
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -42,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.server_envs import save_envs
+from vae_visdom.server_envs import EnvFolderBusy, lock_env_folder, lock_holder, save_envs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
@@ -150,19 +154,30 @@ def _compare_handler():
     return CompareHandler, EnvPathCompareHandler
 
 
+INFO_PATH = "/vae_visdom/server"  # GET: {"server", "pid", "env_path", "url"} of this server, as JSON
+
+
 def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None,
-                     host: str = DEFAULT_HOST):
+                     host: str = DEFAULT_HOST, url: str | None = None):
     """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off,
     the compare view mended (see _compare_handler), and every request through server_guard's rule
     (Host, Origin, env ids)."""
     import tornado.web
     from visdom.server.app import Application
+    from visdom.server.handlers.base_handlers import BaseHandler
 
     from vae_visdom import server_guard
 
     server_guard.install_env_checks()  # before Application(): it may write main.json
     broken, mended = _compare_handler()
     guard = server_guard.Guard(host)
+    info = {"server": "vae-visdom", "pid": os.getpid(), "env_path": str(env_path), "url": url or url_of(host, port)}
+
+    class InfoHandler(BaseHandler):  # lets `serve --detach` see which env folder a running server keeps
+        def get(self):
+            if self.settings.get("cookie_secret") and not self.current_user:
+                raise tornado.web.HTTPError(403)
+            self.write(info)
 
     class _NoDebug(tornado.web.Application):
         # visdom's Application.__init__ forces settings["debug"] = True and then calls
@@ -171,7 +186,7 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
         def __init__(self, handlers=None, **settings):
             settings["debug"] = False
             handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
-            super().__init__(server_guard.guarded(handlers), **settings)
+            super().__init__([(INFO_PATH, InfoHandler)] + server_guard.guarded(handlers), **settings)
 
         def find_handler(self, request, **kwargs):
             why = guard.refusal(request)  # before routing: static files and unknown paths too
@@ -185,6 +200,21 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
 
 
+def running_env_path(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """The env folder of the vae-visdom server answering on host:port; None when it does not say
+    (a plain visdom server, or login hides it)."""
+    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
+    try:
+        conn.request("GET", INFO_PATH)
+        resp = conn.getresponse()
+        info = json.loads(resp.read(65536)) if resp.status == 200 else {}
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    return info.get("env_path") if isinstance(info, dict) and info.get("server") == "vae-visdom" else None
+
+
 def _bind(host: str, port: int) -> list[socket.socket]:
     from tornado.netutil import bind_sockets
 
@@ -194,7 +224,8 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None) -> int:
     from tornado.httpserver import HTTPServer
 
-    app = make_application(env_path, port, credential, host)
+    url = url_of(host, port)
+    app = make_application(env_path, port, credential, host, url)
     server = HTTPServer(app, max_buffer_size=1024**3)  # visdom's limit: big image grids
     server.add_sockets(sockets)
     stop = asyncio.Event()
@@ -202,8 +233,7 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
-    print(f"visdom server at {url_of(host, port)} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops",
-          flush=True)
+    print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
     await stop.wait()
     server.stop()
     saved = save_envs(app)
@@ -235,16 +265,31 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os
         print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
-        sockets = _bind(host, port)
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            print(f"error: port {port} on {host} is already in use; stop that server, pick --port, "
-                  f"or use `vae-visdom serve --detach` to reuse a visdom server there", file=sys.stderr)
-        else:
-            print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+        env_path.mkdir(parents=True, exist_ok=True)
+        lock = lock_env_folder(env_path, host=host, port=port, url=url_of(host, port), env_path=str(env_path))
+    except EnvFolderBusy as busy:
+        h = busy.holder
+        who = f"pid {h.get('pid', '?')}, {h.get('url', 'address unknown')}" if h else "its pid is not written yet"
+        print(f"error: the envs in {env_path} are already served by another vae-visdom server ({who}); two servers "
+              f"on one env folder overwrite each other's envs when they stop. Use that server, stop it, or pick "
+              f"another --env-path", file=sys.stderr)
         return EXIT_USAGE
-    env_path.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_run(sockets, host, port, env_path, credential))
+    except OSError as e:
+        print(f"error: cannot use --env-path {env_path}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        try:
+            sockets = _bind(host, port)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                print(f"error: port {port} on {host} is already in use; stop that server, pick --port, "
+                      f"or use `vae-visdom serve --detach` to reuse a visdom server there", file=sys.stderr)
+            else:
+                print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        return asyncio.run(_run(sockets, host, port, env_path, credential))
+    finally:
+        os.close(lock)  # after the exit save: the next server must not load envs half written
 
 
 def _check_access(host: str, login: bool) -> dict | None | int:
@@ -264,11 +309,12 @@ def _check_access(host: str, login: bool) -> dict | None | int:
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
            log_file: str | os.PathLike | None = None, login: bool = False) -> int:
-    """Make sure a visdom server answers on host:port, starting one in the background if needed."""
+    """Make sure a visdom server answers on host:port, starting one in the background if needed.
+
+    A server already answering is reused, unless --env-path was given and it keeps its envs elsewhere."""
     url = url_of(host, port)
     if server_answers(host, port):
-        print(f"a visdom server already answers at {url}")
-        return 0
+        return _reuse(host, port, env_path)
     if isinstance(code := _check_access(host, login), int):
         return code
     problem = _ensure_assets()  # here, in the foreground: an npm download must not eat the start timeout
@@ -301,6 +347,22 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     return 1
 
 
+def _reuse(host: str, port: int, env_path: str | os.PathLike | None) -> int:
+    """`serve --detach` found a server answering: say which env folder it keeps; refuse a different one."""
+    url, theirs = url_of(host, port), running_env_path(host, port)
+    if env_path is not None:
+        asked = Path(env_path).expanduser().resolve()
+        if theirs is None and (lock_holder(asked) or {}).get("port") == port:
+            theirs = str(asked)  # login hides the server's answer; the folder's lock names it
+        if theirs != str(asked):
+            print(f"error: a visdom server already answers at {url}, but it keeps its envs in "
+                  f"{theirs or 'another folder (it does not say which)'}, not in {asked}. Stop it, or pick another "
+                  f"--port for {asked}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"a visdom server already answers at {url}" + (f" (envs in {theirs})" if theirs else ""))
+    return 0
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -323,7 +385,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
-    p.add_argument("--env-path", default=None, help="where envs are saved and loaded (default ~/.visdom)")
+    p.add_argument("--env-path", default=None,
+                   help="where envs are saved and loaded (default ~/.visdom); one server per folder")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

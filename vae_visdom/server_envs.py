@@ -1,4 +1,4 @@
-"""The env folder of `vae-visdom serve`: env files named only by checked ids, written and deleted inside it."""
+"""The env folder of `vae-visdom serve`: env files named only by checked ids, and one server per folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pathlib import Path
 from vae_visdom.config import ConfigError, check_name
 
 log = logging.getLogger("vae_visdom.server")
+
+LOCK_NAME = "vae_visdom_server.lock"  # no ".json" in it: visdom loads every *.json* file of the folder as an env
+
 
 # ---- env files --------------------------------------------------------------------------------------
 
@@ -27,7 +30,7 @@ def env_file(env_path: str | os.PathLike, eid) -> Path:
 def write_env(env_path: str | os.PathLike, eid, env: dict) -> Path:
     """Write one env atomically (a kill mid-save leaves the old file, not half a new one)."""
     path = env_file(env_path, eid)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".saving-", suffix=".tmp")  # no ".json": visdom loads every *.json* file as an env
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".saving-", suffix=".tmp")  # no ".json": see LOCK_NAME
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(env, out)
@@ -91,3 +94,59 @@ def serialize_env(state: dict, eids, env_path=None) -> list[str]:
             continue
         written.append(eid)
     return written
+
+
+# ---- one server per env folder ------------------------------------------------------------------------
+
+class EnvFolderBusy(Exception):
+    """Another live server holds the env folder's lock; .holder is what it wrote there."""
+
+    def __init__(self, holder: dict):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def lock_env_folder(folder: Path, **about) -> int:
+    """Take ENV_PATH/vae_visdom_server.lock for this process and write `about` (and the pid) into it.
+
+    Returns the descriptor to keep open while serving. flock: the OS lets go when the holder dies, so a
+    killed server leaves no stale lock. Raises EnvFolderBusy when a live server holds it."""
+    import fcntl  # POSIX; here, not at import time
+
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise EnvFolderBusy(holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), **about}).encode(), 0)
+    return fd
+
+
+def lock_holder(env_path: Path) -> dict | None:
+    """What the live server holding the env folder's lock wrote ({} if unreadable); None when nobody holds it."""
+    import fcntl
+
+    try:
+        fd = os.open(env_path / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}

@@ -1,11 +1,13 @@
 """Lock the doors (issue 12, server half): only the server's own pages, on its own names, may change
-anything; env ids follow config's name rule before they reach a file; one server per env folder. Real
-servers, a real training run, a real Chromium."""
+anything; env ids follow config's name rule before they reach a file; one server per env folder; a
+restarted server catches up the runs it missed. Real servers, a real training run, a real Chromium."""
 from __future__ import annotations
 
 import http.client
 import http.server
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from tests.fixtures import REPO, wait_for
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
 from vae_visdom.server import find_free_port
-from vae_visdom.server_envs import lock_holder
+from vae_visdom.server_envs import RUN_LOG, lock_holder, stale_runs
 
 EVIL = "http://evil.example"
 NAME_RULE = "allowed: 1 to 100 of the characters"
@@ -506,3 +508,48 @@ def test_16_detach_says_when_the_running_server_keeps_another_env_folder(server,
     assert "Traceback" not in out.stderr
     out = run_server_cli("--port", port, "--env-path", str(server.env_path), "--detach")
     assert out.returncode == 0 and "already answers" in out.stdout and str(server.env_path) in out.stdout
+
+
+def test_17_a_restarted_server_catches_up_a_run_that_finished_while_it_was_down(visdom_server_factory,
+                                                                                   tmp_path):
+    from vae_visdom.session import TrainingSession
+
+    runs = tmp_path / "runs"
+    server = visdom_server_factory(args=["--runs-dir", str(runs)], start=False)  # down while the run trains
+    server.env_path.mkdir(parents=True)
+    env_file = server.env_path / "late.json"
+    env_file.write_text(json.dumps({"jsons": {}, "reload": {}}))  # what the server had saved before it died
+    cfg = TrainConfig(out=str(runs / "late"), env="late", port=server.port, epochs=4, batch_size=128,
+                      log_interval=1, views=False, device="cpu")
+    session = TrainingSession(cfg, data=synthetic_data(), progress=False)
+    assert session.run().state == "finished"
+    os.utime(env_file, ns=(time.time_ns() - 10**9,) * 2)  # saved before the run's last log line (coarse clocks)
+
+    def epochs_in(path: Path) -> list:
+        loss = [p for p in json.loads(path.read_text())["jsons"].values() if p.get("title") == "loss"]
+        return [t["x"] for t in loss[0]["content"]["data"] if t["name"] == "train"][0] if loss else []
+
+    assert epochs_in(env_file) == []
+    server.start()
+    until(lambda: epochs_in(env_file) == [1, 2, 3, 4], "the restarted server to catch the env up", timeout=60)
+    assert server.client("late", use_incoming_socket=False).win_exists(session.monitor.windows["control"])
+    assert len(re.findall(r"catch-up: replaying", server.log_tail(400))) == 1, server.log_tail(400)
+    # up to date now: the scan the next start makes finds nothing to replay; a newer log line would count
+    assert server.stop() == 0
+    assert stale_runs(runs, server.env_path) == (1, [])
+    os.utime(runs / "late" / RUN_LOG, ns=(time.time_ns() + 10**9,) * 2)
+    assert stale_runs(runs, server.env_path) == (1, [(runs / "late", "late")])
+
+
+def test_17_catch_up_skips_runs_it_cannot_name_and_reads_the_monitors_log(tmp_path):
+    from vae_visdom.monitor.visdom_monitor import LOG_NAME
+
+    assert RUN_LOG == LOG_NAME  # the server may not import the monitor: one name, checked here
+    runs, env_path = tmp_path / "runs", tmp_path / "env"
+    env_path.mkdir()
+    for name, config in (("ok", {"env": "ok"}), ("bad", {"env": "../x"}), ("none", None), ("broken", "{")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / RUN_LOG).write_text("")
+        if config is not None:
+            (runs / name / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    assert stale_runs(runs, env_path) == (4, [(runs / "ok", "ok")])

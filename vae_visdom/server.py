@@ -26,6 +26,8 @@ What differs from `python -m visdom.server` (visdom 0.2.4), and why:
 - One server per env folder: a lock file there (flock, dropped by the OS when the holder dies)
   makes a second `serve` on the same --env-path exit 2, naming the holder; `--detach` says when
   the server already answering keeps its envs elsewhere.
+- Catch-up: after it starts listening, the server replays (`vae-visdom replay`, in the background)
+  every run under --runs-dir whose visdom.log is newer than the env saved for it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.server_envs import EnvFolderBusy, lock_env_folder, lock_holder, save_envs
+from vae_visdom.server_envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
@@ -221,7 +223,10 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     return bind_sockets(port, address=host)
 
 
-async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None) -> int:
+async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None,
+               runs_dir: Path) -> int:
+    import threading
+
     from tornado.httpserver import HTTPServer
 
     url = url_of(host, port)
@@ -234,8 +239,15 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
     print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
+    stopping = threading.Event()
+    server_address = "http://" + (f"[{_connect_host(host)}]" if ":" in _connect_host(host) else _connect_host(host))
+    catching_up = threading.Thread(target=catch_up, args=(runs_dir, env_path, server_address, port, stopping),
+                                   name="catch-up", daemon=True)
+    catching_up.start()
     await stop.wait()
+    stopping.set()
     server.stop()
+    catching_up.join(5)
     saved = save_envs(app)
     log.info("%s: saved %d env(s) to %s: %s", signal.Signals(got[0]).name, len(saved), env_path, ", ".join(saved))
     return 0
@@ -254,9 +266,10 @@ def _ensure_assets() -> str | None:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-          login: bool = False) -> int:
+          login: bool = False, runs_dir: str | os.PathLike = "runs") -> int:
     """Run the server in this process until SIGINT/SIGTERM; returns the exit code."""
     env_path = Path(env_path or default_env_path()).expanduser().resolve()
+    runs_dir = Path(runs_dir).expanduser().resolve()
     credential = _check_access(host, login)
     if isinstance(credential, int):
         return credential
@@ -287,7 +300,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os
             else:
                 print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        return asyncio.run(_run(sockets, host, port, env_path, credential))
+        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir))
     finally:
         os.close(lock)  # after the exit save: the next server must not load envs half written
 
@@ -308,7 +321,8 @@ def _check_access(host: str, login: bool) -> dict | None | int:
 
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-           log_file: str | os.PathLike | None = None, login: bool = False) -> int:
+           log_file: str | os.PathLike | None = None, login: bool = False,
+           runs_dir: str | os.PathLike = "runs") -> int:
     """Make sure a visdom server answers on host:port, starting one in the background if needed.
 
     A server already answering is reused, unless --env-path was given and it keeps its envs elsewhere."""
@@ -326,7 +340,8 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     log_path = Path(log_file or env_path / "vae_visdom_server.log").expanduser().resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "vae_visdom.server", "--host", host, "--port", str(port),
-           "--env-path", str(env_path)] + (["--login"] if login else [])
+           "--env-path", str(env_path), "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
+    cmd += ["--login"] if login else []
     with open(log_path, "ab") as out:
         # new session: the server outlives this shell and its Ctrl-C; credentials travel in the env
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -372,13 +387,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _run_cli(args: argparse.Namespace) -> int:
     if args.detach:
-        return detach(args.host, args.port, args.env_path, args.log, args.login)
+        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir)
     logging.basicConfig(level=logging.INFO, filename=args.log,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
     # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
     logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
-    return serve(args.host, args.port, args.env_path, args.login)
+    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -387,6 +402,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
     p.add_argument("--env-path", default=None,
                    help="where envs are saved and loaded (default ~/.visdom); one server per folder")
+    p.add_argument("--runs-dir", default="runs",
+                   help="after starting, replay (in the background) each run here whose visdom.log is newer than "
+                        "its saved env, e.g. a run that went on while the server was down (default: ./runs)")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

@@ -1,11 +1,14 @@
-"""The env folder of `vae-visdom serve`: env files named only by checked ids, and one server per folder."""
+"""The env folder of `vae-visdom serve`: env files named only by checked ids, one server per folder, catch-up from run logs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
@@ -13,6 +16,7 @@ from vae_visdom.config import ConfigError, check_name
 log = logging.getLogger("vae_visdom.server")
 
 LOCK_NAME = "vae_visdom_server.lock"  # no ".json" in it: visdom loads every *.json* file of the folder as an env
+RUN_LOG = "visdom.log"  # the monitor's replay log in a run folder (vae_visdom.monitor.visdom_monitor.LOG_NAME)
 
 
 # ---- env files --------------------------------------------------------------------------------------
@@ -150,3 +154,59 @@ def _read_holder(fd: int) -> dict:
     except (OSError, ValueError):
         return {}
     return holder if isinstance(holder, dict) else {}
+
+
+# ---- catch-up: runs that went on while the server was away --------------------------------------------
+
+def stale_runs(runs_dir: Path, env_path: Path) -> tuple[int, list[tuple[Path, str]]]:
+    """(runs with a visdom.log, [(run dir, env)] of those whose saved env is missing or older than that log)."""
+    logs = sorted(Path(runs_dir).glob(f"*/{RUN_LOG}"))
+    stale = []
+    for run_log in logs:
+        run_dir = run_log.parent
+        try:
+            env = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("env")
+            saved = env_file(env_path, env)
+        except (OSError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
+            log.warning("catch-up: skipping %s: %s", run_dir, err)
+            continue
+        try:
+            if saved.stat().st_mtime_ns >= run_log.stat().st_mtime_ns:
+                continue
+        except FileNotFoundError:
+            pass
+        stale.append((run_dir, env))
+    return len(logs), stale
+
+
+def catch_up(runs_dir: Path, env_path: Path, server: str, port: int, stopping: threading.Event) -> None:
+    """Replay each stale run's visdom.log into its env (`vae-visdom replay`, one low-priority process at a time)."""
+    total, stale = stale_runs(runs_dir, env_path) if runs_dir.is_dir() else (0, [])
+    log.info("catch-up: %d run(s) with a %s in %s, %d whose env is missing or older", total, RUN_LOG, runs_dir,
+             len(stale))
+    for run_dir, env in stale:
+        if stopping.is_set():
+            return
+        log.info("catch-up: replaying %s into env %s", run_dir, env)
+        cmd = [sys.executable, "-m", "vae_visdom", "replay", str(run_dir), "--server", server, "--port", str(port),
+               "--env", env]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:  # behind the server and any training on the same cores
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+        except OSError:
+            pass
+        while True:
+            try:
+                out, _ = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping.is_set():
+                    proc.terminate()
+                    proc.wait()
+                    return
+        said = out.decode("utf-8", "replace").strip().splitlines()
+        if proc.returncode == 0:
+            log.info("catch-up: %s", said[-1] if said else f"env {env} done")
+        else:
+            log.warning("catch-up: replaying %s failed (exit %d): %s", run_dir, proc.returncode,
+                        " | ".join(said[-3:]))

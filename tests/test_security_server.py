@@ -412,6 +412,16 @@ def test_4_env_ids_outside_the_name_rule_are_refused_and_no_file_outside_is_remo
     ws.send(json.dumps({"cmd": "save", "data": {}, "prev_eid": "main", "eid": "fine-name"}))  # a good one
     until(lambda: (env_path / "fine-name.json").is_file(), "the well-named env saved")
     ws.close()
+    # the polling socket (visdom's fallback for pages without websockets) carries the same messages
+    status, answer = request(server, "GET", "/socket_wrap")
+    assert status == 200, answer
+    sid = json.loads(answer)["sid"]
+    for msg in ({"cmd": "delete_env", "eid": "../victim"}, {"cmd": "save", "data": {}, "prev_eid": "main",
+                                                            "eid": "../victim"}):
+        status, answer = request(server, "POST", "/socket_wrap", {"message_type": "send", "sid": sid,
+                                                                  "message": json.dumps(msg)})
+        assert status == 200, answer
+    assert request(server, "GET", "/socket_wrap", None, {"Origin": EVIL})[0] == 403
     assert victim.is_file() and files_outside(env_path.parent, env_path) == before
     assert not [e for e in envs_of(server) if "victim" in e]
     for path, body, status, says in (("/env/x", "{", 400, "not JSON"), ("/events", "[1, 2", 400, "not JSON"),

@@ -49,8 +49,11 @@ class VisdomServer:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        # a runs folder of its own: the default ./runs (the repository's, with a developer's runs) would be
+        # replayed into every test server by the catch-up
+        runs = [] if "--runs-dir" in self.args else ["--runs-dir", str(self.env_path.parent / "runs")]
         return [sys.executable, "-m", "vae_visdom.server", "--host", self.host, "--port", str(self.port),
-                "--env-path", str(self.env_path), *self.args]
+                "--env-path", str(self.env_path), *runs, *self.args]
 
     def start(self, timeout: float = START_TIMEOUT_S) -> "VisdomServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"

@@ -10,6 +10,24 @@ What differs from `python -m visdom.server` (visdom 0.2.4), and why:
 - SIGTERM saves every env like Ctrl-C does (visdom 0.2.4 saves only on `vis.save()`), so a
   `kill`, a closed terminal session manager or a CI job's teardown keeps the windows.
 - Tornado's debug mode (autoreload, tracebacks in responses) is off.
+- Only its own pages may change anything (visdom trusts every web page; see server_guard.py):
+  * Host: every request whose Host header names another machine than this server's names
+    (127.0.0.1, localhost, ::1, any loopback address, the --host given; for a wildcard bind the
+    machine's host names and the address the request came in on; any port) gets 403. This stops
+    DNS rebinding.
+  * Origin: a request that changes state (every POST, the websocket handshakes of /socket and
+    /vis_socket, the polling socket's sign-up) gets 403 when it carries `Sec-Fetch-Site: cross-site`
+    or `same-site`, or an Origin header other than http(s)://HOST, HOST being the request's own Host
+    header (so a page reached through `ssh -L 9000:localhost:8097` keeps working); `Origin: null`
+    is refused. No Origin at all (visdom's Python client, curl) is allowed: browsers always send one.
+- Env ids follow config's name rule (check_name) wherever visdom takes one (/env/NAME, /compare,
+  /events, /update, /close, /save, /delete_env, /fork_env, websocket messages): 400 otherwise, and
+  env files are written and deleted only inside the env folder (server_envs.py).
+- One server per env folder: a lock file there (flock, dropped by the OS when the holder dies)
+  makes a second `serve` on the same --env-path exit 2, naming the holder; `--detach` says when
+  the server already answering keeps its envs elsewhere.
+- Catch-up: after it starts listening, the server replays (`vae-visdom replay`, in the background)
+  every run under --runs-dir whose visdom.log is newer than the env saved for it.
 """
 
 from __future__ import annotations
@@ -29,6 +47,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from vae_visdom.server_envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8097
@@ -136,22 +156,45 @@ def _compare_handler():
     return CompareHandler, EnvPathCompareHandler
 
 
-def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None):
-    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off
-    and the compare view mended (see _compare_handler)."""
+INFO_PATH = "/vae_visdom/server"  # GET: {"server", "pid", "env_path", "url"} of this server, as JSON
+
+
+def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None,
+                     host: str = DEFAULT_HOST, url: str | None = None):
+    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off,
+    the compare view mended (see _compare_handler), and every request through server_guard's rule
+    (Host, Origin, env ids)."""
     import tornado.web
     from visdom.server.app import Application
+    from visdom.server.handlers.base_handlers import BaseHandler
 
+    from vae_visdom import server_guard
+
+    server_guard.install_env_checks()  # before Application(): it may write main.json
     broken, mended = _compare_handler()
+    guard = server_guard.Guard(host)
+    info = {"server": "vae-visdom", "pid": os.getpid(), "env_path": str(env_path), "url": url or url_of(host, port)}
+
+    class InfoHandler(BaseHandler):  # lets `serve --detach` see which env folder a running server keeps
+        def get(self):
+            if self.settings.get("cookie_secret") and not self.current_user:
+                raise tornado.web.HTTPError(403)
+            self.write(info)
 
     class _NoDebug(tornado.web.Application):
         # visdom's Application.__init__ forces settings["debug"] = True and then calls
         # super().__init__ with its handler table; placed between it and tornado's class in the
-        # MRO, this turns debug off and swaps in the mended compare handler
+        # MRO, this turns debug off, swaps in the mended compare handler and guards every handler
         def __init__(self, handlers=None, **settings):
             settings["debug"] = False
             handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
-            super().__init__(handlers, **settings)
+            super().__init__([(INFO_PATH, InfoHandler)] + server_guard.guarded(handlers), **settings)
+
+        def find_handler(self, request, **kwargs):
+            why = guard.refusal(request)  # before routing: static files and unknown paths too
+            if why is not None:
+                return self.get_handler_delegate(request, server_guard.Refused, {"status": 403, "why": why})
+            return super().find_handler(request, **kwargs)
 
     class QuietApplication(Application, _NoDebug):
         pass
@@ -159,26 +202,19 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
 
 
-def save_envs(app) -> list[str]:
-    """Write every env the server holds in memory to app.env_path; returns the env ids written."""
-    from visdom.utils.server_utils import LazyEnvData
-
-    saved = []
-    for eid, env in list(app.state.items()):
-        if isinstance(env, LazyEnvData):
-            if env._raw_dict is None:  # never loaded since start: its file is already current
-                continue
-            env = env._raw_dict
-        path = Path(app.env_path) / f"{eid}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(env))
-            os.replace(tmp, path)  # a kill mid-save leaves the old file, not half a new one
-        except (OSError, TypeError, ValueError) as e:  # one bad env must not cost the others
-            log.error("could not save env %r to %s: %s", eid, path, e)
-            continue
-        saved.append(eid)
-    return saved
+def running_env_path(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """The env folder of the vae-visdom server answering on host:port; None when it does not say
+    (a plain visdom server, or login hides it)."""
+    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
+    try:
+        conn.request("GET", INFO_PATH)
+        resp = conn.getresponse()
+        info = json.loads(resp.read(65536)) if resp.status == 200 else {}
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    return info.get("env_path") if isinstance(info, dict) and info.get("server") == "vae-visdom" else None
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
@@ -187,10 +223,14 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     return bind_sockets(port, address=host)
 
 
-async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None) -> int:
+async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None,
+               runs_dir: Path) -> int:
+    import threading
+
     from tornado.httpserver import HTTPServer
 
-    app = make_application(env_path, port, credential)
+    url = url_of(host, port)
+    app = make_application(env_path, port, credential, host, url)
     server = HTTPServer(app, max_buffer_size=1024**3)  # visdom's limit: big image grids
     server.add_sockets(sockets)
     stop = asyncio.Event()
@@ -198,10 +238,16 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
-    print(f"visdom server at {url_of(host, port)} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops",
-          flush=True)
+    print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
+    stopping = threading.Event()
+    server_address = "http://" + (f"[{_connect_host(host)}]" if ":" in _connect_host(host) else _connect_host(host))
+    catching_up = threading.Thread(target=catch_up, args=(runs_dir, env_path, server_address, port, stopping),
+                                   name="catch-up", daemon=True)
+    catching_up.start()
     await stop.wait()
+    stopping.set()
     server.stop()
+    catching_up.join(5)
     saved = save_envs(app)
     log.info("%s: saved %d env(s) to %s: %s", signal.Signals(got[0]).name, len(saved), env_path, ", ".join(saved))
     return 0
@@ -220,9 +266,10 @@ def _ensure_assets() -> str | None:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-          login: bool = False) -> int:
+          login: bool = False, runs_dir: str | os.PathLike = "runs") -> int:
     """Run the server in this process until SIGINT/SIGTERM; returns the exit code."""
     env_path = Path(env_path or default_env_path()).expanduser().resolve()
+    runs_dir = Path(runs_dir).expanduser().resolve()
     credential = _check_access(host, login)
     if isinstance(credential, int):
         return credential
@@ -231,16 +278,31 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os
         print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
-        sockets = _bind(host, port)
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            print(f"error: port {port} on {host} is already in use; stop that server, pick --port, "
-                  f"or use `vae-visdom serve --detach` to reuse a visdom server there", file=sys.stderr)
-        else:
-            print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+        env_path.mkdir(parents=True, exist_ok=True)
+        lock = lock_env_folder(env_path, host=host, port=port, url=url_of(host, port), env_path=str(env_path))
+    except EnvFolderBusy as busy:
+        h = busy.holder
+        who = f"pid {h.get('pid', '?')}, {h.get('url', 'address unknown')}" if h else "its pid is not written yet"
+        print(f"error: the envs in {env_path} are already served by another vae-visdom server ({who}); two servers "
+              f"on one env folder overwrite each other's envs when they stop. Use that server, stop it, or pick "
+              f"another --env-path", file=sys.stderr)
         return EXIT_USAGE
-    env_path.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_run(sockets, host, port, env_path, credential))
+    except OSError as e:
+        print(f"error: cannot use --env-path {env_path}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        try:
+            sockets = _bind(host, port)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                print(f"error: port {port} on {host} is already in use; stop that server, pick --port, "
+                      f"or use `vae-visdom serve --detach` to reuse a visdom server there", file=sys.stderr)
+            else:
+                print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir))
+    finally:
+        os.close(lock)  # after the exit save: the next server must not load envs half written
 
 
 def _check_access(host: str, login: bool) -> dict | None | int:
@@ -259,12 +321,14 @@ def _check_access(host: str, login: bool) -> dict | None | int:
 
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-           log_file: str | os.PathLike | None = None, login: bool = False) -> int:
-    """Make sure a visdom server answers on host:port, starting one in the background if needed."""
+           log_file: str | os.PathLike | None = None, login: bool = False,
+           runs_dir: str | os.PathLike = "runs") -> int:
+    """Make sure a visdom server answers on host:port, starting one in the background if needed.
+
+    A server already answering is reused, unless --env-path was given and it keeps its envs elsewhere."""
     url = url_of(host, port)
     if server_answers(host, port):
-        print(f"a visdom server already answers at {url}")
-        return 0
+        return _reuse(host, port, env_path)
     if isinstance(code := _check_access(host, login), int):
         return code
     problem = _ensure_assets()  # here, in the foreground: an npm download must not eat the start timeout
@@ -276,7 +340,8 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     log_path = Path(log_file or env_path / "vae_visdom_server.log").expanduser().resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "vae_visdom.server", "--host", host, "--port", str(port),
-           "--env-path", str(env_path)] + (["--login"] if login else [])
+           "--env-path", str(env_path), "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
+    cmd += ["--login"] if login else []
     with open(log_path, "ab") as out:
         # new session: the server outlives this shell and its Ctrl-C; credentials travel in the env
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -297,6 +362,22 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     return 1
 
 
+def _reuse(host: str, port: int, env_path: str | os.PathLike | None) -> int:
+    """`serve --detach` found a server answering: say which env folder it keeps; refuse a different one."""
+    url, theirs = url_of(host, port), running_env_path(host, port)
+    if env_path is not None:
+        asked = Path(env_path).expanduser().resolve()
+        if theirs is None and (lock_holder(asked) or {}).get("port") == port:
+            theirs = str(asked)  # login hides the server's answer; the folder's lock names it
+        if theirs != str(asked):
+            print(f"error: a visdom server already answers at {url}, but it keeps its envs in "
+                  f"{theirs or 'another folder (it does not say which)'}, not in {asked}. Stop it, or pick another "
+                  f"--port for {asked}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"a visdom server already answers at {url}" + (f" (envs in {theirs})" if theirs else ""))
+    return 0
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -306,20 +387,24 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def _run_cli(args: argparse.Namespace) -> int:
     if args.detach:
-        return detach(args.host, args.port, args.env_path, args.log, args.login)
+        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir)
     logging.basicConfig(level=logging.INFO, filename=args.log,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
     # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
     logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
-    return serve(args.host, args.port, args.env_path, args.login)
+    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
-    p.add_argument("--env-path", default=None, help="where envs are saved and loaded (default ~/.visdom)")
+    p.add_argument("--env-path", default=None,
+                   help="where envs are saved and loaded (default ~/.visdom); one server per folder")
+    p.add_argument("--runs-dir", default="runs",
+                   help="after starting, replay (in the background) each run here whose visdom.log is newer than "
+                        "its saved env, e.g. a run that went on while the server was down (default: ./runs)")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

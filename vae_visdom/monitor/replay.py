@@ -65,8 +65,11 @@ def add_cli(subparsers) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     import sys
 
-    try:
-        done = replay(args.run_dir, args.server, args.port, args.env)
+    import os
+
+    try:  # credentials as the monitor takes them (a server with login; `vae-visdom serve`'s catch-up)
+        done = replay(args.run_dir, args.server, args.port, args.env,
+                      os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
     except FileNotFoundError as err:
         print(f"vae-visdom replay: error: {err}", file=sys.stderr)
         return 2

@@ -93,8 +93,11 @@ def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tm
     """Item 6: the lock is taken before anything in the folder is touched, and given back at the end."""
     from vae_visdom.cli import UsageError
 
+    from vae_visdom.run_lock import holder
+
     run_dir = tmp_path / "run"
     first = TrainingSession(config(run_dir), data=small_data(), progress=False)
+    assert holder(run_dir).startswith(f"pid {os.getpid()} on {socket.gethostname()}")
     for resume in (False, True):
         if resume:
             checkpoint.save(run_dir, first.trainer.state_dict())  # something to resume from
@@ -105,6 +108,7 @@ def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tm
         assert "\n" not in message and str(run_dir) in message
         assert f"pid {os.getpid()}" in message and socket.gethostname() in message
     first.run()  # the holder is not disturbed, and lets go when it ends
+    assert holder(run_dir) is None
     _, status = train(run_dir, small_data(), resume=True, epochs=3)
     assert status.state == "finished"
 
@@ -143,6 +147,9 @@ def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_n
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
+    from vae_visdom.run_lock import holder as lock_holder
+
+    assert (run_dir / "trainer.lock").exists() and lock_holder(run_dir) is None  # the kernel let go of it
     # no stale lock: the next trainer gets the folder (new run here; its data is not even loaded)
     session = TrainingSession(config(run_dir), data=small_data(), progress=False)
     session.close()

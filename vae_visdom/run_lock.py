@@ -8,12 +8,16 @@ depends on the mount.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs go unlocked (the session warns)
+    fcntl = None
 
 LOCK_NAME = "trainer.lock"
 
@@ -32,7 +36,10 @@ class RunLock:
         return self._file is not None
 
     def acquire(self) -> "RunLock":
-        """Take the lock or raise RunFolderBusy naming the holder. Never waits."""
+        """Take the lock or raise RunFolderBusy naming the holder. Never waits. OSError where the
+        file system (or the platform) has no flock."""
+        if fcntl is None:
+            raise OSError("no flock on this platform")
         f = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,6 +63,28 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing the file drops the flock; the file itself stays
             self._file = None
+
+
+def holder(run_dir: str | Path) -> str | None:
+    """Who holds the folder ("pid 123 on host, since ..."), or None when nobody does or it cannot
+    be told. For listings (`vae-visdom runs`: a "running" run whose lock is free was killed).
+    Reads /proc/locks (Linux) rather than trying the lock, which could make a trainer starting at
+    that instant find the folder busy."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == me:
+            try:
+                return describe(path.read_text(encoding="utf-8"))
+            except OSError:
+                return "a trainer"
+    return None
 
 
 def describe(text: str) -> str:

@@ -48,16 +48,16 @@ class TrainingSession:
                   "trainer on this folder", file=sys.stderr)
         try:
             self._build(cfg, resume, overrides, controller, data)
+            self.monitor = monitor
+            if self.monitor is None and cfg.visdom:
+                self.monitor = self._make_monitor()
+            self.files = RunFiles(self.run_dir)
         except safe_io.RunWriteError as err:
             self.lock.release()
             raise UsageError(f"{err} (choose another --out, or make room)") from None
         except BaseException:
-            self.lock.release()
+            self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
             raise
-        self.monitor = monitor
-        if self.monitor is None and cfg.visdom:
-            self.monitor = self._make_monitor()
-        self.files = RunFiles(self.run_dir)
         for cb in [self.files, *(callbacks or []), self.monitor, ProgressPrinter() if progress else None]:
             if cb is not None:
                 self.trainer.add_callback(cb)
@@ -166,6 +166,7 @@ class TrainingSession:
             cb.on_run_start(info)
 
     def close(self) -> None:
+        """Close the observers and let go of the run folder (its lock)."""
         for cb in self.trainer.callbacks:
             try:
                 cb.close()

@@ -4,16 +4,21 @@ RUN_DIR/
   config.json          the run's TrainConfig (written by the CLI)
   metrics.jsonl        one JSON object per epoch (EpochRecord.to_dict)
   steps.jsonl          one JSON object per log interval (StepLog)
-  events.jsonl         every control command, accepted or rejected (CommandEvent.to_dict)
+  events.jsonl         every control command, accepted or rejected (CommandEvent.to_dict), and what a
+                       resume found wrong (source "resume")
   status.json          the latest Status, for `vae-visdom runs`
   reconstruction_N.png 8 test images over their reconstructions, as the seed saves them
   sample_N.png         64 decodings of the run's fixed prior draws
-  checkpoint.pt        written by the trainer (see checkpoint.py)
+  checkpoint.pt        written by the trainer (see checkpoint.py), checkpoint.prev.pt the one before it
+  trainer.lock         held by the trainer writing here (see run_lock.py)
+
+Every file that is replaced is replaced atomically, appends are whole lines (safe_io.py). An
+epoch's PNGs and row are written, and the rows fsynced, before the checkpoint that covers them;
+a resume drops what came after its checkpoint (resume.py says why that loses nothing).
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -21,18 +26,13 @@ from pathlib import Path
 
 import torch
 
+from vae_visdom import safe_io
 from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.imageutil import save_image
 
 
-def _append_jsonl(path: Path, obj: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSON-lines file, ignoring a torn last line (a crash mid-write)."""
+    """Read a JSON-lines file, ignoring a torn line (a resume reports those: see resume.py)."""
     rows = []
     p = Path(path)
     if not p.exists():
@@ -45,49 +45,56 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def truncate_history(run_dir: str | Path, last_epoch: int, last_step: int) -> None:
-    """Forget what came after the checkpoint: a resumed run then continues without duplicated points."""
-    for name, key, last in (("metrics.jsonl", "epoch", last_epoch), ("steps.jsonl", "step", last_step)):
-        path = Path(run_dir) / name
-        if not path.exists():
-            continue
-        rows = [r for r in read_jsonl(path) if r.get(key, 0) <= last]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, path)
-
-
 class RunFiles(Callback):
-    """metrics.jsonl, events.jsonl, status.json and the per-epoch PNGs."""
+    """metrics.jsonl, steps.jsonl, events.jsonl, status.json and the per-epoch PNGs.
+
+    A write that fails raises safe_io.RunWriteError, which ends the run as "failed" (trainer.py);
+    except the final status.json, whose failure is kept in `status_error` for the run's last line.
+    """
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.status_error: OSError | None = None
 
     def on_step(self, log: StepLog) -> None:
-        _append_jsonl(self.dir / "steps.jsonl", asdict(log))
+        safe_io.append_line(self.dir / "steps.jsonl", json.dumps(asdict(log)))
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
-        _append_jsonl(self.dir / "metrics.jsonl", record.to_dict())
+        # images first, then the row: a row on disk means its images are there too
         n = len(images.originals)
         save_image(torch.cat([images.originals, images.reconstructions]), self.dir / f"reconstruction_{record.epoch}.png",
                    nrow=n)
         save_image(images.samples, self.dir / f"sample_{record.epoch}.png", nrow=8)
+        safe_io.append_line(self.dir / "metrics.jsonl", json.dumps(record.to_dict()))
+
+    def on_save_checkpoint(self, epoch: int, step: int) -> None:
+        for name in ("steps.jsonl", "metrics.jsonl"):  # on disk before a checkpoint says they happened
+            safe_io.sync(self.dir / name)
 
     def on_command(self, event: CommandEvent) -> None:
-        _append_jsonl(self.dir / "events.jsonl", event.to_dict())
+        safe_io.append_line(self.dir / "events.jsonl", json.dumps(event.to_dict()))
 
     def on_status(self, status: Status) -> None:
         if status.state != "running" or status.message in ("training", "resumed"):
             self._write_status(status)
 
     def on_run_end(self, status: Status) -> None:
-        self._write_status(status)
+        try:
+            self._write_status(status)
+        except OSError as err:  # the run is over: say so in its last line rather than raise again
+            self.status_error = err
 
     def _write_status(self, status: Status) -> None:
-        tmp = self.dir / "status.json.tmp"
-        tmp.write_text(json.dumps({**asdict(status), "time": time.time()}), encoding="utf-8")
-        os.replace(tmp, self.dir / "status.json")
+        path = self.dir / "status.json"
+        text = json.dumps({**asdict(status), "time": time.time()})
+        try:
+            safe_io.atomic_write(path, text)
+        except safe_io.RunWriteError as err:
+            try:  # a full disk has no room for a new file, but status.json has its own blocks
+                safe_io.overwrite_in_place(path, text)
+            except OSError:
+                raise err from None
 
 
 class ProgressPrinter(Callback):
@@ -137,5 +144,7 @@ class ProgressPrinter(Callback):
         print(f"\n[control] {mark}: {event.name} {event.value!r} -- {event.message}", file=self.stream, flush=True)
 
     def on_run_end(self, status: Status) -> None:
+        if status.state == "failed":
+            return  # said once, by the session (or by the traceback of a bug)
         print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)", file=self.stream,
               flush=True)

@@ -1,37 +1,96 @@
 """Checkpoints: everything needed to continue a run exactly where it stopped.
 
-One file, RUN_DIR/checkpoint.pt, replaced atomically (write to a temp file, then
-os.replace) at the end of every epoch and when a run is stopped mid-epoch, so a
-crash at any instant leaves the previous good checkpoint in place.
+RUN_DIR/checkpoint.pt is the newest; RUN_DIR/checkpoint.prev.pt the one before it, kept so a
+damaged newest one (a truncated copy, a bad disk block) costs one epoch, not the run. A save
+writes checkpoint.pt.tmp and fsyncs it, hard-links the current checkpoint.pt to
+checkpoint.prev.pt.tmp and renames that over checkpoint.prev.pt, then renames the new file over
+checkpoint.pt: at every instant both names hold a whole checkpoint (the old or the new one).
+The trainer writes one at the end of every epoch, after the epoch's rows and images (resume.py
+says why), and when a run is stopped mid-epoch.
 """
 from __future__ import annotations
 
+import io
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vae_visdom import safe_io
+
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+REQUIRED = ("model", "optimizer", "epoch", "step", "rng")
 
 
-def save(run_dir: str | Path, state: dict[str, Any]) -> Path:
-    path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:  # the bytes are on disk before the rename makes them the checkpoint
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; str() is one line: what is wrong with it."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path.name} is unreadable ({reason})")
+        self.path, self.reason = path, reason
+
+
+def save(run_dir: str | Path, state: dict[str, Any], rotate: bool = True) -> Path:
+    """Write `state` as RUN_DIR/checkpoint.pt; with `rotate`, the one it replaces becomes
+    checkpoint.prev.pt. Raises safe_io.RunWriteError (no .tmp left behind)."""
+    run_dir = Path(run_dir)
+    path, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    buf = io.BytesIO()
+    torch.save(state, buf)  # in memory first: a failed write is then a plain OSError, not torch's
+
+    def keep_previous() -> None:
+        if not (rotate and path.exists()) or (prev.exists() and os.path.samefile(path, prev)):
+            return  # (the same file already: a kill came between the two renames of a save)
+        link = prev.with_name(prev.name + ".tmp")
+        safe_io.remove(link)
+        try:
+            try:
+                os.link(path, link)  # no copy: the same bytes under a second name
+            except OSError:  # a file system without hard links
+                shutil.copyfile(path, link)
+            os.replace(link, prev)
+        finally:
+            safe_io.remove(link)  # gone after the rename, unless it failed
+
+    safe_io.atomic_write(path, buf.getbuffer(), before_replace=keep_previous)
+    safe_io.sync_dir(run_dir)
     return path
 
 
+def read(path: str | Path, map_location: str | torch.device = "cpu", required=REQUIRED) -> dict[str, Any]:
+    """Load one checkpoint file; raises CheckpointError (one line) when it is missing, empty,
+    truncated, not a checkpoint, or lacks one of `required` (what a resume needs)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise CheckpointError(path, err.strerror or str(err)) from None
+    if size == 0:
+        raise CheckpointError(path, "empty file")
+    try:
+        # our own files hold RNG states (ByteTensors) and plain containers: weights_only loading handles them
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(path, f"{size:,} bytes, not a whole checkpoint: {first[:120]}") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(path, f"no {', '.join(missing)} in it")
+    return state
+
+
 def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """RUN_DIR/checkpoint.pt, whatever it holds (`vae-visdom eval` reads bare model weights too).
+    Raises FileNotFoundError when there is none, CheckpointError when it cannot be read."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint in {run_dir} (expected {path})")
-    # our own files hold RNG states (ByteTensors) and plain containers: weights_only loading handles them
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return read(path, map_location, required=())
 
 
 def exists(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CHECKPOINT).exists()
+    """Is there a checkpoint to resume from (the newest or the one before it)?"""
+    return any((Path(run_dir) / name).exists() for name in (CHECKPOINT, PREVIOUS))

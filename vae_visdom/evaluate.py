@@ -231,7 +231,9 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
                                generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats)
     record = {"split": "test", "dataset": cfg.dataset, "model": cfg.model, "device": str(dev), "seed": seed,
               **result.to_dict()}
-    (Path(run_dir) / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    from vae_visdom.safe_io import atomic_write
+
+    atomic_write(Path(run_dir) / "eval.json", json.dumps(record, indent=2) + "\n")
     return result
 
 

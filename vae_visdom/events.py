@@ -115,6 +115,11 @@ class Callback:
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None: ...
 
+    def on_save_checkpoint(self, epoch: int, step: int) -> None:
+        """A checkpoint after `epoch` completed epochs and `step` steps is about to be written: make
+        what you wrote up to here durable (fsync), since a resume will take the checkpoint's word
+        that it exists. Called after on_epoch_end of the epoch it covers."""
+
     def on_status(self, status: Status) -> None: ...
 
     def on_command(self, event: CommandEvent) -> None: ...

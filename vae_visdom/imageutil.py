@@ -40,11 +40,15 @@ def to_uint8_hwc(grid: np.ndarray) -> np.ndarray:
 
 
 def save_image(images, path: str | Path, nrow: int = 8) -> None:
-    """Save a batch (B, C, H, W) in [0, 1] as one PNG grid; grey stays grey."""
+    """Save a batch (B, C, H, W) in [0, 1] as one PNG grid; grey stays grey. Atomic (safe_io)."""
+    import io
+
     from PIL import Image
+
+    from vae_visdom import safe_io
 
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-    tmp = Path(path).with_suffix(".tmp.png")
-    img.save(tmp)
-    tmp.replace(path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    safe_io.atomic_write(path, buf.getvalue())

@@ -1,7 +1,8 @@
 """One training run put together: config -> data -> model -> trainer -> observers.
 
 Used by `vae-visdom train`, by `vae-visdom sweep` and by the tests, so all of them
-run the same code.
+run the same code. The session holds the run folder's lock (run_lock.py) from before it touches
+the folder until it is closed; a resume is planned and the folder put right by resume.py.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 
 import torch
 
-from vae_visdom import checkpoint
-from vae_visdom.callbacks import ProgressPrinter, RunFiles, truncate_history
+from vae_visdom import resume as resuming
+from vae_visdom import safe_io
+from vae_visdom.callbacks import ProgressPrinter, RunFiles
 from vae_visdom.config import ConfigError, TrainConfig
 from vae_visdom.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.events import Callback, Status
 from vae_visdom.models import build_model
+from vae_visdom.run_lock import RunFolderBusy, RunLock
 from vae_visdom.trainer import Trainer, make_optimizer
 
 
@@ -30,13 +33,49 @@ class TrainingSession:
 
         self.cfg = cfg.validate().with_model_defaults()
         self.resume = resume
-        if resume and not checkpoint.exists(cfg.out):
-            raise UsageError(f"--resume {cfg.out}: no checkpoint.pt there yet (the run never finished an epoch)")
         self.device = resolve_device(cfg.device)
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
         self.run_dir = _writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
         cfg.out = str(self.run_dir)
         cfg.env = cfg.env or cfg.name
+        self.lock = RunLock(self.run_dir)
+        try:
+            self.lock.acquire()  # before anything in the folder is read or changed
+        except RunFolderBusy as err:
+            raise UsageError(str(err)) from None
+        except OSError as err:  # a file system without flock (some network mounts)
+            print(f"warning: cannot lock {self.lock.path} ({err.strerror or err}); nothing stops a second "
+                  "trainer on this folder", file=sys.stderr)
+        try:
+            self._build(cfg, resume, overrides, controller, data)
+            self.monitor = monitor
+            if self.monitor is None and cfg.visdom:
+                self.monitor = self._make_monitor()
+            self.files = RunFiles(self.run_dir)
+        except safe_io.RunWriteError as err:
+            self.lock.release()
+            raise UsageError(f"{err} (choose another --out, or make room)") from None
+        except BaseException:
+            self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
+            raise
+        for cb in [self.files, *(callbacks or []), self.monitor, ProgressPrinter() if progress else None]:
+            if cb is not None:
+                self.trainer.add_callback(cb)
+
+    def _build(self, cfg: TrainConfig, resume: bool, overrides: dict | None, controller: Controller | None,
+               data: ImageData | None) -> None:
+        from vae_visdom.cli import UsageError
+
+        point = None
+        if resume:
+            try:  # read (and judged) before the data is loaded: a bad folder is said at once
+                point = resuming.choose(self.run_dir, map_location=self.device)
+            except resuming.NothingToResume as err:
+                raise UsageError(str(err)) from None
+        else:
+            note = resuming.start_afresh(self.run_dir)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
         self.data = data or load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                                          subset=cfg.subset)
         if cfg.batch_size > len(self.data.train):
@@ -52,19 +91,18 @@ class TrainingSession:
         self.controller = controller or Controller()
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
                                run_dir=str(self.run_dir), run_name=cfg.name)
-        if resume:
-            state = checkpoint.load(self.run_dir, map_location=self.device)
-            self.trainer.load_state_dict(state)  # the live values in force when it stopped, too
-            truncate_history(self.run_dir, state["epoch"], state["step"])
+        if point is not None:
+            try:
+                self.trainer.load_state_dict(point.state)  # the live values in force when it stopped, too
+            except (KeyError, RuntimeError, ValueError, TypeError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise UsageError(f"--resume {self.run_dir}: {point.name} does not fit this run's model "
+                                 f"({first})") from None
+            self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
+            notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+            resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
-        (self.run_dir / "config.json").write_text(cfg.to_json(), encoding="utf-8")
-        self.monitor = monitor
-        if self.monitor is None and cfg.visdom:
-            self.monitor = self._make_monitor()
-        for cb in [RunFiles(self.run_dir), *(callbacks or []), self.monitor,
-                   ProgressPrinter() if progress else None]:
-            if cb is not None:
-                self.trainer.add_callback(cb)
+        safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
 
     def _apply_overrides(self, overrides: dict) -> None:
         """Flags given with --resume win over the values the checkpoint had in force."""
@@ -97,17 +135,28 @@ class TrainingSession:
         return f"{self.cfg.server}:{self.cfg.port}/env/{self.cfg.env}"
 
     def run(self, install_signal_handlers: bool = False) -> Status:
-        """Train to the end (or a stop); observers are closed whatever happens."""
+        """Train to the end (or a stop); observers are closed and the folder let go whatever happens.
+
+        A run that failed on a write to its folder (disk full) says so in one line on stderr: the
+        file, the reason, the last good checkpoint, and whether status.json could record it."""
         previous = {}
         if install_signal_handlers:
             previous = self._install_signal_handlers()
         try:
             self.announce()
-            return self.trainer.fit()
+            status = self.trainer.fit()
         finally:
             self.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        unsaid = self.files.status_error
+        if status.state == "failed":
+            also = "" if unsaid is None else f"; status.json could not be written either ({unsaid})"
+            print(f"run failed: {status.message}{also}", file=sys.stderr, flush=True)
+        elif unsaid is not None:
+            print(f"warning: the run {status.state}, but status.json could not say so ({unsaid})", file=sys.stderr,
+                  flush=True)
+        return status
 
     def announce(self) -> None:
         """Tell every observer the run starts (`run` does this; so does a caller driving epochs itself)."""
@@ -117,11 +166,13 @@ class TrainingSession:
             cb.on_run_start(info)
 
     def close(self) -> None:
+        """Close the observers and let go of the run folder (its lock)."""
         for cb in self.trainer.callbacks:
             try:
                 cb.close()
             except Exception as err:  # a broken observer must not hide the run's own outcome
                 print(f"warning: closing {type(cb).__name__} failed: {err}", file=sys.stderr)
+        self.lock.release()
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT/SIGTERM: finish the step, checkpoint, flush, exit 0. A second SIGINT aborts."""

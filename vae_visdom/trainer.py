@@ -106,6 +106,7 @@ class Trainer:
         z_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.z_fixed = torch.randn(N_SAMPLES, model.latent_dim, generator=z_gen).to(device)  # (64, D)
         self.epoch_state: EpochState | None = None
+        self.checkpoint_at: tuple[int, int] | None = None  # (epoch, step) of RUN_DIR/checkpoint.pt, if any
         self._stop = False
         self.autocast = _autocast_for(cfg.precision, device)
         self.step_fn = self._eager_step
@@ -269,12 +270,24 @@ class Trainer:
         return sums, EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
-        """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop."""
+        """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop.
+
+        A run-folder write that fails (disk full, folder gone) ends the run as "failed", with the
+        file and the reason in the status: not an exception, since it is no bug of ours."""
+        from vae_visdom.safe_io import RunWriteError
+
         try:
             self.begin()
             while self.run_epoch():
                 pass
             return self.end()
+        except RunWriteError as err:
+            kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
+                    "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
+            final = self.status(f"{err}; {kept}")
+            final.state = self.state = "failed"
+            self._emit("on_run_end", final)
+            return final
         except BaseException as err:
             final = self.status(f"failed: {type(err).__name__}: {err}")
             final.state = self.state = "failed"
@@ -305,10 +318,10 @@ class Trainer:
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
                              round(self.n_train / max(seconds, 1e-9), 1), extra)
-        self.save_checkpoint()
         for name, payload in figures.items():
             self._emit("on_figure", name, payload)
-        self._emit("on_epoch_end", record, images)  # last: an observer may flush here
+        self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row
+        self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         if self.controller.has_pending():
             self.poll()
         return not self._stop
@@ -367,8 +380,14 @@ class Trainer:
                 [None if interval[0] is None else interval[0].to(self.device), interval[1]])
 
     def save_checkpoint(self) -> None:
-        if self.run_dir is not None:
-            checkpoint.save(self.run_dir, self.state_dict())
+        """Write RUN_DIR/checkpoint.pt, the one it replaces kept as checkpoint.prev.pt (unless both are
+        of the same step: a stop right after an epoch's end). Observers sync their files first."""
+        if self.run_dir is None:
+            return
+        state = self.state_dict()
+        self._emit("on_save_checkpoint", state["epoch"], self.step)
+        checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step)
+        self.checkpoint_at = (state["epoch"], self.step)
 
     def run_info(self, env: str | None, data_source: str, resumed: bool, url: str | None = None) -> RunInfo:
         import dataclasses

@@ -78,6 +78,7 @@ class Board:
         self.connected = False  # the last request reached the server
         self.sends = 0  # window messages the server took (for tests and the report)
         self.failures = 0
+        self.log_failures = 0  # failed writes to the log file (warned about once)
         self.saves = 0  # env saves the server did
         self.cpu_seconds = 0.0  # CPU time the sender thread used (what it can take from training)
         self._wake = threading.Event()
@@ -228,8 +229,10 @@ class Board:
             try:
                 self._log_file.write("".join(json.dumps(list(m)) + "\n" for m in messages))
                 self._log_file.flush()
-            except OSError as err:  # a full disk must not stop training
-                log.warning("cannot write %s: %s", self.log_path, err)
+            except OSError as err:  # a full disk must not stop training (nor fill the terminal)
+                self.log_failures += 1
+                if self.log_failures == 1:
+                    log.warning("cannot write %s: %s", self.log_path, err)
 
     def _send_due(self, now: float, force: bool) -> bool:
         """Send the windows due; False when the server did not answer."""

@@ -8,7 +8,7 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -64,6 +64,38 @@ def figure_traces(kind: str, payload: dict) -> list[Trace]:
 
 def _nums(t: torch.Tensor, digits: int | None = None) -> list:
     return [num(v, digits) for v in t.tolist()]
+
+
+def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: Callable[[], str]) -> bool:
+    """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
+    it resumes from): each epoch and each logged step once. False (nothing changed) when the run
+    folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
+    from vae_visdom.callbacks import read_jsonl
+
+    paths = [Path(run_dir) / name for name in ("metrics.jsonl", "steps.jsonl")]
+    if not any(p.exists() for p in paths):
+        return False
+    epochs = sorted({r["epoch"]: r for r in read_jsonl(paths[0]) if "epoch" in r}.items())
+    steps = sorted({r["step"]: r for r in read_jsonl(paths[1]) if "step" in r}.items())
+
+    def put(plot: LinePlot, name: str, rows: list, x: str, y: str, sign: float = 1.0) -> None:
+        t = plot.traces[name]
+        kept = [r for _, r in rows if isinstance(r.get(y), (int, float))]
+        t.x = [num(r[x], PLOT_DIGITS) for r in kept]
+        t.y = [num(sign * r[y], PLOT_DIGITS) for r in kept]
+
+    for split in ("train", "test"):
+        put(loss, split, epochs, "epoch", f"{split}_loss")
+        put(terms, f"{split} recon", epochs, "epoch", f"{split}_recon")
+        put(terms, f"{split} KL", epochs, "epoch", f"{split}_kl")
+    if any("test_iw_ll" in r for _, r in epochs):
+        put(loss, iw_trace(), epochs, "epoch", "test_iw_ll", sign=-1.0)
+    put(loss, "train (every log interval)", steps, "epoch_progress", "loss")
+    put(terms, "train recon (every log interval)", steps, "epoch_progress", "recon")
+    put(terms, "train KL (every log interval)", steps, "epoch_progress", "kl")
+    loss.redraw()
+    terms.redraw()
+    return True
 
 
 def restore_curves(path: Path, plots: list[LinePlot]) -> None:

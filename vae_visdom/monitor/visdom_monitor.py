@@ -24,9 +24,9 @@ import torch
 from vae_visdom.controller import SETTINGS, Controller
 from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.monitor.board import Board
-from vae_visdom.monitor.content import figure_traces, restore_curves, run_html
+from vae_visdom.monitor.content import figure_traces, restore_curves, restore_from_rows, run_html
 from vae_visdom.monitor.panel import ControlPanel, format_value
-from vae_visdom.monitor.windows import ImageGrid, LinePlot, TextPane, Trace
+from vae_visdom.monitor.windows import PLOT_DIGITS, ImageGrid, LinePlot, TextPane, Trace, num
 
 TITLES = {
     "loss": "loss",
@@ -149,6 +149,12 @@ class VisdomMonitor(Callback):
                 self._resume_cut = run.start_epoch
             elif self.log_path.exists():
                 self.log_path.unlink()  # a new run in an old directory starts a new log
+        if run.resumed and self.run_dir is not None:
+            # the run's own rows, cut at its checkpoint, are the truth; the log may lag behind them
+            # (it is written every half second) or run ahead (points after the checkpoint)
+            self._resume_cut = run.start_epoch
+            with self.board.lock:
+                restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace)
         self.panel.set_values(self.values)
         with self.board.lock:
             self.status = Status("starting", run.start_epoch - 1, 0, int(run.config.get("epochs") or 0))
@@ -183,10 +189,7 @@ class VisdomMonitor(Callback):
             self.loss.add("train", e, record.train_loss)
             self.loss.add("test", e, record.test_loss)
             if "test_iw_ll" in record.extra:  # the IWAE bound on -log p(x): below the test -ELBO
-                name = "test -log p(x), IW estimate"
-                if name not in self.loss.traces:
-                    self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", _line("#2ca02c"))])
-                self.loss.add(name, e, -float(record.extra["test_iw_ll"]))
+                self.loss.add(self._iw_trace(), e, -float(record.extra["test_iw_ll"]))
             for split in ("train", "test"):
                 self.terms.add(f"{split} recon", e, getattr(record, f"{split}_recon"))
                 self.terms.add(f"{split} KL", e, getattr(record, f"{split}_kl"))
@@ -289,6 +292,13 @@ class VisdomMonitor(Callback):
         """The run pane (under the board's lock)."""
         self.run_pane.set(run_html(self.info, self.status, self.values, self.record, self.env, self.url, self._t0))
 
+    def _iw_trace(self) -> str:
+        """The loss plot's trace of the importance-weighted estimate, made on first use (under the lock)."""
+        name = "test -log p(x), IW estimate"
+        if name not in self.loss.traces:
+            self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", _line("#2ca02c"))])
+        return name
+
     def _restore(self, path: Path) -> None:
         """A resumed run: take the curves back from the old log (plots only; the rest is redrawn)."""
         restore_curves(path, [self.loss, self.terms])
@@ -296,6 +306,9 @@ class VisdomMonitor(Callback):
     def _cut_resumed(self, first_x: float) -> None:
         """Drop the old curves' points that the resumed run is about to draw again."""
         cut, self._resume_cut = self._resume_cut, None
+        # compared as stored: a plotted x is rounded to PLOT_DIGITS, and 1.085333 (a logged
+        # 1.0853333...) is below the unrounded 1.0853333..., which drew that point twice (fault 11)
+        first_x = num(first_x, PLOT_DIGITS)
 
         def keep(name: str, x: float) -> bool:
             return x < first_x if name in STEP_TRACES else x < cut

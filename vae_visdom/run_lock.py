@@ -1,0 +1,97 @@
+"""One trainer per run folder: an flock on RUN_DIR/trainer.lock.
+
+The kernel holds the lock for the open file and drops it when the holder exits in any way
+(kill -9 included), so a lock is never stale and nobody has to delete it. The file says who
+holds it (pid, host, start time), for the message the next trainer gives. It is written in
+place, never replaced: a new inode would be a new, free lock. Linux and macOS; flock on NFS
+depends on the mount.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs go unlocked (the session warns)
+    fcntl = None
+
+LOCK_NAME = "trainer.lock"
+
+
+class RunFolderBusy(Exception):
+    """Another trainer holds the folder; str() names it."""
+
+
+class RunLock:
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._file = None  # open while held; the lock goes with it (also when garbage collected)
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> "RunLock":
+        """Take the lock or raise RunFolderBusy naming the holder. Never waits. OSError where the
+        file system (or the platform) has no flock."""
+        if fcntl is None:
+            raise OSError("no flock on this platform")
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = describe(f.read())
+            f.close()
+            raise RunFolderBusy(f"run folder {self.path.parent} is in use by another trainer ({holder}); "
+                                f"wait for it to end or stop it, or choose another --out") from None
+        except OSError:
+            f.close()
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}) + "\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the flock; the file itself stays
+            self._file = None
+
+
+def holder(run_dir: str | Path) -> str | None:
+    """Who holds the folder ("pid 123 on host, since ..."), or None when nobody does or it cannot
+    be told. For listings (`vae-visdom runs`: a "running" run whose lock is free was killed).
+    Reads /proc/locks (Linux) rather than trying the lock, which could make a trainer starting at
+    that instant find the folder busy."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == me:
+            try:
+                return describe(path.read_text(encoding="utf-8"))
+            except OSError:
+                return "a trainer"
+    return None
+
+
+def describe(text: str) -> str:
+    """The holder as the lock file tells it: "pid 123 on host, since 2024-05-01 12:00:00"."""
+    try:
+        info = json.loads(text)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["started"])))
+        return f"pid {int(info['pid'])} on {info['host']}, since {since}"
+    except (ValueError, KeyError, TypeError):
+        return "a trainer that has not written its name yet" if not text.strip() else text.strip()[:200]

@@ -90,11 +90,13 @@ def default_run_name(cfg: TrainConfig) -> str:
 
 
 def _writable_dir(path: Path) -> Path:
+    probe = path / ".write-test"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)  # a full disk can fail the write after creating the file
     except OSError as err:
         raise UsageError(f"output dir {path} is not writable ({err.strerror or err}); choose another with --out")
     return path

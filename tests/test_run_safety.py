@@ -91,7 +91,7 @@ def straight(tmp_path_factory) -> dict[int, Path]:
 
 def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tmp_path):
     """Item 6: the lock is taken before anything in the folder is touched, and given back at the end."""
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
     from vae_visdom.run_lock import holder
 
@@ -558,7 +558,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
     one thread (so forking is safe), each run in a forked child."""
     import traceback
 
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
     torch.set_num_threads(1)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo (~2 s) once, not per child

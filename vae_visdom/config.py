@@ -10,13 +10,18 @@ import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 
 class ConfigError(ValueError):
     """A value outside the rules. str(err) is one line for the user."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
 
 
 DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
@@ -220,7 +225,6 @@ class TrainConfig:
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -270,3 +274,33 @@ class TrainConfig:
             if getattr(self, key, None) is None:
                 setattr(self, key, value)
         return self
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """dataset-model-lr-bs-time: the name of a run the user did not name."""
+    return f"{cfg.dataset}-{cfg.model}-lr{cfg.lr:g}-bs{cfg.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def writable_dir(path: Path) -> Path:
+    """`path`, created and proven writable; UsageError otherwise."""
+    probe = path / ".write-test"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)  # a full disk can fail the write after creating the file
+    except OSError as err:
+        raise UsageError(f"output dir {path} is not writable ({err.strerror or err}); choose another with --out")
+    return path
+
+
+def resolve_device(name: str):
+    """auto | cpu | cuda -> a torch.device; UsageError when CUDA is asked for and absent."""
+    import torch  # late: config is read to print --help, which must not load torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device: cuda was asked for but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)

@@ -219,7 +219,7 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
                  batch_size: int | None = None, seed: int | None = None, limit: int | None = None,
                  max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
     """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured."""
-    from vae_visdom.cli import resolve_device
+    from vae_visdom.config import resolve_device
 
     dev = resolve_device(device)
     cfg, model, data = load_run(run_dir, dev)
@@ -245,7 +245,7 @@ def format_result(result: IWResult) -> str:
 def _cli(args: argparse.Namespace) -> int:
     import sys
 
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
     try:
         result = evaluate_run(args.run_dir, k=args.iw_samples, binarize=args.binarize, device=args.device,

@@ -302,7 +302,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
     if args.env is not None:
         check_name(args.env, "env")

@@ -15,7 +15,7 @@ import torch
 from vae_visdom import resume as resuming
 from vae_visdom import safe_io
 from vae_visdom.callbacks import ProgressPrinter, RunFiles
-from vae_visdom.config import ConfigError, TrainConfig
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
 from vae_visdom.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.events import Callback, Status
@@ -29,13 +29,11 @@ class TrainingSession:
                  controller: Controller | None = None,
                  callbacks: list[Callback] | None = None, data: ImageData | None = None,
                  progress: bool = True, monitor: Callback | None = None):
-        from vae_visdom.cli import UsageError, _writable_dir, default_run_name, resolve_device
-
         self.cfg = cfg.validate().with_model_defaults()
         self.resume = resume
         self.device = resolve_device(cfg.device)
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
-        self.run_dir = _writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
+        self.run_dir = writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
         cfg.out = str(self.run_dir)
         cfg.env = cfg.env or cfg.name
         self.lock = RunLock(self.run_dir)
@@ -64,8 +62,6 @@ class TrainingSession:
 
     def _build(self, cfg: TrainConfig, resume: bool, overrides: dict | None, controller: Controller | None,
                data: ImageData | None) -> None:
-        from vae_visdom.cli import UsageError
-
         point = None
         if resume:
             try:  # read (and judged) before the data is loaded: a bad folder is said at once

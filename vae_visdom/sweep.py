@@ -142,7 +142,7 @@ def _cli_flags(args: argparse.Namespace, actions: list[tuple[str, str, Any]]) ->
 
 def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[Job], int]:
     """(sweep name, jobs, parallel) from the command line; raises ConfigError/UsageError before anything starts."""
-    from vae_visdom.cli import UsageError, _writable_dir
+    from vae_visdom.config import UsageError, writable_dir
 
     for dest, flag in (("out", "--out"), ("resume", "--resume")):
         if getattr(args, dest, None):
@@ -157,7 +157,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[
         check_name(name, "name")
     if getattr(args, "env", None):
         check_name(args.env, "env")
-    runs_dir = _writable_dir(Path(args.runs_dir or "runs"))
+    runs_dir = writable_dir(Path(args.runs_dir or "runs"))
     parallel = args.parallel
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # train.log follows the run as it goes
     if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -265,7 +265,7 @@ def _parallel(raw: str) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `vae-visdom sweep`: every `train` flag, with comma lists for the grid ones."""
-    from vae_visdom.cli import add_train_arguments
+    from vae_visdom.flags import add_train_arguments
 
     p = subparsers.add_parser(
         "sweep", help="train a grid of runs (comma lists) and compare them", conflict_handler="resolve",

@@ -35,7 +35,7 @@ def main() -> int:
 
     from vae_visdom.config import TrainConfig
     from vae_visdom.data import load_dataset
-    from vae_visdom.events import Callback
+    from vae_visdom.train.events import Callback
     from vae_visdom.monitor.panel import ROWS
     from vae_visdom.server import find_free_port, server_answers
     from vae_visdom.session import TrainingSession

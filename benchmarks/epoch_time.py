@@ -40,9 +40,9 @@ from torch import nn  # noqa: E402
 
 from vae_visdom.config import TrainConfig  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
-from vae_visdom.events import Callback  # noqa: E402
+from vae_visdom.train.events import Callback  # noqa: E402
 from vae_visdom.models import build_model  # noqa: E402
-from vae_visdom.objectives import elbo_terms, seed_loss_function  # noqa: E402
+from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
 
 SEED_LOG_INTERVAL = 10  # the seed formats a progress line every 10 batches

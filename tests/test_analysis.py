@@ -12,7 +12,7 @@ from vae_visdom.analysis import (PCA, figures_for_epoch, interpolation_strip, la
                                  pca_payloads, pca_recon_error, pca_reconstruct, posterior_scatter)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.objectives import recon_nll
+from vae_visdom.train.objectives import recon_nll
 
 
 def correlated_data(n: int = 400, p: int = 20, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,7 @@ from vae_visdom.evaluate import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, eval_
                                  format_result, iw_log_likelihood)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.objectives import recon_nll
+from vae_visdom.train.objectives import recon_nll
 
 
 class LinearGaussianVAE(VAE):

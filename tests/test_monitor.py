@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_visdom.events import CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.monitor import TITLES, VisdomMonitor, replay
 from vae_visdom.server import find_free_port
 

@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom import checkpoint
+from vae_visdom.train import checkpoint
 from vae_visdom.callbacks import read_jsonl
 from vae_visdom.config import TrainConfig
-from vae_visdom.events import Callback
+from vae_visdom.train.events import Callback
 from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]

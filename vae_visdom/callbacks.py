@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.imageutil import save_image
 
 

@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from vae_visdom.objectives import recon_nll
+from vae_visdom.train.objectives import recon_nll
 
 DEFAULT_MAX_FLOATS = 20_000_000  # ~80 MB of float32 live at once
 
@@ -197,7 +197,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     Expects RUN_DIR/config.json (TrainConfig.to_json) and RUN_DIR/checkpoint.pt, a dict whose
     "model" entry is the state_dict (a bare state_dict is accepted too).
     """
-    from vae_visdom import checkpoint
+    from vae_visdom.train import checkpoint
     from vae_visdom.config import TrainConfig
     from vae_visdom.data import load_dataset
     from vae_visdom.models import build_model

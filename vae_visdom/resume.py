@@ -31,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vae_visdom import checkpoint, safe_io
-from vae_visdom.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
+from vae_visdom import safe_io
+from vae_visdom.train import checkpoint
+from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
 
 HISTORY = {"metrics.jsonl": "epoch", "steps.jsonl": "step"}  # file -> the key its rows are ordered by
 PNG = re.compile(r"(?:sample|reconstruction)_(\d+)\.png")

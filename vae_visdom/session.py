@@ -16,12 +16,13 @@ from vae_visdom import resume as resuming
 from vae_visdom import safe_io
 from vae_visdom.callbacks import ProgressPrinter, RunFiles
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
-from vae_visdom.controller import Controller
+from vae_visdom.train.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
-from vae_visdom.events import Callback, Status
+from vae_visdom.train.events import Callback, Status
 from vae_visdom.models import build_model
 from vae_visdom.run_lock import RunFolderBusy, RunLock
-from vae_visdom.trainer import Trainer, make_optimizer
+from vae_visdom.train.step import make_optimizer
+from vae_visdom.train.trainer import Trainer
 
 
 class TrainingSession:
@@ -98,19 +99,14 @@ class TrainingSession:
             notes = point.notes + resuming.reconcile(self.run_dir, point.state)
             resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
+        self.trainer.choose_step()  # once, with the run's state and live values in place
         safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
 
     def _apply_overrides(self, overrides: dict) -> None:
         """Flags given with --resume win over the values the checkpoint had in force."""
         t = self.trainer
-        if "lr" in overrides:
-            for group in t.optimizer.param_groups:
-                group["lr"] = overrides["lr"]
-        for name in ("epochs", "batch_size", "log_interval"):
-            if name in overrides:
-                setattr(t, name, overrides[name])
-        if "batch_size" in overrides:
-            t._rebuild_step()
+        for name, value in overrides.items():
+            t.apply_setting(name, value)  # the panel's path too
         # config.json records the values the run continues with
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
         self.cfg.batch_size, self.cfg.log_interval = t.batch_size, t.log_interval

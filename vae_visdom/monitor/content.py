@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from vae_visdom.events import EpochRecord, RunInfo, Status
+from vae_visdom.train.events import EpochRecord, RunInfo, Status
 from vae_visdom.monitor.panel import format_value
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 

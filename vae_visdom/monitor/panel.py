@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from vae_visdom.config import RULES
-from vae_visdom.controller import SETTINGS, Command, Controller
-from vae_visdom.events import CommandEvent, Status
+from vae_visdom.train.controller import SETTINGS, Command, Controller
+from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 

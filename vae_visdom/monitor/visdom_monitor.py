@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import torch
 
-from vae_visdom.controller import SETTINGS, Controller
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.controller import SETTINGS, Controller
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.content import figure_traces, restore_curves, restore_from_rows, run_html
 from vae_visdom.monitor.panel import ControlPanel, format_value

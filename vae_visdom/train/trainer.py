@@ -8,80 +8,25 @@ read (`.item()`) only at log intervals and epoch ends.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from vae_visdom import checkpoint
 from vae_visdom.config import TrainConfig
-from vae_visdom.controller import Command, Controller
 from vae_visdom.data import ImageData
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.insight import Insight
 from vae_visdom.models.base import VAE
-from vae_visdom.objectives import elbo_terms
+from vae_visdom.safe_io import RunWriteError
+from vae_visdom.train import checkpoint, graph_step, mlp_cpu_step
+from vae_visdom.train.checkpoint import EpochState
+from vae_visdom.train.controller import Command, Controller
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.objectives import elbo_terms
+from vae_visdom.train.step import autocast_for, backward_and_step, prepare_optimizer
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
-
-
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    params = list(params)
-    # fused: one kernel for all parameters; the CPU default is a per-tensor loop, ~25% of an MLP
-    # step on 2 cores (docs/performance.md). Same update, rounding aside.
-    on_cpu = all(p.device.type == "cpu" for p in params)
-    fusable = all(p.device.type in ("cpu", "cuda") for p in params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=fusable or None)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, fused=on_cpu or None)  # fused Adagrad is CPU-only
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast) -> torch.Tensor:
-    """Forward, negative ELBO, backward, optimizer step; (3,) loss, recon, kl summed over the batch.
-
-    The one training step's math, shared by the eager step and the captured CUDA graph (fast_step.py).
-    Gradients must be cleared (or freshly allocated) by the caller.
-    """
-    with autocast():
-        logits, mu, logvar = model(x)
-    # the ELBO in float32 whatever precision the forward ran in (Kingma & Welling 2014, eq. 10)
-    recon, kl = elbo_terms(logits.float(), x.float(), mu.float(), logvar.float(), model.likelihood,
-                           model.log_sigma)
-    recon_sum, kl_sum = recon.sum(), kl.sum()
-    loss = recon_sum + kl_sum  # summed over the batch, as the seed does
-    loss.backward()
-    optimizer.step()
-    return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
-
-
-def _autocast_for(precision: str, device: torch.device):
-    """A context for the forward pass: bf16 autocast where asked for and the hardware has it."""
-    import contextlib
-    import functools
-
-    if precision != "bf16":
-        return contextlib.nullcontext
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("precision bf16: this CPU has no native bf16; training in fp32")
-        return contextlib.nullcontext
-    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
-
-
-@dataclass
-class EpochState:
-    """Where an epoch stands: enough to continue it exactly after a mid-epoch stop."""
-
-    perm: torch.Tensor  # (N,) int64, the epoch's order
-    pos: int = 0  # examples consumed
-    steps: int = 0  # optimizer steps taken this epoch
-    sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
-    seconds: float = 0.0  # training time so far, paused time excluded
-    interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
 
 
 class Trainer:
@@ -108,9 +53,8 @@ class Trainer:
         self.epoch_state: EpochState | None = None
         self.checkpoint_at: tuple[int, int] | None = None  # (epoch, step) of RUN_DIR/checkpoint.pt, if any
         self._stop = False
-        self.autocast = _autocast_for(cfg.precision, device)
-        self.step_fn = self._eager_step
-        self._rebuild_step()
+        self.autocast = autocast_for(cfg.precision, device)
+        self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
         self.insight = Insight(model, data, device, views=cfg.views, iw_every=cfg.iw_every,
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
 
@@ -136,21 +80,27 @@ class Trainer:
         self._emit("on_status", self.status(message))
 
     # -- commands -------------------------------------------------------------------------------
+    def apply_setting(self, name: str, value) -> None:
+        """Change one live setting (lr, batch_size, epochs, log_interval): the one path for the control
+        panel's commands and for the flags given with --resume."""
+        if name == "lr":
+            for group in self.optimizer.param_groups:
+                group["lr"] = value
+        elif name == "batch_size":
+            self.batch_size = value
+            if self.step_fn is not None and self.device.type == "cuda":  # a captured graph is shape-specialised
+                self.choose_step()
+        elif name in ("epochs", "log_interval"):
+            setattr(self, name, value)
+        else:
+            raise KeyError(f"{name} is not a live setting")
+
     def _apply(self, cmd: Command) -> None:
         if cmd.accepted:
-            if cmd.name == "lr":
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cmd.value
-            elif cmd.name == "batch_size":
-                self.batch_size = cmd.value
-                if self.device.type == "cuda":  # a captured graph is shape-specialised
-                    self._rebuild_step()
-            elif cmd.name == "epochs":
-                self.epochs = cmd.value
-            elif cmd.name == "log_interval":
-                self.log_interval = cmd.value
-            elif cmd.name == "stop":
+            if cmd.name == "stop":
                 self._stop = True
+            elif cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
+                self.apply_setting(cmd.name, cmd.value)
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
                                               cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
@@ -176,31 +126,26 @@ class Trainer:
         return paused_for
 
     # -- one step -------------------------------------------------------------------------------
-    def _rebuild_step(self) -> None:
-        """Choose the step: a captured CUDA graph (fast_step.py) or, on the CPU, the hand-derived
-        step of the fully connected VAE (cpu_step.py) where they apply; else eager.
+    def choose_step(self) -> None:
+        """Choose the step: a captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step
+        of the fully connected VAE (mlp_cpu_step.py) where they apply; else eager autograd.
 
-        Called at start, after a checkpoint is loaded (optimizer flags come from the file) and
-        when the batch size changes (a graph is shape-specialised)."""
-        from vae_visdom import fast_step
-
-        from vae_visdom import cpu_step
-
+        Called once the run's state is loaded (optimizer flags come from the checkpoint), and again
+        when the batch size changes on a GPU (a graph is shape-specialised)."""
         self.step_fn = self._eager_step
-        if self.device.type != "cuda" or self.cfg.fast_step == "eager":
+        cfg = self.cfg
+        if self.device.type != "cuda" or cfg.fast_step == "eager":
             # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
-            fast_step.prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu"
-                                        else None)
-            if self.cfg.fast_step == "auto" and cpu_step.unsupported(self.model, self.device,
-                                                                     self.cfg.precision) is None:
-                self.step_fn = cpu_step.MLPStep(self.model, self.optimizer)  # the hand-derived step
+            prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu" else None)
+            if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(self.model, self.device, cfg.precision) is None:
+                self.step_fn = mlp_cpu_step.MLPStep(self.model, self.optimizer)  # the hand-derived step
             return
-        step = fast_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
-                                   fallback=self._eager_step, amp=self.cfg.precision == "bf16")
+        step = graph_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
+                                    fallback=self._eager_step, amp=cfg.precision == "bf16")
         if step is not None:
             self.step_fn = step
-        elif self.cfg.fast_step == "graph":
-            why = fast_step.capture_unsupported(self.model, self.optimizer, self.device)
+        elif cfg.fast_step == "graph":
+            why = graph_step.capture_unsupported(self.model, self.optimizer, self.device)
             print(f"fast step: no captured graph ({why}); training eagerly")
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
@@ -218,6 +163,8 @@ class Trainer:
     def train_epoch(self) -> tuple[torch.Tensor, float] | None:
         """Train one epoch (or the rest of one). Returns (sums (3,), seconds) or None when stopped."""
         self.model.train()
+        if self.step_fn is None:
+            self.choose_step()
         es = self.epoch_state
         if es is None:
             perm = torch.randperm(self.n_train, generator=self.data_gen).to(self.device)
@@ -274,8 +221,6 @@ class Trainer:
 
         A run-folder write that fails (disk full, folder gone) ends the run as "failed", with the
         file and the reason in the status: not an exception, since it is no bug of ours."""
-        from vae_visdom.safe_io import RunWriteError
-
         try:
             self.begin()
             while self.run_epoch():
@@ -343,41 +288,11 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        es = self.epoch_state
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch if es is None else self.epoch - 1,  # epochs completed
-            "step": self.step,
-            "live": dict(epochs=self.epochs, batch_size=self.batch_size, log_interval=self.log_interval),
-            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
-            "epoch_state": None if es is None else {
-                "epoch": self.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
-                "sums": es.sums.cpu(), "seconds": es.seconds,
-                "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]]},
-        }
+        return checkpoint.pack(self)  # the layout lives with the checkpoint code
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        live = state.get("live", {})
-        self.epochs = live.get("epochs", self.epochs)
-        self.batch_size = live.get("batch_size", self.batch_size)
-        self.log_interval = live.get("log_interval", self.log_interval)
-        torch.set_rng_state(state["rng"]["torch"])
-        self.data_gen.set_state(state["rng"]["data"])
-        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self._rebuild_step()
-        es = state.get("epoch_state")
-        if es is not None:
-            self.epoch = es["epoch"]
-            interval = es["interval"]
-            self.epoch_state = EpochState(
-                es["perm"].to(self.device), es["pos"], es["steps"], es["sums"].to(self.device), es["seconds"],
-                [None if interval[0] is None else interval[0].to(self.device), interval[1]])
+        checkpoint.unpack(self, state)
+        self.step_fn = None  # re-chosen with the loaded optimizer's flags before the next step
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoint.pt, the one it replaces kept as checkpoint.prev.pt (unless both are
@@ -390,8 +305,6 @@ class Trainer:
         self.checkpoint_at = (state["epoch"], self.step)
 
     def run_info(self, env: str | None, data_source: str, resumed: bool, url: str | None = None) -> RunInfo:
-        import dataclasses
-
         return RunInfo(
             name=self.run_name, run_dir=str(self.run_dir), env=env, config=dataclasses.asdict(self.cfg),
             device=str(self.device), dataset=self.cfg.dataset, n_train=self.n_train, n_test=len(self.test_x),

@@ -24,7 +24,7 @@ import torch
 
 from tests.conftest import synthetic_data
 from vae_visdom.train import checkpoint
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
 from vae_visdom.train.events import Callback
 from vae_visdom.session import TrainingSession
@@ -93,7 +93,7 @@ def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tm
     """Item 6: the lock is taken before anything in the folder is touched, and given back at the end."""
     from vae_visdom.config import UsageError
 
-    from vae_visdom.run_lock import holder
+    from vae_visdom.runs.lock import holder
 
     run_dir = tmp_path / "run"
     first = TrainingSession(config(run_dir), data=small_data(), progress=False)
@@ -147,7 +147,7 @@ def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_n
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
-    from vae_visdom.run_lock import holder as lock_holder
+    from vae_visdom.runs.lock import holder as lock_holder
 
     assert (run_dir / "trainer.lock").exists() and lock_holder(run_dir) is None  # the kernel let go of it
     # no stale lock: the next trainer gets the folder (new run here; its data is not even loaded)

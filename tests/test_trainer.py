@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import synthetic_data
 from vae_visdom.train import checkpoint
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
 from vae_visdom.train.events import Callback
 from vae_visdom.session import TrainingSession

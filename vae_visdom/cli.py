@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
     for module in ("vae_visdom.server", "vae_visdom.assets", "vae_visdom.data.mnist", "vae_visdom.monitor",
-                   "vae_visdom.evaluate", "vae_visdom.runs", "vae_visdom.sweep"):
+                   "vae_visdom.evaluate", "vae_visdom.runs.tables", "vae_visdom.monitor.compare", "vae_visdom.sweep"):
         if module_exists(module):
             _add_optional(sub, module)
     return parser

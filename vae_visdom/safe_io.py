@@ -8,7 +8,7 @@ that names the file.
 - sync(path): fsync a file already written, before a checkpoint says that it exists.
 - RunWriteError: an OSError that reads "cannot write PATH: [Errno 28] No space left on device".
 
-resume.py has the order the trainer writes an epoch in, and why a kill at any point leaves a
+runs/resume.py has the order the trainer writes an epoch in, and why a kill at any point leaves a
 run that resumes with every epoch once.
 """
 from __future__ import annotations

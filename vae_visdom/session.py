@@ -1,8 +1,8 @@
 """One training run put together: config -> data -> model -> trainer -> observers.
 
 Used by `vae-visdom train`, by `vae-visdom sweep` and by the tests, so all of them
-run the same code. The session holds the run folder's lock (run_lock.py) from before it touches
-the folder until it is closed; a resume is planned and the folder put right by resume.py.
+run the same code. The session holds the run folder's lock (runs/lock.py) from before it touches
+the folder until it is closed; a resume is planned and the folder put right by runs/resume.py.
 """
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from pathlib import Path
 
 import torch
 
-from vae_visdom import resume as resuming
+from vae_visdom.runs import resume as resuming
 from vae_visdom import safe_io
-from vae_visdom.callbacks import ProgressPrinter, RunFiles
+from vae_visdom.runs.files import RunFiles
+from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
 from vae_visdom.train.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.train.events import Callback, Status
 from vae_visdom.models import build_model
-from vae_visdom.run_lock import RunFolderBusy, RunLock
+from vae_visdom.runs.lock import RunFolderBusy, RunLock
 from vae_visdom.train.step import make_optimizer
 from vae_visdom.train.trainer import Trainer
 

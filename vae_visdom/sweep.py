@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 from vae_visdom.config import OPTIMIZERS, ConfigError, check_name, fit_name, parse_value
-from vae_visdom.runs import compact_tag, load_run, ranking
+from vae_visdom.runs.records import compact_tag, load_run
+from vae_visdom.runs.tables import ranking
 
 # grid flag -> dest; the order is the order of the values in run names
 GRID = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",

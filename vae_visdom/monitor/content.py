@@ -70,7 +70,7 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
     folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
-    from vae_visdom.callbacks import read_jsonl
+    from vae_visdom.runs.files import read_jsonl
 
     paths = [Path(run_dir) / name for name in ("metrics.jsonl", "steps.jsonl")]
     if not any(p.exists() for p in paths):

@@ -323,6 +323,6 @@ def _preload() -> None:
     milliseconds while training runs (PIL loads its PNG writer on the first save)."""
     from PIL import Image
 
-    import vae_visdom.imageutil  # noqa: F401
+    import vae_visdom.runs.images  # noqa: F401
 
     Image.preinit()

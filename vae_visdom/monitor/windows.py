@@ -251,7 +251,7 @@ def encode_grid(images, nrow: int) -> tuple[str, int, int]:
     """(B, C, H, W) in [0, 1] -> (PNG data URL, width, height). Off the training thread."""
     from PIL import Image
 
-    from vae_visdom.imageutil import make_grid, to_uint8_hwc
+    from vae_visdom.runs.images import make_grid, to_uint8_hwc
 
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))  # (H, W, C) uint8
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # grey stays grey (mode L)

@@ -59,19 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
     for module in ("vae_visdom.server", "vae_visdom.assets", "vae_visdom.data.mnist", "vae_visdom.monitor",
-                   "vae_visdom.evaluate", "vae_visdom.runs.tables", "vae_visdom.monitor.compare", "vae_visdom.sweep"):
-        if module_exists(module):
-            _add_optional(sub, module)
+                   "vae_visdom.insight.eval_run", "vae_visdom.runs.tables", "vae_visdom.monitor.compare", "vae_visdom.sweep"):
+        _add_optional(sub, module)
     return parser
-
-
-def module_exists(name: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,22 +6,24 @@ the folder until it is closed; a resume is planned and the folder put right by r
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
 
 import torch
 
-from vae_visdom.runs import resume as resuming
 from vae_visdom import safe_io
-from vae_visdom.runs.files import RunFiles
-from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
-from vae_visdom.train.controller import Controller
 from vae_visdom.data import ImageData, load_dataset
-from vae_visdom.train.events import Callback, Status
+from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model
+from vae_visdom.runs import resume as resuming
+from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.lock import RunFolderBusy, RunLock
+from vae_visdom.runs.progress import ProgressPrinter
+from vae_visdom.train.controller import Controller
+from vae_visdom.train.events import Callback, RunInfo, Status
 from vae_visdom.train.step import make_optimizer
 from vae_visdom.train.trainer import Trainer
 
@@ -86,9 +88,13 @@ class TrainingSession:
             raise ConfigError(f"model: {err}") from None
         model.to(self.device)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-        self.controller = controller or Controller()
+        self.controller = controller or Controller(n_train=len(self.data.train))
+        self.controller.context.setdefault("n_train", len(self.data.train))  # a caller's own controller too
+        probes = [InsightProbe(model, self.data, self.device, views=cfg.views, iw_every=cfg.iw_every,
+                               iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
+                  ] if cfg.views or cfg.iw_every else []
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
-                               run_dir=str(self.run_dir), run_name=cfg.name)
+                               run_dir=str(self.run_dir), run_name=cfg.name, probes=probes)
         if point is not None:
             try:
                 self.trainer.load_state_dict(point.state)  # the live values in force when it stopped, too
@@ -153,8 +159,13 @@ class TrainingSession:
 
     def announce(self) -> None:
         """Tell every observer the run starts (`run` does this; so does a caller driving epochs itself)."""
-        info = self.trainer.run_info(self.cfg.env if self.monitor else None, self.data.source, self.resume,
-                                     self.url)
+        t = self.trainer
+        info = RunInfo(
+            name=t.run_name, run_dir=str(t.run_dir), env=self.cfg.env if self.monitor else None,
+            config=dataclasses.asdict(self.cfg), device=str(t.device), dataset=self.cfg.dataset, n_train=t.n_train,
+            n_test=len(t.test_x), image_shape=tuple(t.train_x.shape[1:]),
+            n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
+            start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
         for cb in self.trainer.callbacks:
             cb.on_run_start(info)
 

@@ -38,3 +38,10 @@ def default_cache_dir() -> Path:
         return Path(os.environ["VAE_VISDOM_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vae_visdom"
+
+
+def to_unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]; float input is taken as already in [0, 1]. The one such conversion."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    return x.float()

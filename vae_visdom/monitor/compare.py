@@ -48,7 +48,6 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 class Comparison:
     env: str
     windows: dict[str, str]  # kind (TITLES' keys) -> window id
-    labels: dict[str, str]  # run name -> legend label
     best: str | None  # name of the run with the lowest test loss
     run_envs: list[str] = field(default_factory=list)  # the runs' own envs
 
@@ -175,8 +174,7 @@ def build_comparison(runs: Sequence[RunRecord], vis, env: str | None = None) -> 
                    "win": windows["samples"], "eid": env,
                    "opts": {"title": TITLES["samples"], "width": w + 20, "height": h + 60}}, endpoint="events")
     winner = best_run(runs)
-    return Comparison(env, windows, {r.name: lab for r, lab in zip(runs, labels)},
-                      winner.name if winner else None, [str(r.config.get("env") or r.name) for r in runs])
+    return Comparison(env, windows, winner.name if winner else None, [str(r.config.get("env") or r.name) for r in runs])
 
 
 def compare_runs(runs: Sequence[RunRecord], server: str = "http://127.0.0.1", port: int = 8097,

@@ -55,7 +55,6 @@ class ControlPanel:
         self.ended = False
         self._flip = [False] * len(ROWS)  # see _rows
         self._entries: list[list] = []  # [key, html], oldest first
-        self.handled = 0  # browser events acted on (tests, report)
         with board.lock:
             self._refresh()
             self.events.set(self._events_html())
@@ -125,7 +124,6 @@ class ControlPanel:
         else:
             cmd = self.controller.submit(row, value, source="panel")
         with self.board.lock:
-            self.handled += 1
             if cmd is not None:
                 verdict = cmd.message
                 if cmd.accepted and cmd.name in SETTINGS:

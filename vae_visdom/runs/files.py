@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, RunInfo, Status, StepLog
 from vae_visdom.runs.images import save_image
 
 
@@ -76,7 +76,7 @@ class RunFiles(Callback):
         safe_io.append_line(self.dir / "events.jsonl", json.dumps(event.to_dict()))
 
     def on_status(self, status: Status) -> None:
-        if status.state != "running" or status.message in ("training", "resumed"):
+        if status.state != "running" or status.reason in (Reason.STARTED, Reason.RESUMED):  # not every change
             self._write_status(status)
 
     def on_run_end(self, status: Status) -> None:

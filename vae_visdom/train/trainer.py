@@ -8,20 +8,19 @@ read (`.item()`) only at log intervals and epoch ends.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
 
 from vae_visdom.config import TrainConfig
 from vae_visdom.data import ImageData
-from vae_visdom.insight import Insight
+from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
 from vae_visdom.safe_io import RunWriteError
 from vae_visdom.train import checkpoint, graph_step, mlp_cpu_step
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.controller import Command, Controller
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Probe, Reason, Status, StepLog)
 from vae_visdom.train.objectives import elbo_terms
 from vae_visdom.train.step import autocast_for, backward_and_step, prepare_optimizer
 
@@ -32,16 +31,17 @@ N_RECON, N_SAMPLES = 8, 64
 class Trainer:
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, data: ImageData, cfg: TrainConfig,
                  device: torch.device, controller: Controller | None = None,
-                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run"):
+                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run",
+                 probes: list[Probe] | None = None):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.controller = controller or Controller()
         self.callbacks = list(callbacks or [])
+        self.probes = list(probes or [])  # built by the session; called at run start and after each test pass
         self.run_dir, self.run_name = run_dir, run_name
         self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
         self.test_x = data.test.to(device)  # (M, C, H, W) uint8
         self.data = data
         self.n_train = len(data.train)
-        self.controller.context["n_train"] = self.n_train
         # live settings: the controller may change these between steps
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
@@ -55,8 +55,6 @@ class Trainer:
         self._stop = False
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
-        self.insight = Insight(model, data, device, views=cfg.views, iw_every=cfg.iw_every,
-                               iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -70,14 +68,14 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def status(self, message: str = "") -> Status:
+    def status(self, message: str = "", reason: Reason = Reason.OTHER) -> Status:
         return Status(self.state, self.epoch, self.step, self.epochs, message,
                       dict(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
-                           log_interval=self.log_interval))
+                           log_interval=self.log_interval), reason)
 
-    def _set_state(self, state: str, message: str = "") -> None:
+    def _set_state(self, state: str, message: str, reason: Reason) -> None:
         self.state = state
-        self._emit("on_status", self.status(message))
+        self._emit("on_status", self.status(message, reason))
 
     # -- commands -------------------------------------------------------------------------------
     def apply_setting(self, name: str, value) -> None:
@@ -105,7 +103,7 @@ class Trainer:
         self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
                                               cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
         if cmd.accepted and cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
-            self._emit("on_status", self.status(cmd.message))
+            self._emit("on_status", self.status(cmd.message, Reason.SETTING))
 
     def poll(self) -> float:
         """Apply pending commands; block while paused. Returns the seconds spent paused."""
@@ -113,7 +111,7 @@ class Trainer:
         for cmd in self.controller.drain():
             self._apply(cmd)
         if self.controller.paused and not self._stop:
-            self._set_state("paused", "paused between steps")
+            self._set_state("paused", "paused between steps", Reason.PAUSED)
             t0 = time.perf_counter()
             while self.controller.wait_while_paused(0.5) and not self._stop:
                 for cmd in self.controller.drain():
@@ -122,7 +120,7 @@ class Trainer:
                 self._apply(cmd)
             paused_for = time.perf_counter() - t0
             if not self._stop:
-                self._set_state("running", "resumed")
+                self._set_state("running", "resumed", Reason.RESUMED)
         return paused_for
 
     # -- one step -------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ class Trainer:
             print(f"fast step: no captured graph ({why}); training eagerly")
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.train_x.index_select(0, idx).float().div_(255)  # (B, C, H, W) in [0, 1]
+        x = to_unit_float(self.train_x.index_select(0, idx))  # (B, C, H, W) in [0, 1]
         if self.cfg.binarize:
             x = torch.bernoulli(x)  # dynamic binarization (Burda et al. 2015; Salakhutdinov & Murray 2008)
         return x
@@ -199,13 +197,13 @@ class Trainer:
                                       loss, recon, kl, self.lr, self.batch_size))
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[torch.Tensor, EpochImages]:
+    def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
         """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass."""
         self.model.eval()
         sums = torch.zeros(3, device=self.device)
         first = None
         for i in range(0, len(self.test_x), TEST_BATCH):
-            x = self.test_x[i:i + TEST_BATCH].float().div_(255)  # (B, C, H, W)
+            x = to_unit_float(self.test_x[i:i + TEST_BATCH])  # (B, C, H, W)
             if self.cfg.binarize:
                 x = torch.bernoulli(x)
             logits, mu, logvar = self.model(x)
@@ -229,20 +227,21 @@ class Trainer:
         except RunWriteError as err:
             kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
                     "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
-            final = self.status(f"{err}; {kept}")
+            final = self.status(f"{err}; {kept}", Reason.FAILED)
             final.state = self.state = "failed"
             self._emit("on_run_end", final)
             return final
         except BaseException as err:
-            final = self.status(f"failed: {type(err).__name__}: {err}")
+            final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
             final.state = self.state = "failed"
             self._emit("on_run_end", final)
             raise
 
     def begin(self) -> None:
-        self._set_state("running", "training")
-        for name, payload in self.insight.run_start().items():
-            self._emit("on_figure", name, payload)
+        self._set_state("running", "training", Reason.STARTED)
+        for probe in self.probes:
+            for name, payload in probe.run_start().items():
+                self._emit("on_figure", name, payload)
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -255,14 +254,20 @@ class Trainer:
             return False
         train_sums, seconds = result
         t0 = time.perf_counter()
-        test_sums, images = self.evaluate()
-        extra, figures = self.insight.epoch_end(self.epoch)
+        test_sums, images = self.test_pass()
         test_seconds = time.perf_counter() - t0
+        extra: dict = {}
+        figures: dict[str, dict] = {}
+        for probe in self.probes:  # timed apart from the test pass
+            metrics, figs = probe.epoch_end(self.epoch)
+            extra.update(metrics)
+            figures.update(figs)
+        probe_seconds = time.perf_counter() - t0 - test_seconds if self.probes else 0.0
         tr = (train_sums / self.n_train).tolist()
         te = (test_sums / len(self.test_x)).tolist()
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
-                             round(self.n_train / max(seconds, 1e-9), 1), extra)
+                             round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra)
         for name, payload in figures.items():
             self._emit("on_figure", name, payload)
         self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row
@@ -274,12 +279,12 @@ class Trainer:
     def end(self) -> Status:
         """The final status (finished, or stopped with a checkpoint), told to every observer."""
         if self._stop:
-            self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint")
+            self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint", Reason.STOPPING)
             self.save_checkpoint()
-            final = self.status("stopped by request; checkpoint written")
+            final = self.status("stopped by request; checkpoint written", Reason.STOPPED)
             final.state = "stopped"
         else:
-            final = self.status(f"finished {self.epoch} epochs")
+            final = self.status(f"finished {self.epoch} epochs", Reason.FINISHED)
             final.state = "finished"
         self.state = final.state
         self._emit("on_status", final)
@@ -303,11 +308,3 @@ class Trainer:
         self._emit("on_save_checkpoint", state["epoch"], self.step)
         checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step)
         self.checkpoint_at = (state["epoch"], self.step)
-
-    def run_info(self, env: str | None, data_source: str, resumed: bool, url: str | None = None) -> RunInfo:
-        return RunInfo(
-            name=self.run_name, run_dir=str(self.run_dir), env=env, config=dataclasses.asdict(self.cfg),
-            device=str(self.device), dataset=self.cfg.dataset, n_train=self.n_train, n_test=len(self.test_x),
-            image_shape=tuple(self.train_x.shape[1:]), n_params=sum(p.numel() for p in self.model.parameters()),
-            data_source=data_source, start_epoch=self.epoch + 1 if self.epoch_state is None else self.epoch,
-            resumed=resumed, url=url)

@@ -291,11 +291,11 @@ class EpochClock(Callback):
 
 def streaming_overhead(args, data: ImageData, dataset: str, tmp: Path) -> list[str]:
     """Ours with visdom off and on (a real server on a free loopback port), epochs alternating."""
-    from vae_visdom.server import server_answers
+    from vae_visdom.serve.net import server_answers
 
     port = free_port()
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.server", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.serve.server", "--port", str(port),
                                "--env-path", str(tmp / "envs")], stdout=log, stderr=subprocess.STDOUT,
                               cwd=Path(__file__).resolve().parents[1])
     try:

@@ -176,7 +176,7 @@ def _log_xs(path: Path, trace: str = STEP_TRACE) -> list[float]:
 
 
 def _dead_port() -> int:
-    from vae_visdom.server import find_free_port
+    from vae_visdom.serve.net import find_free_port
 
     return find_free_port("127.0.0.1")
 

@@ -1,12 +1,24 @@
-"""`vae-visdom` command line: train, serve, replay, eval, runs, compare, sweep, data, assets."""
+"""`vae-visdom` command line: train, serve, replay, eval, runs, compare, sweep, data, assets. Nothing imports it."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from vae_visdom.config import ConfigError, TrainConfig, UsageError
+from vae_visdom import sweep
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConfig, UsageError
+from vae_visdom.data import DataError, mnist
 from vae_visdom.flags import add_train_arguments, config_from_args
+from vae_visdom.insight import eval_run
+from vae_visdom.runs import tables
+from vae_visdom.serve import assets, server
+from vae_visdom.session import TrainingSession
+
+try:  # the subcommands that need visdom; `train --no-visdom`, `runs` and `data` work without it
+    from vae_visdom.monitor.compare import add_cli as add_compare_cli
+    from vae_visdom.monitor.replay import add_cli as add_replay_cli
+except (ImportError, RuntimeError):  # visdom 0.3 raises RuntimeError, not ImportError, below Python 3.12
+    add_replay_cli = add_compare_cli = None
 
 EXIT_USAGE = 2
 
@@ -19,8 +31,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vae_visdom.session import TrainingSession
-
     base = None
     if args.resume:
         run_dir = Path(args.resume)
@@ -36,39 +46,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if status.state in ("finished", "stopped") else 1
 
 
-def _add_optional(sub, module: str) -> None:
-    """Subcommands that live with their modules register themselves (add_cli)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:  # e.g. visdom missing: `train --no-visdom` must still work
-        if "visdom" not in str(err):
-            raise
-        return
-    if hasattr(mod, "add_cli"):
-        mod.add_cli(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="vae-visdom", description="Train VAEs and watch (and steer) them live in visdom.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("train", help="train a VAE (streams to visdom unless --no-visdom)",
                        description="Train a VAE. With no flags: the PyTorch example's VAE on MNIST for 10 epochs, "
-                                   "streaming to the visdom server on 127.0.0.1:8097.")
+                                   f"streaming to the visdom server on {DEFAULT_HOST}:{DEFAULT_PORT}.")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
-    for module in ("vae_visdom.server", "vae_visdom.assets", "vae_visdom.data.mnist", "vae_visdom.monitor",
-                   "vae_visdom.insight.eval_run", "vae_visdom.runs.tables", "vae_visdom.monitor.compare", "vae_visdom.sweep"):
-        _add_optional(sub, module)
+    for add_cli in (server.add_cli, assets.add_cli, mnist.add_cli, add_replay_cli, eval_run.add_cli, tables.add_cli,
+                    add_compare_cli, sweep.add_cli):
+        if add_cli is not None:  # None: needs visdom, which is not importable here
+            add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from vae_visdom.data import DataError
-
     try:
         return int(args.func(args) or 0)
     except (UsageError, ConfigError, DataError) as err:

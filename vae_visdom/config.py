@@ -30,6 +30,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
+DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 # MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
 
 
@@ -137,16 +139,6 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return None
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
-    def parse(raw: Any, name: str) -> str:
-        text = str(raw).strip().lower()
-        if text not in options:
-            raise ConfigError(f"{name}: unknown value {shown(raw)}; allowed: {', '.join(options)}")
-        return text
-
-    return parse
-
-
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
                live=True, applies="from the next optimizer step, to every parameter group"),
@@ -219,8 +211,8 @@ class TrainConfig:
     views: bool = True  # latent views and the PCA baseline (cheap: a few ms an epoch)
     iw_samples: int = 100
     visdom: bool = True
-    server: str = "http://127.0.0.1"
-    port: int = 8097
+    server: str = DEFAULT_SERVER
+    port: int = DEFAULT_PORT
     env: str | None = None
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
@@ -267,7 +259,7 @@ class TrainConfig:
 
     def with_model_defaults(self) -> "TrainConfig":
         """Fill the fields left None from the model's and the dataset's defaults."""
-        from vae_visdom.models import MODELS
+        from vae_visdom.models import MODELS  # late, as in validate
 
         defaults = MODELS[self.model].defaults_for(self.dataset)
         for key, value in defaults.items():

@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from vae_visdom.config import (DATASETS, DEVICES, FAST_STEPS, LIKELIHOODS, OPTIMIZERS, PRECISIONS, TrainConfig,
-                               argparse_type)
+from vae_visdom.config import (DATASETS, DEFAULT_PORT, DEFAULT_SERVER, DEVICES, FAST_STEPS, LIKELIHOODS, OPTIMIZERS,
+                               PRECISIONS, TrainConfig, argparse_type)
+from vae_visdom.models import MODELS
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The training flags. Defaults are None where the model's defaults fill them in (see models/__init__.py)."""
-    from vae_visdom.models import MODELS
-
     g = p.add_argument_group("what to train")
     g.add_argument("--dataset", choices=DATASETS, default=None, help="default: mnist")
     g.add_argument("--model", choices=list(MODELS), default=None,
@@ -52,8 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run where it stopped")
     g = p.add_argument_group("live monitoring")
     g.add_argument("--no-visdom", dest="visdom", action="store_false", default=None, help="do not stream to visdom")
-    g.add_argument("--server", default=None, help="visdom server (default: http://127.0.0.1)")
-    g.add_argument("--port", type=int, default=None, help="visdom port (default: 8097)")
+    g.add_argument("--server", default=None, help=f"visdom server (default: {DEFAULT_SERVER})")
+    g.add_argument("--port", type=int, default=None, help=f"visdom port (default: {DEFAULT_PORT})")
     g.add_argument("--env", default=None, help="visdom env (default: the run name)")
 
 

@@ -120,8 +120,8 @@ class TrainingSession:
 
     def _make_monitor(self) -> Callback | None:
         try:
-            from vae_visdom.monitor import VisdomMonitor
-        except ImportError as err:
+            from vae_visdom.monitor import VisdomMonitor  # late: only the monitor imports visdom
+        except (ImportError, RuntimeError) as err:  # visdom 0.3 raises RuntimeError below Python 3.12
             print(f"visdom monitor unavailable ({err}); training without it", file=sys.stderr)
             return None
         return VisdomMonitor(server=self.cfg.server, port=self.cfg.port, env=self.cfg.env, run_dir=self.run_dir,

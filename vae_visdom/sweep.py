@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from vae_visdom.config import OPTIMIZERS, ConfigError, check_name, fit_name, parse_value
+from vae_visdom.config import (DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError, check_name, fit_name,
+                               parse_value, writable_dir)
 from vae_visdom.runs.records import compact_tag, load_run
 from vae_visdom.runs.tables import ranking
+from vae_visdom.flags import add_train_arguments
+from vae_visdom.models import MODELS
+from vae_visdom.serve.net import server_answers
 
 # grid flag -> dest; the order is the order of the values in run names
 GRID = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",
@@ -34,8 +38,6 @@ OWN = set(GRID) | {"name", "out", "resume", "env", "runs_dir", "parallel"}  # no
 
 def parse_list(name: str, text: str) -> list[Any]:
     """'1e-3, 3e-4' -> [0.001, 0.0003] under the rules of `name` (config.RULES, or the choices); duplicates dropped."""
-    from vae_visdom.models import MODELS
-
     items = [t.strip() for t in str(text).split(",")]
     if not all(items):
         raise ConfigError(f"{name}: empty value in the list {text!r}; give values separated by commas")
@@ -143,7 +145,6 @@ def _cli_flags(args: argparse.Namespace, actions: list[tuple[str, str, Any]]) ->
 
 def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[Job], int]:
     """(sweep name, jobs, parallel) from the command line; raises ConfigError/UsageError before anything starts."""
-    from vae_visdom.config import UsageError, writable_dir
 
     for dest, flag in (("out", "--out"), ("resume", "--resume")):
         if getattr(args, dest, None):
@@ -190,10 +191,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep, jobs, parallel = plan(args)
     n = len(jobs)
     visdom_on = args.visdom is not False
-    server, port = args.server or "http://127.0.0.1", args.port or 8097
+    server, port = args.server or DEFAULT_SERVER, args.port or DEFAULT_PORT
     print(f"sweep {sweep}: {n} run{'s' * (n != 1)}, at most {parallel} at once, in {jobs[0].run_dir.parent}")
     if visdom_on:
-        from vae_visdom.server import server_answers
 
         if not server_answers(urlparse(server).hostname or "127.0.0.1", port):
             print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
@@ -235,7 +235,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(ranking(records))
     if visdom_on and any(r.metrics for r in records):
         try:
-            from vae_visdom.monitor.compare import compare_runs
+            from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
 
             done = compare_runs([r for r in records if r.metrics], server, port, args.env or fit_name(f"compare-{sweep}"))
             print(f"comparison env: {server}:{port}/env/{done.env}")
@@ -266,7 +266,6 @@ def _parallel(raw: str) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `vae-visdom sweep`: every `train` flag, with comma lists for the grid ones."""
-    from vae_visdom.flags import add_train_arguments
 
     p = subparsers.add_parser(
         "sweep", help="train a grid of runs (comma lists) and compare them", conflict_handler="resolve",

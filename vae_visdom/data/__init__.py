@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vae_visdom.data.base import DataError, ImageData, default_cache_dir
+from vae_visdom.data import images
+from vae_visdom.data.mnist import load_idx_dataset
 
 __all__ = ["DataError", "ImageData", "default_cache_dir", "load_dataset"]
 
@@ -20,12 +22,8 @@ def load_dataset(name: str, data_dir: str | None = None, *, seed: int = 1, test_
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"data dir {data_dir} does not exist or is not a folder")
     if name in ("mnist", "fashion-mnist"):
-        from vae_visdom.data.mnist import load_idx_dataset  # late: only the loader asked for is imported
-
         return load_idx_dataset(name, data_dir=data_dir, cache_dir=cache)
     if name in ("orl", "folder", "celeba"):
-        from vae_visdom.data import images  # late: PIL and the folder scanner only when asked for
-
         return images.load(name, data_dir=data_dir, seed=seed, test_fraction=test_fraction, subset=subset,
                            cache_dir=cache)
     raise DataError(f"unknown dataset {name!r}")

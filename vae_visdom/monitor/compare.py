@@ -29,10 +29,11 @@ from urllib.parse import quote
 
 from vae_visdom.monitor.visdom_monitor import slug
 from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num
-from vae_visdom.config import UsageError, check_name
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
 from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
                                      load_run, resolve_runs, run_labels, short_names)
 from vae_visdom.runs.tables import ranking
+from vae_visdom.monitor.board import connect
 
 TITLES = {
     "epochs": "loss per epoch (train dashed, test solid)",
@@ -177,11 +178,9 @@ def build_comparison(runs: Sequence[RunRecord], vis, env: str | None = None) -> 
     return Comparison(env, windows, winner.name if winner else None, [str(r.config.get("env") or r.name) for r in runs])
 
 
-def compare_runs(runs: Sequence[RunRecord], server: str = "http://127.0.0.1", port: int = 8097,
+def compare_runs(runs: Sequence[RunRecord], server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT,
                  env: str | None = None, username: str | None = None, password: str | None = None) -> Comparison:
     """Connect, build the comparison env and save it on the server. Raises ConnectionError without a server."""
-    from vae_visdom.monitor.board import connect
-
     env = env or default_env(runs)
     vis = connect(server, port, env, username, password)
     done = build_comparison(runs, vis, env)
@@ -200,8 +199,8 @@ def add_cli(subparsers) -> None:
                    help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
     p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
     p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
-    p.add_argument("--server", default="http://127.0.0.1", help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8097, help="visdom port (default: %(default)s)")
+    p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
     p.set_defaults(func=cmd_compare)
 
 

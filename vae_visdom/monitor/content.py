@@ -15,6 +15,7 @@ import torch
 from vae_visdom.train.events import EpochRecord, RunInfo, Status
 from vae_visdom.monitor.panel import format_value
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
+from vae_visdom.runs.files import read_jsonl
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -70,8 +71,6 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
     folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
-    from vae_visdom.runs.files import read_jsonl
-
     paths = [Path(run_dir) / name for name in ("metrics.jsonl", "steps.jsonl")]
     if not any(p.exists() for p in paths):
         return False

@@ -27,6 +27,7 @@ from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.content import figure_traces, restore_curves, restore_from_rows, run_html
 from vae_visdom.monitor.panel import ControlPanel, format_value
 from vae_visdom.monitor.windows import PLOT_DIGITS, ImageGrid, LinePlot, TextPane, Trace, num
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 
 TITLES = {
     "loss": "loss",
@@ -78,7 +79,7 @@ def _line(color: str, dash: str = "solid", width: float = 2) -> dict:
 
 
 class VisdomMonitor(Callback):
-    def __init__(self, server: str = "http://127.0.0.1", port: int = 8097, env: str | None = None,
+    def __init__(self, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT, env: str | None = None,
                  run_dir: str | Path | None = None, controller: Controller | None = None,
                  win_prefix: str | None = None, *, username: str | None = None, password: str | None = None,
                  min_interval: float = 1.0):
@@ -321,8 +322,6 @@ class VisdomMonitor(Callback):
 def _preload() -> None:
     """Import now what the sender thread needs later: an import there holds the GIL for
     milliseconds while training runs (PIL loads its PNG writer on the first save)."""
-    from PIL import Image
-
-    import vae_visdom.runs.images  # noqa: F401
+    from PIL import Image  # the PNG writer; our image helpers are imported with windows.py
 
     Image.preinit()

@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from vae_visdom.runs.images import make_grid, to_uint8_hwc
+
 Message = tuple[str, dict]
 PLOT_DIGITS = 7  # significant digits of a plotted point: float32's precision, half the JSON of a Python float
 POINTS_PER_SECOND = 5000  # a line plot bigger than this is sent whole less often than once a second
@@ -250,8 +252,6 @@ class ImageGrid(Window):
 def encode_grid(images, nrow: int) -> tuple[str, int, int]:
     """(B, C, H, W) in [0, 1] -> (PNG data URL, width, height). Off the training thread."""
     from PIL import Image
-
-    from vae_visdom.runs.images import make_grid, to_uint8_hwc
 
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))  # (H, W, C) uint8
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # grey stays grey (mode L)

@@ -19,7 +19,6 @@ a resume drops what came after its checkpoint (resume.py says why that loses not
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, RunInfo, Status, StepLog
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
 from vae_visdom.runs.images import save_image
 
 

@@ -17,12 +17,13 @@ from vae_visdom.data import ImageData
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
 from vae_visdom.safe_io import RunWriteError
-from vae_visdom.train import checkpoint, graph_step, mlp_cpu_step
+from vae_visdom.train import checkpoint
 from vae_visdom.train.checkpoint import EpochState
+from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import Command, Controller
-from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Probe, Reason, Status, StepLog)
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Probe, Reason, Status, StepLog
 from vae_visdom.train.objectives import elbo_terms
-from vae_visdom.train.step import autocast_for, backward_and_step, prepare_optimizer
+from vae_visdom.train.step import autocast_for, backward_and_step
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
@@ -125,26 +126,10 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------
     def choose_step(self) -> None:
-        """Choose the step: a captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step
-        of the fully connected VAE (mlp_cpu_step.py) where they apply; else eager autograd.
-
-        Called once the run's state is loaded (optimizer flags come from the checkpoint), and again
-        when the batch size changes on a GPU (a graph is shape-specialised)."""
-        self.step_fn = self._eager_step
-        cfg = self.cfg
-        if self.device.type != "cuda" or cfg.fast_step == "eager":
-            # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
-            prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu" else None)
-            if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(self.model, self.device, cfg.precision) is None:
-                self.step_fn = mlp_cpu_step.MLPStep(self.model, self.optimizer)  # the hand-derived step
-            return
-        step = graph_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
-                                    fallback=self._eager_step, amp=cfg.precision == "bf16")
-        if step is not None:
-            self.step_fn = step
-        elif cfg.fast_step == "graph":
-            why = graph_step.capture_unsupported(self.model, self.optimizer, self.device)
-            print(f"fast step: no captured graph ({why}); training eagerly")
+        """Choose the step (choose_step.py): once the run's state is loaded (optimizer flags come from the
+        checkpoint), and again when the batch size changes on a GPU (a graph is shape-specialised)."""
+        self.step_fn = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
+                                   self._eager_step)
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(self.train_x.index_select(0, idx))  # (B, C, H, W) in [0, 1]

@@ -4,9 +4,8 @@
 
 Every run is a separate process, so each streams live to its own env with its own
 working control panel, and a run that fails (or is killed) harms no other. Runs are
-named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write their
-output to RUN_DIR/train.log. At the end the sweep prints the runs best first and
-builds the comparison env (vae_visdom.monitor.compare).
+named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write to RUN_DIR/train.log.
+At the end the sweep prints the runs best first and builds the comparison env (monitor/compare.py).
 """
 from __future__ import annotations
 
@@ -22,12 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from vae_visdom.config import (DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError, check_name, fit_name,
-                               parse_value, writable_dir)
-from vae_visdom.runs.records import compact_tag, load_run
-from vae_visdom.runs.tables import ranking
+from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError,
+                               check_name, fit_name, parse_value, writable_dir)
 from vae_visdom.flags import add_train_arguments
 from vae_visdom.models import MODELS
+from vae_visdom.runs.records import compact_tag, load_run
+from vae_visdom.runs.tables import ranking
 from vae_visdom.serve.net import server_answers
 
 # grid flag -> dest; the order is the order of the values in run names
@@ -193,11 +192,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     visdom_on = args.visdom is not False
     server, port = args.server or DEFAULT_SERVER, args.port or DEFAULT_PORT
     print(f"sweep {sweep}: {n} run{'s' * (n != 1)}, at most {parallel} at once, in {jobs[0].run_dir.parent}")
-    if visdom_on:
-
-        if not server_answers(urlparse(server).hostname or "127.0.0.1", port):
-            print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
-                  f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
+    if visdom_on and not server_answers(urlparse(server).hostname or DEFAULT_HOST, port):
+        print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
+              f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
 
     def started(i: int, job: Job) -> None:
         live = f"; live: {server}:{port}/env/{job.name}" if visdom_on else ""
@@ -224,6 +221,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if interrupted:
         print(f"\nsweep {sweep} interrupted: running runs were stopped (they keep their checkpoints; "
               f"continue one with `vae-visdom train --resume RUN_DIR`)", file=sys.stderr)
+    records = _report(jobs)
+    if visdom_on and any(r.metrics for r in records):
+        _compare(sweep, records, server, port, args.env, jobs[0].run_dir.parent)
+    failed = [r for r in results if r.returncode not in (0, None) and not r.interrupted]
+    if failed:
+        print(f"{len(failed)} of {n} runs failed:")
+        for r in failed:
+            print(f"  {r.job.name}: exit {r.returncode}: {_last_line(r.job.log_path)} (log: {r.job.log_path})")
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def _report(jobs: list[Job]) -> list:
+    """The runs' records, and the ranking table printed (a run that failed before its config is left out)."""
     records = []
     for job in jobs:
         try:
@@ -233,25 +245,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if records:
         print()
         print(ranking(records))
-    if visdom_on and any(r.metrics for r in records):
-        try:
-            from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
+    return records
 
-            done = compare_runs([r for r in records if r.metrics], server, port, args.env or fit_name(f"compare-{sweep}"))
-            print(f"comparison env: {server}:{port}/env/{done.env}")
-            if len(done.run_envs) > 1:
-                print(f"visdom's compare view of the runs' envs: {done.compare_view_url(server, port)}")
-        except (ImportError, ConnectionError) as err:
-            print(f"comparison env not built ({type(err).__name__}: {err}); later: "
-                  f"vae-visdom compare {sweep} --runs-dir {jobs[0].run_dir.parent}")
-    failed = [r for r in results if r.returncode not in (0, None) and not r.interrupted]
-    if failed:
-        print(f"{len(failed)} of {n} runs failed:")
-        for r in failed:
-            print(f"  {r.job.name}: exit {r.returncode}: {_last_line(r.job.log_path)} (log: {r.job.log_path})")
-    if interrupted:
-        return 130
-    return 1 if failed else 0
+
+def _compare(sweep: str, records: list, server: str, port: int, env: str | None, runs_dir: Path) -> None:
+    """The sweep's comparison env, or a line saying how to build it later."""
+    try:
+        from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
+
+        done = compare_runs([r for r in records if r.metrics], server, port, env or fit_name(f"compare-{sweep}"))
+        print(f"comparison env: {server}:{port}/env/{done.env}")
+        if len(done.run_envs) > 1:
+            print(f"visdom's compare view of the runs' envs: {done.compare_view_url(server, port)}")
+    except (ImportError, RuntimeError, ConnectionError) as err:
+        print(f"comparison env not built ({type(err).__name__}: {err}); later: "
+              f"vae-visdom compare {sweep} --runs-dir {runs_dir}")
 
 
 def _parallel(raw: str) -> int:

@@ -284,3 +284,11 @@ class Board:
         with self.lock:
             for w in self.windows.values():
                 w.sent = -1  # unknown: the server may have died half-way; draw again
+
+
+def preload() -> None:
+    """Import now what the sender thread needs later: an import there holds the GIL for
+    milliseconds while training runs (PIL loads its PNG writer on the first save)."""
+    from PIL import Image  # the PNG writer; our image helpers are imported with windows.py
+
+    Image.preinit()

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 from urllib.parse import quote
 
-from vae_visdom.monitor.visdom_monitor import slug
-from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num
+from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, slug
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
 from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
                                      load_run, resolve_runs, run_labels, short_names)

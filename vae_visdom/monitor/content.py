@@ -13,9 +13,9 @@ from typing import Any, Callable
 import torch
 
 from vae_visdom.train.events import EpochRecord, RunInfo, Status
-from vae_visdom.monitor.panel import format_value
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.records import format_value
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -33,7 +33,7 @@ def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRe
                  ("optimizer", str(c.get("optimizer"))), ("device", r.device), ("seed", str(c.get("seed")))]
     rows.append(("status", f"{st.state}, epoch {st.epoch}/{values.get('epochs') or st.epochs}, "
                            f"step {st.step:,}" + (f" ({st.message})" if st.message else "")))
-    rows.append(("in force", ", ".join(f"{k} {format_value(k, v)}" for k, v in values.items())))
+    rows.append(("in force", ", ".join(f"{k} {format_value(v, k)}" for k, v in values.items())))
     if rec is not None:
         rows += [("last epoch", f"{rec.epoch}: train {rec.train_loss:.3f}, test {rec.test_loss:.3f} nats"),
                  ("epoch time", f"{rec.seconds:.2f} s train + {rec.test_seconds:.2f} s test, "

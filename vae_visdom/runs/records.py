@@ -138,8 +138,14 @@ def resolve_runs(specs: Sequence[str], runs_dir: str | Path) -> list[Path]:
 
 
 # -- formatting, shared by the listing, the comparison pane and the sweep's report -----------------
-def format_value(v: Any) -> str:
-    """1e-3 for small learning rates (as one types them), 0.02 and 128 as they are."""
+def format_value(v: Any, setting: str | None = None) -> str:
+    """The one value formatter. Tables, legends, run names: 1e-3 for small learning rates (as one types
+    them), 0.02 and 128 as they are, "-" for none. A live `setting` (the panel, the run pane) as its input
+    box shows it: lr 0.001, nothing for none."""
+    if setting is not None:
+        if v is None:
+            return ""
+        return f"{float(v):g}" if setting == "lr" else str(v)
     if isinstance(v, float):
         if v != 0 and abs(v) < 1e-2:
             mantissa, exp = f"{v:.3e}".split("e")

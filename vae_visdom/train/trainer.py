@@ -1,5 +1,7 @@
-"""The training loop. It knows nothing of visdom: it polls a Controller between
-steps and hands events to its callbacks (see events.py).
+"""The training loop: polls a Controller between steps, hands events to callbacks, calls probes.
+
+It knows no consumer: visdom, the run files and the inspection probes reach it only through
+the Callback and Probe protocols of events.py.
 
 Data path: the whole dataset lives on the training device as one uint8 tensor;
 each epoch draws a permutation and slices batches from it by indexing, so no

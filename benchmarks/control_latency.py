@@ -35,14 +35,14 @@ def main() -> int:
 
     from vae_visdom.config import TrainConfig
     from vae_visdom.data import load_dataset
-    from vae_visdom.events import Callback
+    from vae_visdom.train.events import Callback
     from vae_visdom.monitor.panel import ROWS
-    from vae_visdom.server import find_free_port, server_answers
+    from vae_visdom.serve.net import find_free_port, server_answers
     from vae_visdom.session import TrainingSession
 
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
     port = find_free_port()
-    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.server", "--port", str(port), "--env-path",
+    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.serve.server", "--port", str(port), "--env-path",
                                str(tmp / "envs")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

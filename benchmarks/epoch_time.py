@@ -40,9 +40,9 @@ from torch import nn  # noqa: E402
 
 from vae_visdom.config import TrainConfig  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
-from vae_visdom.events import Callback  # noqa: E402
+from vae_visdom.train.events import Callback  # noqa: E402
 from vae_visdom.models import build_model  # noqa: E402
-from vae_visdom.objectives import elbo_terms, seed_loss_function  # noqa: E402
+from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
 
 SEED_LOG_INTERVAL = 10  # the seed formats a progress line every 10 batches
@@ -291,11 +291,11 @@ class EpochClock(Callback):
 
 def streaming_overhead(args, data: ImageData, dataset: str, tmp: Path) -> list[str]:
     """Ours with visdom off and on (a real server on a free loopback port), epochs alternating."""
-    from vae_visdom.server import server_answers
+    from vae_visdom.serve.net import server_answers
 
     port = free_port()
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.server", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "vae_visdom.serve.server", "--port", str(port),
                                "--env-path", str(tmp / "envs")], stdout=log, stderr=subprocess.STDOUT,
                               cwd=Path(__file__).resolve().parents[1])
     try:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from vae_visdom.server import find_free_port, server_answers
+from vae_visdom.serve.net import find_free_port, server_answers
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
@@ -35,7 +35,7 @@ CHROME_FLAGS = [
 
 
 class VisdomServer:
-    """A `vae_visdom.server` subprocess; start()/stop()/kill() keep the same port and env path."""
+    """A `vae_visdom.serve.server` subprocess; start()/stop()/kill() keep the same port and env path."""
 
     def __init__(self, env_path: Path, log_path: Path, port: int | None = None, host: str = "127.0.0.1",
                  args: list[str] | None = None, env: dict[str, str] | None = None):
@@ -52,7 +52,7 @@ class VisdomServer:
         # a runs folder of its own: the default ./runs (the repository's, with a developer's runs) would be
         # replayed into every test server by the catch-up
         runs = [] if "--runs-dir" in self.args else ["--runs-dir", str(self.env_path.parent / "runs")]
-        return [sys.executable, "-m", "vae_visdom.server", "--host", self.host, "--port", str(self.port),
+        return [sys.executable, "-m", "vae_visdom.serve.server", "--host", self.host, "--port", str(self.port),
                 "--env-path", str(self.env_path), *runs, *self.args]
 
     def start(self, timeout: float = START_TIMEOUT_S) -> "VisdomServer":

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from vae_visdom.analysis import (PCA, figures_for_epoch, interpolation_strip, latent_manifold_grid, pca_fit,
-                                 pca_payloads, pca_recon_error, pca_reconstruct, posterior_scatter)
+from vae_visdom.insight.latent import figures_for_epoch, interpolation_strip, latent_manifold_grid, posterior_scatter
+from vae_visdom.insight.pca import PCA, pca_fit, pca_payloads, pca_recon_error, pca_reconstruct
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.objectives import recon_nll
+from vae_visdom.train.objectives import recon_nll
 
 
 def correlated_data(n: int = 400, p: int = 20, seed: int = 0) -> torch.Tensor:
@@ -203,7 +203,7 @@ def test_pca_payloads_show_originals_over_reconstructions():
 def test_pca_with_fewer_examples_than_pixels_matches_numpy_svd():
     import numpy as np
 
-    from vae_visdom.analysis import pca_fit, pca_recon_error
+    from vae_visdom.insight.pca import pca_fit, pca_recon_error
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(40, 300, generator=g, dtype=torch.float64)  # N < P: the Gram-matrix path

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from vae_visdom.controller import Controller
+from vae_visdom.train.controller import Controller
 
 
 @pytest.mark.parametrize("raw", ["abc", "-1", "0", "1e9", "nan", "inf", "", "  ", None])

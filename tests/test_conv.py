@@ -5,7 +5,7 @@ from torch.func import functional_call
 
 from vae_visdom.models import MODELS, build_model
 from vae_visdom.models.conv import ConvVAE
-from vae_visdom.objectives import elbo_terms
+from vae_visdom.train.objectives import elbo_terms
 
 
 @pytest.mark.parametrize("name, shape", [("conv", (1, 28, 28)), ("conv64", (1, 64, 64)), ("conv64", (3, 64, 64))])

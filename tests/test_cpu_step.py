@@ -1,4 +1,4 @@
-"""The hand-derived CPU step of the fully connected VAE (vae_visdom/cpu_step.py) against autograd."""
+"""The hand-derived CPU step of the fully connected VAE (vae_visdom/train/mlp_cpu_step.py) against autograd."""
 import contextlib
 import copy
 import json
@@ -8,10 +8,10 @@ import torch
 
 from tests.conftest import synthetic_data
 from vae_visdom.config import TrainConfig
-from vae_visdom.cpu_step import MLPStep, unsupported
+from vae_visdom.train.mlp_cpu_step import MLPStep, unsupported
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
-from vae_visdom.trainer import backward_and_step
+from vae_visdom.train.step import backward_and_step
 
 
 def twins(model_name: str, hidden: int = 64, latent: int = 5, optimizer: str = "adam"):

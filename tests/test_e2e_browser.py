@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import screenshot, wait_for
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
 from vae_visdom.session import TrainingSession
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from vae_visdom.config import TrainConfig
-from vae_visdom.evaluate import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, eval_mode, floats_per_pair,
+from vae_visdom.insight.iwae import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, eval_mode, floats_per_pair,
                                  format_result, iw_log_likelihood)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.objectives import recon_nll
+from vae_visdom.train.objectives import recon_nll
 
 
 class LinearGaussianVAE(VAE):
@@ -226,7 +226,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode():
 
 
 def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys):
-    from vae_visdom.evaluate import add_cli
+    from vae_visdom.insight.eval_run import add_cli
 
     cfg = TrainConfig(dataset="mnist", model="mlp", latent_dim=4, hidden_dim=32, seed=3).with_model_defaults()
     (tmp_path / "config.json").write_text(cfg.to_json())
@@ -250,7 +250,7 @@ def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys)
 
 
 def test_eval_subcommand_reports_a_missing_run_dir_without_a_traceback(tmp_path, capsys):
-    from vae_visdom.evaluate import add_cli
+    from vae_visdom.insight.eval_run import add_cli
 
     parser = argparse.ArgumentParser(prog="vae-visdom")
     add_cli(parser.add_subparsers(dest="command"))

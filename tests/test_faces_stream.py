@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
 from vae_visdom.session import TrainingSession
 

@@ -1,4 +1,4 @@
-"""The captured CUDA step (vae_visdom/fast_step.py) and the epoch-time benchmark (benchmarks/epoch_time.py)."""
+"""The captured CUDA step (vae_visdom/train/graph_step.py) and the epoch-time benchmark (benchmarks/epoch_time.py)."""
 import copy
 import importlib.util
 import re
@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom import checkpoint
+from vae_visdom.train import checkpoint
 from vae_visdom.config import TrainConfig
-from vae_visdom.fast_step import make_step, prepare_optimizer
+from vae_visdom.train.graph_step import make_step
+from vae_visdom.train.step import prepare_optimizer
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
-from vae_visdom.trainer import Trainer
+from vae_visdom.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "epoch_time.py"
@@ -70,7 +71,7 @@ def run_session(tmp_path, name, fast_step):
 def test_cpu_training_with_graph_is_the_eager_step_and_auto_the_hand_derived_one(tmp_path):
     """fast_step=graph on CPU (no CUDA graph there) trains exactly as the eager step: same weights, bit for
     bit. auto takes the hand-derived MLP step (tests/test_cpu_step.py compares it with autograd)."""
-    from vae_visdom.cpu_step import MLPStep
+    from vae_visdom.train.mlp_cpu_step import MLPStep
 
     runs = {mode: run_session(tmp_path, mode, mode) for mode in ("eager", "auto", "graph")}
     for mode, (session, status) in runs.items():

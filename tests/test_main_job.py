@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vae_visdom.data import default_cache_dir
-from vae_visdom.server import find_free_port, server_answers
+from vae_visdom.serve.net import find_free_port, server_answers
 
 REPO = Path(__file__).resolve().parent.parent
 

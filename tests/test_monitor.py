@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_visdom.events import CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 from vae_visdom.monitor import TITLES, VisdomMonitor, replay
-from vae_visdom.server import find_free_port
+from vae_visdom.serve.net import find_free_port
 
 CFG = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10, model="mlp", latent_dim=20, hidden_dim=400,
            likelihood="bernoulli", optimizer="adam", seed=1)

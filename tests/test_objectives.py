@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vae_visdom.models import MODELS, build_model
-from vae_visdom.objectives import elbo_terms, gaussian_kl, recon_nll, seed_loss_function
+from vae_visdom.train.objectives import elbo_terms, gaussian_kl, recon_nll, seed_loss_function
 
 
 def test_mlp_matches_the_seed_architecture_and_shapes():

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tests.test_monitor import feed_epoch, run_info, window_data
-from vae_visdom.controller import Controller
-from vae_visdom.events import CommandEvent, Status, StepLog
+from vae_visdom.train.controller import Controller
+from vae_visdom.train.events import CommandEvent, Status, StepLog
 from vae_visdom.monitor import VisdomMonitor
 from vae_visdom.monitor.panel import ROWS
 

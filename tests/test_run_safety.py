@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom import checkpoint
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.train import checkpoint
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
-from vae_visdom.events import Callback
+from vae_visdom.train.events import Callback
 from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,9 +91,9 @@ def straight(tmp_path_factory) -> dict[int, Path]:
 
 def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tmp_path):
     """Item 6: the lock is taken before anything in the folder is touched, and given back at the end."""
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
-    from vae_visdom.run_lock import holder
+    from vae_visdom.runs.lock import holder
 
     run_dir = tmp_path / "run"
     first = TrainingSession(config(run_dir), data=small_data(), progress=False)
@@ -147,7 +147,7 @@ def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_n
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
-    from vae_visdom.run_lock import holder as lock_holder
+    from vae_visdom.runs.lock import holder as lock_holder
 
     assert (run_dir / "trainer.lock").exists() and lock_holder(run_dir) is None  # the kernel let go of it
     # no stale lock: the next trainer gets the folder (new run here; its data is not even loaded)
@@ -176,7 +176,7 @@ def _log_xs(path: Path, trace: str = STEP_TRACE) -> list[float]:
 
 
 def _dead_port() -> int:
-    from vae_visdom.server import find_free_port
+    from vae_visdom.serve.net import find_free_port
 
     return find_free_port("127.0.0.1")
 
@@ -558,7 +558,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
     one thread (so forking is safe), each run in a forked child."""
     import traceback
 
-    from vae_visdom.cli import UsageError
+    from vae_visdom.config import UsageError
 
     torch.set_num_threads(1)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo (~2 s) once, not per child

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import synthetic_data
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.cli import main
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor import TITLES
 from vae_visdom.monitor.compare import TITLES as CMP_TITLES
 from vae_visdom.monitor.compare import build_comparison
-from vae_visdom.runs import load_run
+from vae_visdom.runs.records import load_run
 from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,8 +23,8 @@ from tests.conftest import synthetic_data
 from tests.fixtures import REPO, wait_for
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
-from vae_visdom.server import find_free_port
-from vae_visdom.server_envs import RUN_LOG, lock_holder, stale_runs
+from vae_visdom.serve.net import find_free_port
+from vae_visdom.serve.envs import RUN_LOG, lock_holder, stale_runs
 
 EVIL = "http://evil.example"
 NAME_RULE = "allowed: 1 to 100 of the characters"
@@ -451,7 +451,7 @@ def test_5_save_on_exit_never_writes_outside_the_env_folder(visdom_server_factor
 def test_5_save_envs_and_visdoms_own_writer_skip_ids_outside_the_rule(tmp_path, caplog):
     from visdom.utils import server_utils
 
-    from vae_visdom import server as server_module
+    from vae_visdom.serve import server as server_module
 
     env = tmp_path / "env"
     app = server_module.make_application(env)
@@ -477,7 +477,7 @@ def test_6_a_host_header_naming_another_machine_is_refused(server):
 
 
 def test_6_the_host_rule_knows_the_bound_name_of_a_remote_bind():
-    from vae_visdom.server_guard import host_refusal
+    from vae_visdom.serve.guard import host_refusal
 
     for bind in ("gpu-box.example", "10.1.2.3"):
         assert host_refusal(f"{bind}:8097", bind) is None
@@ -488,7 +488,7 @@ def test_6_the_host_rule_knows_the_bound_name_of_a_remote_bind():
 
 
 def run_server_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vae_visdom.server", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vae_visdom.serve.server", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 

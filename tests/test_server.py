@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from tests.fixtures import REPO, screenshot, wait_for
-from vae_visdom import assets
-from vae_visdom import server as server_module
-from vae_visdom.server import find_free_port, server_answers
+from vae_visdom.serve import assets
+from vae_visdom.serve import server as server_module
+from vae_visdom.serve.net import find_free_port, server_answers
 
 # a proxy nobody listens on: if anything in the server tried the web through urllib/requests, it would fail
 NO_WEB = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -28,7 +28,7 @@ NO_WEB = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9
 
 
 def run_server_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vae_visdom.server", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vae_visdom.serve.server", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
@@ -49,7 +49,7 @@ def test_assets_missing_lists_every_ui_file_of_an_empty_static_dir(tmp_path):
 
 
 def test_assets_check_cli_exits_1_and_lists_missing_files(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vae_visdom.assets", "check", "--static-dir", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "vae_visdom.serve.assets", "check", "--static-dir", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "js/jquery.min.js" in out.stdout and "version.built" in out.stdout

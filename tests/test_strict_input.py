@@ -11,7 +11,7 @@ import pytest
 
 from vae_visdom.cli import main
 from vae_visdom.config import ConfigError, TrainConfig, check_name, parse_value
-from vae_visdom.controller import Controller
+from vae_visdom.train.controller import Controller
 
 REPO = Path(__file__).resolve().parents[1]
 

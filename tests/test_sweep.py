@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vae_visdom.callbacks import read_jsonl
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.cli import build_parser, main
 from vae_visdom.monitor import TITLES
 from vae_visdom.monitor.compare import TITLES as CMP_TITLES

@@ -10,7 +10,8 @@ import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,12 +20,18 @@ class ConfigError(ValueError):
     """A value outside the rules. str(err) is one line for the user."""
 
 
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
 DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
+DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 # MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
 
 
@@ -132,16 +139,6 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return None
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[Any, str], str]:
-    def parse(raw: Any, name: str) -> str:
-        text = str(raw).strip().lower()
-        if text not in options:
-            raise ConfigError(f"{name}: unknown value {shown(raw)}; allowed: {', '.join(options)}")
-        return text
-
-    return parse
-
-
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
                live=True, applies="from the next optimizer step, to every parameter group"),
@@ -214,13 +211,12 @@ class TrainConfig:
     views: bool = True  # latent views and the PCA baseline (cheap: a few ms an epoch)
     iw_samples: int = 100
     visdom: bool = True
-    server: str = "http://127.0.0.1"
-    port: int = 8097
+    server: str = DEFAULT_SERVER
+    port: int = DEFAULT_PORT
     env: str | None = None
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -263,10 +259,40 @@ class TrainConfig:
 
     def with_model_defaults(self) -> "TrainConfig":
         """Fill the fields left None from the model's and the dataset's defaults."""
-        from vae_visdom.models import MODELS
+        from vae_visdom.models import MODELS  # late, as in validate
 
         defaults = MODELS[self.model].defaults_for(self.dataset)
         for key, value in defaults.items():
             if getattr(self, key, None) is None:
                 setattr(self, key, value)
         return self
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """dataset-model-lr-bs-time: the name of a run the user did not name."""
+    return f"{cfg.dataset}-{cfg.model}-lr{cfg.lr:g}-bs{cfg.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def writable_dir(path: Path) -> Path:
+    """`path`, created and proven writable; UsageError otherwise."""
+    probe = path / ".write-test"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            probe.write_text("ok")
+        finally:
+            probe.unlink(missing_ok=True)  # a full disk can fail the write after creating the file
+    except OSError as err:
+        raise UsageError(f"output dir {path} is not writable ({err.strerror or err}); choose another with --out")
+    return path
+
+
+def resolve_device(name: str):
+    """auto | cpu | cuda -> a torch.device; UsageError when CUDA is asked for and absent."""
+    import torch  # late: config is read to print --help, which must not load torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device: cuda was asked for but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)

@@ -1,5 +1,7 @@
-"""The run folder's writes: whole files replaced atomically, lines appended whole, and one error
-that names the file.
+"""The run folder's writes: whole files replaced atomically, lines appended whole, one error naming the file.
+
+On the ground floor (beside config.py) because train/ (checkpoints), runs/ (run files, PNGs) and the
+session all write through it.
 
 - atomic_write(path, data): PATH.tmp written, fsynced, then os.replace'd over PATH; on any error
   the .tmp is removed. A reader (or a crash) sees the old file or the new one, never half of one.
@@ -8,7 +10,7 @@ that names the file.
 - sync(path): fsync a file already written, before a checkpoint says that it exists.
 - RunWriteError: an OSError that reads "cannot write PATH: [Errno 28] No space left on device".
 
-resume.py has the order the trainer writes an epoch in, and why a kill at any point leaves a
+runs/resume.py has the order the trainer writes an epoch in, and why a kill at any point leaves a
 run that resumes with every epoch once.
 """
 from __future__ import annotations

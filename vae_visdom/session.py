@@ -1,27 +1,31 @@
 """One training run put together: config -> data -> model -> trainer -> observers.
 
 Used by `vae-visdom train`, by `vae-visdom sweep` and by the tests, so all of them
-run the same code. The session holds the run folder's lock (run_lock.py) from before it touches
-the folder until it is closed; a resume is planned and the folder put right by resume.py.
+run the same code. The session holds the run folder's lock (runs/lock.py) from before it touches
+the folder until it is closed; a resume is planned and the folder put right by runs/resume.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
 
 import torch
 
-from vae_visdom import resume as resuming
 from vae_visdom import safe_io
-from vae_visdom.callbacks import ProgressPrinter, RunFiles
-from vae_visdom.config import ConfigError, TrainConfig
-from vae_visdom.controller import Controller
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
 from vae_visdom.data import ImageData, load_dataset
-from vae_visdom.events import Callback, Status
+from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model
-from vae_visdom.run_lock import RunFolderBusy, RunLock
-from vae_visdom.trainer import Trainer, make_optimizer
+from vae_visdom.runs import resume as resuming
+from vae_visdom.runs.files import RunFiles
+from vae_visdom.runs.lock import RunFolderBusy, RunLock
+from vae_visdom.runs.progress import ProgressPrinter
+from vae_visdom.train.controller import Controller
+from vae_visdom.train.events import Callback, RunInfo, Status
+from vae_visdom.train.step import make_optimizer
+from vae_visdom.train.trainer import Trainer
 
 
 class TrainingSession:
@@ -29,13 +33,11 @@ class TrainingSession:
                  controller: Controller | None = None,
                  callbacks: list[Callback] | None = None, data: ImageData | None = None,
                  progress: bool = True, monitor: Callback | None = None):
-        from vae_visdom.cli import UsageError, _writable_dir, default_run_name, resolve_device
-
         self.cfg = cfg.validate().with_model_defaults()
         self.resume = resume
         self.device = resolve_device(cfg.device)
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
-        self.run_dir = _writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
+        self.run_dir = writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
         cfg.out = str(self.run_dir)
         cfg.env = cfg.env or cfg.name
         self.lock = RunLock(self.run_dir)
@@ -64,8 +66,6 @@ class TrainingSession:
 
     def _build(self, cfg: TrainConfig, resume: bool, overrides: dict | None, controller: Controller | None,
                data: ImageData | None) -> None:
-        from vae_visdom.cli import UsageError
-
         point = None
         if resume:
             try:  # read (and judged) before the data is loaded: a bad folder is said at once
@@ -88,9 +88,13 @@ class TrainingSession:
             raise ConfigError(f"model: {err}") from None
         model.to(self.device)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-        self.controller = controller or Controller()
+        self.controller = controller or Controller(n_train=len(self.data.train))
+        self.controller.context.setdefault("n_train", len(self.data.train))  # a caller's own controller too
+        probes = [InsightProbe(model, self.data, self.device, views=cfg.views, iw_every=cfg.iw_every,
+                               iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
+                  ] if cfg.views or cfg.iw_every else []
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
-                               run_dir=str(self.run_dir), run_name=cfg.name)
+                               run_dir=str(self.run_dir), run_name=cfg.name, probes=probes)
         if point is not None:
             try:
                 self.trainer.load_state_dict(point.state)  # the live values in force when it stopped, too
@@ -102,27 +106,22 @@ class TrainingSession:
             notes = point.notes + resuming.reconcile(self.run_dir, point.state)
             resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
+        self.trainer.choose_step()  # once, with the run's state and live values in place
         safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
 
     def _apply_overrides(self, overrides: dict) -> None:
         """Flags given with --resume win over the values the checkpoint had in force."""
         t = self.trainer
-        if "lr" in overrides:
-            for group in t.optimizer.param_groups:
-                group["lr"] = overrides["lr"]
-        for name in ("epochs", "batch_size", "log_interval"):
-            if name in overrides:
-                setattr(t, name, overrides[name])
-        if "batch_size" in overrides:
-            t._rebuild_step()
+        for name, value in overrides.items():
+            t.apply_setting(name, value)  # the panel's path too
         # config.json records the values the run continues with
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
         self.cfg.batch_size, self.cfg.log_interval = t.batch_size, t.log_interval
 
     def _make_monitor(self) -> Callback | None:
         try:
-            from vae_visdom.monitor import VisdomMonitor
-        except ImportError as err:
+            from vae_visdom.monitor import VisdomMonitor  # late: only the monitor imports visdom
+        except (ImportError, RuntimeError) as err:  # visdom 0.3 raises RuntimeError below Python 3.12
             print(f"visdom monitor unavailable ({err}); training without it", file=sys.stderr)
             return None
         return VisdomMonitor(server=self.cfg.server, port=self.cfg.port, env=self.cfg.env, run_dir=self.run_dir,
@@ -160,8 +159,13 @@ class TrainingSession:
 
     def announce(self) -> None:
         """Tell every observer the run starts (`run` does this; so does a caller driving epochs itself)."""
-        info = self.trainer.run_info(self.cfg.env if self.monitor else None, self.data.source, self.resume,
-                                     self.url)
+        t = self.trainer
+        info = RunInfo(
+            name=t.run_name, run_dir=str(t.run_dir), env=self.cfg.env if self.monitor else None,
+            config=dataclasses.asdict(self.cfg), device=str(t.device), dataset=self.cfg.dataset, n_train=t.n_train,
+            n_test=len(t.test_x), image_shape=tuple(t.train_x.shape[1:]),
+            n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
+            start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
         for cb in self.trainer.callbacks:
             cb.on_run_start(info)
 

@@ -4,9 +4,8 @@
 
 Every run is a separate process, so each streams live to its own env with its own
 working control panel, and a run that fails (or is killed) harms no other. Runs are
-named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write their
-output to RUN_DIR/train.log. At the end the sweep prints the runs best first and
-builds the comparison env (vae_visdom.monitor.compare).
+named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write to RUN_DIR/train.log.
+At the end the sweep prints the runs best first and builds the comparison env (monitor/compare.py).
 """
 from __future__ import annotations
 
@@ -22,8 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from vae_visdom.config import OPTIMIZERS, ConfigError, check_name, fit_name, parse_value
-from vae_visdom.runs import compact_tag, load_run, ranking
+from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError,
+                               check_name, fit_name, parse_value, writable_dir)
+from vae_visdom.flags import add_train_arguments
+from vae_visdom.models import MODELS
+from vae_visdom.runs.records import compact_tag, load_run
+from vae_visdom.runs.tables import ranking
+from vae_visdom.serve.net import server_answers
 
 # grid flag -> dest; the order is the order of the values in run names
 GRID = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",
@@ -33,8 +37,6 @@ OWN = set(GRID) | {"name", "out", "resume", "env", "runs_dir", "parallel"}  # no
 
 def parse_list(name: str, text: str) -> list[Any]:
     """'1e-3, 3e-4' -> [0.001, 0.0003] under the rules of `name` (config.RULES, or the choices); duplicates dropped."""
-    from vae_visdom.models import MODELS
-
     items = [t.strip() for t in str(text).split(",")]
     if not all(items):
         raise ConfigError(f"{name}: empty value in the list {text!r}; give values separated by commas")
@@ -142,7 +144,6 @@ def _cli_flags(args: argparse.Namespace, actions: list[tuple[str, str, Any]]) ->
 
 def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[Job], int]:
     """(sweep name, jobs, parallel) from the command line; raises ConfigError/UsageError before anything starts."""
-    from vae_visdom.cli import UsageError, _writable_dir
 
     for dest, flag in (("out", "--out"), ("resume", "--resume")):
         if getattr(args, dest, None):
@@ -157,7 +158,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[
         check_name(name, "name")
     if getattr(args, "env", None):
         check_name(args.env, "env")
-    runs_dir = _writable_dir(Path(args.runs_dir or "runs"))
+    runs_dir = writable_dir(Path(args.runs_dir or "runs"))
     parallel = args.parallel
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # train.log follows the run as it goes
     if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
@@ -189,14 +190,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep, jobs, parallel = plan(args)
     n = len(jobs)
     visdom_on = args.visdom is not False
-    server, port = args.server or "http://127.0.0.1", args.port or 8097
+    server, port = args.server or DEFAULT_SERVER, args.port or DEFAULT_PORT
     print(f"sweep {sweep}: {n} run{'s' * (n != 1)}, at most {parallel} at once, in {jobs[0].run_dir.parent}")
-    if visdom_on:
-        from vae_visdom.server import server_answers
-
-        if not server_answers(urlparse(server).hostname or "127.0.0.1", port):
-            print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
-                  f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
+    if visdom_on and not server_answers(urlparse(server).hostname or DEFAULT_HOST, port):
+        print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
+              f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
 
     def started(i: int, job: Job) -> None:
         live = f"; live: {server}:{port}/env/{job.name}" if visdom_on else ""
@@ -223,6 +221,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if interrupted:
         print(f"\nsweep {sweep} interrupted: running runs were stopped (they keep their checkpoints; "
               f"continue one with `vae-visdom train --resume RUN_DIR`)", file=sys.stderr)
+    records = _report(jobs)
+    if visdom_on and any(r.metrics for r in records):
+        _compare(sweep, records, server, port, args.env, jobs[0].run_dir.parent)
+    failed = [r for r in results if r.returncode not in (0, None) and not r.interrupted]
+    if failed:
+        print(f"{len(failed)} of {n} runs failed:")
+        for r in failed:
+            print(f"  {r.job.name}: exit {r.returncode}: {_last_line(r.job.log_path)} (log: {r.job.log_path})")
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def _report(jobs: list[Job]) -> list:
+    """The runs' records, and the ranking table printed (a run that failed before its config is left out)."""
     records = []
     for job in jobs:
         try:
@@ -232,25 +245,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if records:
         print()
         print(ranking(records))
-    if visdom_on and any(r.metrics for r in records):
-        try:
-            from vae_visdom.monitor.compare import compare_runs
+    return records
 
-            done = compare_runs([r for r in records if r.metrics], server, port, args.env or fit_name(f"compare-{sweep}"))
-            print(f"comparison env: {server}:{port}/env/{done.env}")
-            if len(done.run_envs) > 1:
-                print(f"visdom's compare view of the runs' envs: {done.compare_view_url(server, port)}")
-        except (ImportError, ConnectionError) as err:
-            print(f"comparison env not built ({type(err).__name__}: {err}); later: "
-                  f"vae-visdom compare {sweep} --runs-dir {jobs[0].run_dir.parent}")
-    failed = [r for r in results if r.returncode not in (0, None) and not r.interrupted]
-    if failed:
-        print(f"{len(failed)} of {n} runs failed:")
-        for r in failed:
-            print(f"  {r.job.name}: exit {r.returncode}: {_last_line(r.job.log_path)} (log: {r.job.log_path})")
-    if interrupted:
-        return 130
-    return 1 if failed else 0
+
+def _compare(sweep: str, records: list, server: str, port: int, env: str | None, runs_dir: Path) -> None:
+    """The sweep's comparison env, or a line saying how to build it later."""
+    try:
+        from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
+
+        done = compare_runs([r for r in records if r.metrics], server, port, env or fit_name(f"compare-{sweep}"))
+        print(f"comparison env: {server}:{port}/env/{done.env}")
+        if len(done.run_envs) > 1:
+            print(f"visdom's compare view of the runs' envs: {done.compare_view_url(server, port)}")
+    except (ImportError, RuntimeError, ConnectionError) as err:
+        print(f"comparison env not built ({type(err).__name__}: {err}); later: "
+              f"vae-visdom compare {sweep} --runs-dir {runs_dir}")
 
 
 def _parallel(raw: str) -> int:
@@ -265,7 +274,6 @@ def _parallel(raw: str) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `vae-visdom sweep`: every `train` flag, with comma lists for the grid ones."""
-    from vae_visdom.cli import add_train_arguments
 
     p = subparsers.add_parser(
         "sweep", help="train a grid of runs (comma lists) and compare them", conflict_handler="resolve",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from vae_visdom.data import DataError, ImageData
+from vae_visdom.data.base import DataError, ImageData
 
 SIZE = 64
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".pgm", ".ppm", ".pbm", ".pnm", ".gif",

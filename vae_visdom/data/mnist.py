@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae_visdom.data import DataError, ImageData, default_cache_dir
+from vae_visdom.data.base import DataError, ImageData, default_cache_dir
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -80,7 +80,6 @@ class Board:
         self.failures = 0
         self.log_failures = 0  # failed writes to the log file (warned about once)
         self.saves = 0  # env saves the server did
-        self.cpu_seconds = 0.0  # CPU time the sender thread used (what it can take from training)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._save_after: dict[str, int] | None = None  # versions the next save must include
@@ -182,7 +181,6 @@ class Board:
                 self._wake.wait(self.tick)
             self._wake.clear()
             stopping = self._stop.is_set()
-            cpu0 = time.thread_time()
             try:
                 self._encode_images()
                 self._write_log(force=stopping)
@@ -195,7 +193,6 @@ class Board:
                         backoff = min(backoff * 2, self.max_backoff)
             except Exception:  # the sender must outlive any bug in one window
                 log.exception("visdom sender")
-            self.cpu_seconds += time.thread_time() - cpu0
             if stopping:
                 break
         if self._log_file is not None:
@@ -287,3 +284,11 @@ class Board:
         with self.lock:
             for w in self.windows.values():
                 w.sent = -1  # unknown: the server may have died half-way; draw again
+
+
+def preload() -> None:
+    """Import now what the sender thread needs later: an import there holds the GIL for
+    milliseconds while training runs (PIL loads its PNG writer on the first save)."""
+    from PIL import Image  # the PNG writer; our image helpers are imported with windows.py
+
+    Image.preinit()

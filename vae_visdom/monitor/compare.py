@@ -2,11 +2,12 @@
 
     build_comparison(runs, vis, env=None) -> Comparison   draw into a connected visdom client
     compare_runs(runs, server, port, env=None)             connect, draw, save the env
+    add_cli(subparsers)                                    registers `vae-visdom compare`
 
 Windows: loss per epoch (train dashed, test solid, one colour per run), train loss every
 log interval, a table of hyperparameters and losses with the best run marked, and each
 run's last prior samples side by side. Legends are the run's short name plus the
-hyperparameters that differ between the runs (runs.run_labels).
+hyperparameters that differ between the runs (runs/records.py, run_labels).
 
 Each run's own env keeps the monitor's titles ("loss", "samples from the prior", ...),
 so visdom's compare view, /compare/ENV_A+ENV_B, also merges them by title; it is
@@ -15,19 +16,23 @@ env names come in sorted order, so they are sorted there).
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import html
 import io
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 from urllib.parse import quote
 
-from vae_visdom.monitor.visdom_monitor import slug
-from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num
-from vae_visdom.runs import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
-                             run_labels, short_names)
+from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, slug
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
+from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
+                                     load_run, resolve_runs, run_labels, short_names)
+from vae_visdom.runs.tables import ranking
+from vae_visdom.monitor.board import connect
 
 TITLES = {
     "epochs": "loss per epoch (train dashed, test solid)",
@@ -43,7 +48,6 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 class Comparison:
     env: str
     windows: dict[str, str]  # kind (TITLES' keys) -> window id
-    labels: dict[str, str]  # run name -> legend label
     best: str | None  # name of the run with the lowest test loss
     run_envs: list[str] = field(default_factory=list)  # the runs' own envs
 
@@ -170,18 +174,50 @@ def build_comparison(runs: Sequence[RunRecord], vis, env: str | None = None) -> 
                    "win": windows["samples"], "eid": env,
                    "opts": {"title": TITLES["samples"], "width": w + 20, "height": h + 60}}, endpoint="events")
     winner = best_run(runs)
-    return Comparison(env, windows, {r.name: lab for r, lab in zip(runs, labels)},
-                      winner.name if winner else None, [str(r.config.get("env") or r.name) for r in runs])
+    return Comparison(env, windows, winner.name if winner else None, [str(r.config.get("env") or r.name) for r in runs])
 
 
-def compare_runs(runs: Sequence[RunRecord], server: str = "http://127.0.0.1", port: int = 8097,
+def compare_runs(runs: Sequence[RunRecord], server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT,
                  env: str | None = None, username: str | None = None, password: str | None = None) -> Comparison:
     """Connect, build the comparison env and save it on the server. Raises ConnectionError without a server."""
-    from vae_visdom.monitor.board import connect
-
     env = env or default_env(runs)
     vis = connect(server, port, env, username, password)
     done = build_comparison(runs, vis, env)
     vis.save([env])
     return done
 
+
+# -- command line ----------------------------------------------------------------------------------
+def add_cli(subparsers) -> None:
+    """Register `vae-visdom compare`."""
+    p = subparsers.add_parser("compare", help="lay runs side by side in a visdom env",
+                              description="Build a visdom env comparing runs, from their files: train and test "
+                                          "curves overlaid, a table of hyperparameters and losses (best run "
+                                          "marked), and each run's last prior samples side by side.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
+    p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
+    p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
+    p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.env is not None:
+        check_name(args.env, "env")
+    try:
+        records = [load_run(p) for p in resolve_runs(args.runs, args.runs_dir)]
+    except (LookupError, OSError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(ranking(records))
+    try:
+        done = compare_runs(records, args.server, args.port, args.env)
+    except ConnectionError:
+        print(f"vae-visdom compare: error: no visdom server answers at {args.server}:{args.port} "
+              f"(start one with `vae-visdom serve`)", file=sys.stderr)
+        return 1
+    print(f"comparison env: {args.server}:{args.port}/env/{done.env}")
+    if len(records) > 1:
+        print(f"visdom's own compare view of the runs' envs: {done.compare_view_url(args.server, args.port)}")
+    return 0

@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import torch
 
-from vae_visdom.events import EpochRecord, RunInfo, Status
-from vae_visdom.monitor.panel import format_value
+from vae_visdom.train.events import EpochRecord, RunInfo, Status
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
+from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.records import format_value
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -32,7 +33,7 @@ def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRe
                  ("optimizer", str(c.get("optimizer"))), ("device", r.device), ("seed", str(c.get("seed")))]
     rows.append(("status", f"{st.state}, epoch {st.epoch}/{values.get('epochs') or st.epochs}, "
                            f"step {st.step:,}" + (f" ({st.message})" if st.message else "")))
-    rows.append(("in force", ", ".join(f"{k} {format_value(k, v)}" for k, v in values.items())))
+    rows.append(("in force", ", ".join(f"{k} {format_value(v, k)}" for k, v in values.items())))
     if rec is not None:
         rows += [("last epoch", f"{rec.epoch}: train {rec.train_loss:.3f}, test {rec.test_loss:.3f} nats"),
                  ("epoch time", f"{rec.seconds:.2f} s train + {rec.test_seconds:.2f} s test, "
@@ -70,8 +71,6 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
     folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
-    from vae_visdom.callbacks import read_jsonl
-
     paths = [Path(run_dir) / name for name in ("metrics.jsonl", "steps.jsonl")]
     if not any(p.exists() for p in paths):
         return False

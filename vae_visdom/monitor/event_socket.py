@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class EventSocket:
     def __init__(self, server: str, port: int, base_url: str = "", cookie: Callable[[], str] | None = None,
                  on_event: Callable[[dict], None] | None = None,
-                 on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
+                 on_disconnect: Callable[[], None] | None = None,
                  max_backoff: float = 2.0):
         parsed = urlparse(server if "://" in server else f"http://{server}")
         scheme = "wss" if parsed.scheme == "https" else "ws"
@@ -33,7 +33,7 @@ class EventSocket:
         if parsed.hostname and ":" in parsed.hostname:  # IPv6 literal
             self.url = f"{scheme}://[{parsed.hostname}]:{port}{base_url}/vis_socket"
         self.cookie = cookie
-        self.on_event, self.on_connect, self.on_disconnect = on_event, on_connect, on_disconnect
+        self.on_event, self.on_disconnect = on_event, on_disconnect
         self.max_backoff = max_backoff
         self.connected = threading.Event()
         self._closed = threading.Event()
@@ -82,8 +82,6 @@ class EventSocket:
 
     def _opened(self, ws) -> None:
         self.connected.set()
-        if self.on_connect:
-            self.on_connect()
 
     def _closed_cb(self, ws, code=None, reason=None) -> None:
         pass  # handled after run_forever returns, in _run

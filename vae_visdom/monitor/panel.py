@@ -24,22 +24,15 @@ import time
 from typing import Any
 
 from vae_visdom.config import RULES
-from vae_visdom.controller import SETTINGS, Command, Controller
-from vae_visdom.events import CommandEvent, Status
+from vae_visdom.train.controller import SETTINGS, Command, Controller
+from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
+from vae_visdom.runs.records import format_value
 
 ROWS = ("status", "stop", *SETTINGS, "message")  # row i of the pane; "status" carries Pause/Resume
 LIVE_STATES = ("starting", "running", "paused")
 MAX_EVENTS = 300  # entries kept in the events pane (events.jsonl keeps them all)
-
-
-def format_value(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name == "lr":
-        return f"{float(value):g}"
-    return str(value)
 
 
 class ControlPanel:
@@ -55,7 +48,6 @@ class ControlPanel:
         self.ended = False
         self._flip = [False] * len(ROWS)  # see _rows
         self._entries: list[list] = []  # [key, html], oldest first
-        self.handled = 0  # browser events acted on (tests, report)
         with board.lock:
             self._refresh()
             self.events.set(self._events_html())
@@ -125,7 +117,6 @@ class ControlPanel:
         else:
             cmd = self.controller.submit(row, value, source="panel")
         with self.board.lock:
-            self.handled += 1
             if cmd is not None:
                 verdict = cmd.message
                 if cmd.accepted and cmd.name in SETTINGS:
@@ -142,8 +133,8 @@ class ControlPanel:
     # -- rendering (under the board's lock) -----------------------------------------------------
     def _describe(self, cmd: Command) -> str:
         if cmd.accepted and cmd.name in SETTINGS:
-            old = format_value(cmd.name, self.values.get(cmd.name))
-            return f"{cmd.name} {old} -> {format_value(cmd.name, cmd.value)} requested: applies {RULES[cmd.name].applies}"
+            old = format_value(self.values.get(cmd.name), cmd.name)
+            return f"{cmd.name} {old} -> {format_value(cmd.value, cmd.name)} requested: applies {RULES[cmd.name].applies}"
         return cmd.message
 
     def _add_entry(self, key: tuple, wall: float, source: str, accepted: bool, text: str) -> None:
@@ -180,7 +171,7 @@ class ControlPanel:
         ]
         for name in SETTINGS:
             rows.append({"type": "text", "name": f"{name}: applies {RULES[name].applies}",
-                         "value": format_value(name, self.shown.get(name))})
+                         "value": format_value(self.shown.get(name), name)})
         rows.append({"type": "button", "name": f"message: {self.message}", "value": "Clear"})
         # visdom's text input shows the typed text until its value prop changes; a rejected edit
         # would stay on screen when the value in force is sent back unchanged. A trailing space,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vae_visdom.monitor.board import connect
 from vae_visdom.monitor.visdom_monitor import LOG_NAME
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
@@ -27,7 +28,7 @@ def read_log(path: Path) -> list[tuple[str, dict]]:
     return entries
 
 
-def replay(run_dir: str | Path, server: str = "http://127.0.0.1", port: int = 8097, env: str | None = None,
+def replay(run_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT, env: str | None = None,
            username: str | None = None, password: str | None = None) -> dict:
     """Close the run's windows in the env, then post its log again; returns what was done.
 
@@ -56,8 +57,8 @@ def add_cli(subparsers) -> None:
                               description="Re-create a run's windows (loss curves, images, run info, events) "
                                           "from its visdom.log on a running visdom server.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (holds visdom.log)")
-    p.add_argument("--server", default="http://127.0.0.1", help="visdom server address (default %(default)s)")
-    p.add_argument("--port", type=int, default=8097, help="visdom server port (default %(default)s)")
+    p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server address (default %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom server port (default %(default)s)")
     p.add_argument("--env", default=None, help="env to draw into (default: the run's own env)")
     p.set_defaults(func=_cmd_replay)
 

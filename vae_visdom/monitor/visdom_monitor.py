@@ -10,33 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
-import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from vae_visdom.controller import SETTINGS, Controller
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
-from vae_visdom.monitor.board import Board
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
+from vae_visdom.monitor.board import Board, preload
 from vae_visdom.monitor.content import figure_traces, restore_curves, restore_from_rows, run_html
-from vae_visdom.monitor.panel import ControlPanel, format_value
-from vae_visdom.monitor.windows import PLOT_DIGITS, ImageGrid, LinePlot, TextPane, Trace, num
+from vae_visdom.monitor.panel import ControlPanel
+from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, PLOT_DIGITS, TITLES, ImageGrid, LinePlot, TextPane, Trace,
+                                        line_style, num, slug, window_prefix)
+from vae_visdom.runs.records import format_value
+from vae_visdom.train.controller import SETTINGS, Controller
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 
-TITLES = {
-    "loss": "loss",
-    "terms": "loss terms (recon, KL)",
-    "recon": "reconstructions (top: test images, bottom: reconstructions)",
-    "samples": "samples from the prior",
-    "run": "run",
-    "control": "control",
-    "events": "events",
-}
 LOG_NAME = "visdom.log"
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.
@@ -45,7 +36,6 @@ FIGURE_INTERVAL = 10.0
 STEP_TRACES = ("train (every log interval)", "train recon (every log interval)", "train KL (every log interval)",
                "changes")
 log = logging.getLogger(__name__)
-BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#9aa7b4"
 
 
 def _guarded(hook: Callable) -> Callable:
@@ -63,27 +53,13 @@ def _guarded(hook: Callable) -> Callable:
     return run
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "run"
-
-
-def window_prefix(env: str, run_dir: Path | None) -> str:
-    token = (hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:6] if run_dir is not None
-             else secrets.token_hex(3))
-    return f"{slug(env)[:40]}-{token}"
-
-
-def _line(color: str, dash: str = "solid", width: float = 2) -> dict:
-    return {"line": {"color": color, "dash": dash, "width": width}, "marker": {"color": color, "size": 6}}
-
-
 class VisdomMonitor(Callback):
-    def __init__(self, server: str = "http://127.0.0.1", port: int = 8097, env: str | None = None,
+    def __init__(self, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT, env: str | None = None,
                  run_dir: str | Path | None = None, controller: Controller | None = None,
                  win_prefix: str | None = None, *, username: str | None = None, password: str | None = None,
                  min_interval: float = 1.0):
         self.hook_errors: list[str] = []  # see _guarded; tests check it stays empty
-        _preload()
+        preload()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.env = env or (slug(self.run_dir.name) if self.run_dir is not None else "main")
         self.server, self.port, self.controller = server, port, controller
@@ -96,30 +72,7 @@ class VisdomMonitor(Callback):
             username = password = None
         self.board = Board(server, port, self.env, self.log_path, username, password,
                            min_interval=min_interval, on_event=self._on_event)
-        w = self.windows = {kind: f"{self.prefix}-{kind}" for kind in TITLES}
-        b = self.board
-        self.loss = b.add(LinePlot(w["loss"], TITLES["loss"], [
-            Trace("train (every log interval)", "lines", _line(GREY, width=1)),
-            Trace("train", "lines+markers", _line(BLUE)),
-            Trace("test", "lines+markers", _line(ORANGE)),
-            Trace("changes", "markers+text", {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"},
-                                              "textposition": "top center"}, text=[]),
-        ], "epoch", "-ELBO, nats per example"))
-        self.terms = b.add(LinePlot(w["terms"], TITLES["terms"], [
-            Trace("train recon", "lines+markers", _line(BLUE)),
-            Trace("test recon", "lines+markers", _line(ORANGE)),
-            Trace("train KL", "lines+markers", _line(BLUE, "dash")),
-            Trace("test KL", "lines+markers", _line(ORANGE, "dash")),
-            Trace("train recon (every log interval)", "lines", _line(GREY, width=1)),
-            Trace("train KL (every log interval)", "lines", _line(GREY, "dot", width=1)),
-        ], "epoch", "nats per example"))
-        self.recon = b.add(ImageGrid(w["recon"], TITLES["recon"], nrow=8))
-        self.samples = b.add(ImageGrid(w["samples"], TITLES["samples"], nrow=8))
-        self.run_pane = b.add(TextPane(w["run"], TITLES["run"], width=460, height=420))
-        self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
-        # visdom lays panes out in the order they first reach it: curves and controls on top
-        order = [w[k] for k in ("loss", "control", "terms", "recon", "samples", "events", "run")]
-        b.windows = {win: b.windows[win] for win in order}
+        self._add_windows(controller)
         self.figures: dict[str, Any] = {}
         self.info: RunInfo | None = None
         self.status = Status("starting", 0, 0, 0)
@@ -131,6 +84,33 @@ class VisdomMonitor(Callback):
         self._started = False
         self._closed = False
         self._t0 = time.time()
+
+    def _add_windows(self, controller: Controller | None) -> None:
+        """The run's panes, in the order visdom should lay them out."""
+        w = self.windows = {kind: f"{self.prefix}-{kind}" for kind in TITLES}
+        b = self.board
+        self.loss = b.add(LinePlot(w["loss"], TITLES["loss"], [
+            Trace("train (every log interval)", "lines", line_style(GREY, width=1)),
+            Trace("train", "lines+markers", line_style(BLUE)),
+            Trace("test", "lines+markers", line_style(ORANGE)),
+            Trace("changes", "markers+text", {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"},
+                                              "textposition": "top center"}, text=[]),
+        ], "epoch", "-ELBO, nats per example"))
+        self.terms = b.add(LinePlot(w["terms"], TITLES["terms"], [
+            Trace("train recon", "lines+markers", line_style(BLUE)),
+            Trace("test recon", "lines+markers", line_style(ORANGE)),
+            Trace("train KL", "lines+markers", line_style(BLUE, "dash")),
+            Trace("test KL", "lines+markers", line_style(ORANGE, "dash")),
+            Trace("train recon (every log interval)", "lines", line_style(GREY, width=1)),
+            Trace("train KL (every log interval)", "lines", line_style(GREY, "dot", width=1)),
+        ], "epoch", "nats per example"))
+        self.recon = b.add(ImageGrid(w["recon"], TITLES["recon"], nrow=8))
+        self.samples = b.add(ImageGrid(w["samples"], TITLES["samples"], nrow=8))
+        self.run_pane = b.add(TextPane(w["run"], TITLES["run"], width=460, height=420))
+        self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
+        # visdom lays panes out in the order they first reach it: curves and controls on top
+        order = [w[k] for k in ("loss", "control", "terms", "recon", "samples", "events", "run")]
+        b.windows = {win: b.windows[win] for win in order}
 
     @property
     def url(self) -> str:
@@ -213,7 +193,7 @@ class VisdomMonitor(Callback):
         if event.accepted and event.name in SETTINGS:
             old, new = self.values.get(event.name), event.value
             x, y = self._last_point
-            label = f"{event.name} {format_value(event.name, old)} -> {format_value(event.name, new)}"
+            label = f"{event.name} {format_value(old, event.name)} -> {format_value(new, event.name)}"
             with self.board.lock:
                 if y is None:
                     self._unplaced.append(label)
@@ -296,7 +276,7 @@ class VisdomMonitor(Callback):
         """The loss plot's trace of the importance-weighted estimate, made on first use (under the lock)."""
         name = "test -log p(x), IW estimate"
         if name not in self.loss.traces:
-            self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", _line("#2ca02c"))])
+            self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", line_style("#2ca02c"))])
         return name
 
     def _restore(self, path: Path) -> None:
@@ -317,12 +297,3 @@ class VisdomMonitor(Callback):
             self.loss.truncate(keep)
             self.terms.truncate(keep)
 
-
-def _preload() -> None:
-    """Import now what the sender thread needs later: an import there holds the GIL for
-    milliseconds while training runs (PIL loads its PNG writer on the first save)."""
-    from PIL import Image
-
-    import vae_visdom.imageutil  # noqa: F401
-
-    Image.preinit()

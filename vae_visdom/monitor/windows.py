@@ -21,11 +21,17 @@ the lock, and cached per version.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import math
+import re
+import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+
+from vae_visdom.runs.images import make_grid, to_uint8_hwc
 
 Message = tuple[str, dict]
 PLOT_DIGITS = 7  # significant digits of a plotted point: float32's precision, half the JSON of a Python float
@@ -251,10 +257,38 @@ def encode_grid(images, nrow: int) -> tuple[str, int, int]:
     """(B, C, H, W) in [0, 1] -> (PNG data URL, width, height). Off the training thread."""
     from PIL import Image
 
-    from vae_visdom.imageutil import make_grid, to_uint8_hwc
-
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))  # (H, W, C) uint8
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # grey stays grey (mode L)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), img.width, img.height
+
+
+def slug(text: str) -> str:
+    """A name made safe for a window id (letters, digits, _ and .)."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "run"
+
+
+def window_prefix(env: str, run_dir: Path | None) -> str:
+    """`<env>-<token>`: the token from the run directory, so a resumed run draws into its old windows."""
+    token = (hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:6] if run_dir is not None
+             else secrets.token_hex(3))
+    return f"{slug(env)[:40]}-{token}"
+
+
+# the run's panes: titles are the same for every run, so visdom's compare view merges runs by title
+TITLES = {
+    "loss": "loss",
+    "terms": "loss terms (recon, KL)",
+    "recon": "reconstructions (top: test images, bottom: reconstructions)",
+    "samples": "samples from the prior",
+    "run": "run",
+    "control": "control",
+    "events": "events",
+}
+BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#9aa7b4"
+
+
+def line_style(color: str, dash: str = "solid", width: float = 2) -> dict:
+    """A plotly trace style: a line and its markers in one colour."""
+    return {"line": {"color": color, "dash": dash, "width": width}, "marker": {"color": color, "size": 6}}

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_visdom.evaluate import load_run
-from vae_visdom.objectives import gaussian_kl, recon_nll
+from vae_visdom.insight.eval_run import load_trained as load_run
+from vae_visdom.train.objectives import gaussian_kl, recon_nll
 
 OUT = Path(sys.argv[1])  # docs/img/faces
 RUNS = Path(sys.argv[2])  # the runs directory

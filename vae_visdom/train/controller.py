@@ -34,12 +34,13 @@ class Command:
 
 
 class Controller:
-    def __init__(self) -> None:
+    def __init__(self, n_train: int | None = None) -> None:
         self._cond = threading.Condition()
         self._queue: deque[Command] = deque()
         self._paused = False
         self._stop = False
-        self.context: dict = {}  # what validation needs to know of the run, e.g. {"n_train": 60000}
+        # what validation needs to know of the run: its limits, given when it is made
+        self.context: dict = {} if n_train is None else {"n_train": n_train}
 
     # -- any thread ---------------------------------------------------------------------------
     def submit(self, name: str, raw: Any = None, source: str = "panel") -> Command:
@@ -78,7 +79,7 @@ class Controller:
     def pause(self, source: str = "api") -> Command:
         return self.submit("pause", source=source)
 
-    def resume(self, source: str = "api") -> Command:
+    def resume(self, source: str = "api") -> Command:  # kept: tests and API callers resume a paused run
         return self.submit("resume", source=source)
 
     def stop(self, source: str = "api") -> Command:

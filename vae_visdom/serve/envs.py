@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
 
-log = logging.getLogger("vae_visdom.server")
+log = logging.getLogger("vae_visdom.serve.server")
 
 LOCK_NAME = "vae_visdom_server.lock"  # no ".json" in it: visdom loads every *.json* file of the folder as an env
 RUN_LOG = "visdom.log"  # the monitor's replay log in a run folder (vae_visdom.monitor.visdom_monitor.LOG_NAME)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,59 @@ from vae_visdom import safe_io
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 REQUIRED = ("model", "optimizer", "epoch", "step", "rng")
+
+
+@dataclass
+class EpochState:
+    """Where an epoch stands: enough to continue it exactly after a mid-epoch stop."""
+
+    perm: torch.Tensor  # (N,) int64, the epoch's order
+    pos: int = 0  # examples consumed
+    steps: int = 0  # optimizer steps taken this epoch
+    sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
+    seconds: float = 0.0  # training time so far, paused time excluded
+    interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
+
+
+def pack(t) -> dict:
+    """A trainer's whole state as a checkpoint holds it: model, optimizer, counters, live values, RNGs,
+    and the unfinished epoch (if any)."""
+    es = t.epoch_state
+    return {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "epoch": t.epoch if es is None else t.epoch - 1,  # epochs completed
+        "step": t.step,
+        "live": dict(epochs=t.epochs, batch_size=t.batch_size, log_interval=t.log_interval),
+        "rng": {"torch": torch.get_rng_state(), "data": t.data_gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else None},
+        "epoch_state": None if es is None else {
+            "epoch": t.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
+            "sums": es.sums.cpu(), "seconds": es.seconds,
+            "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]]},
+    }
+
+
+def unpack(t, state: dict) -> None:
+    """Put a checkpoint's state back into a trainer (the inverse of `pack`)."""
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.epoch, t.step = state["epoch"], state["step"]
+    live = state.get("live", {})
+    t.epochs = live.get("epochs", t.epochs)
+    t.batch_size = live.get("batch_size", t.batch_size)
+    t.log_interval = live.get("log_interval", t.log_interval)
+    torch.set_rng_state(state["rng"]["torch"])
+    t.data_gen.set_state(state["rng"]["data"])
+    if state["rng"].get("cuda") is not None and t.device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    es = state.get("epoch_state")
+    if es is not None:
+        t.epoch = es["epoch"]
+        interval = es["interval"]
+        t.epoch_state = EpochState(
+            es["perm"].to(t.device), es["pos"], es["steps"], es["sums"].to(t.device), es["seconds"],
+            [None if interval[0] is None else interval[0].to(t.device), interval[1]])
 
 
 class CheckpointError(ValueError):

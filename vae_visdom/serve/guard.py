@@ -13,9 +13,9 @@ import tornado.escape
 import tornado.web
 
 from vae_visdom.config import ConfigError, check_name
-from vae_visdom import server_envs
+from vae_visdom.serve import envs as server_envs
 
-log = logging.getLogger("vae_visdom.server")
+log = logging.getLogger("vae_visdom.serve.server")
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")

@@ -1,5 +1,7 @@
-"""The training loop. It knows nothing of visdom: it polls a Controller between
-steps and hands events to its callbacks (see events.py).
+"""The training loop: polls a Controller between steps, hands events to callbacks, calls probes.
+
+It knows no consumer: visdom, the run files and the inspection probes reach it only through
+the Callback and Probe protocols of events.py.
 
 Data path: the whole dataset lives on the training device as one uint8 tensor;
 each epoch draws a permutation and slices batches from it by indexing, so no
@@ -9,94 +11,40 @@ read (`.item()`) only at log intervals and epoch ends.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 
-from vae_visdom import checkpoint
 from vae_visdom.config import TrainConfig
-from vae_visdom.controller import Command, Controller
 from vae_visdom.data import ImageData
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
-from vae_visdom.insight import Insight
+from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
-from vae_visdom.objectives import elbo_terms
+from vae_visdom.safe_io import RunWriteError
+from vae_visdom.train import checkpoint
+from vae_visdom.train.checkpoint import EpochState
+from vae_visdom.train.choose_step import choose_step
+from vae_visdom.train.controller import Command, Controller
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Probe, Reason, Status, StepLog
+from vae_visdom.train.objectives import elbo_terms
+from vae_visdom.train.step import autocast_for, backward_and_step
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    params = list(params)
-    # fused: one kernel for all parameters; the CPU default is a per-tensor loop, ~25% of an MLP
-    # step on 2 cores (docs/performance.md). Same update, rounding aside.
-    on_cpu = all(p.device.type == "cpu" for p in params)
-    fusable = all(p.device.type in ("cpu", "cuda") for p in params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=fusable or None)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, fused=on_cpu or None)  # fused Adagrad is CPU-only
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast) -> torch.Tensor:
-    """Forward, negative ELBO, backward, optimizer step; (3,) loss, recon, kl summed over the batch.
-
-    The one training step's math, shared by the eager step and the captured CUDA graph (fast_step.py).
-    Gradients must be cleared (or freshly allocated) by the caller.
-    """
-    with autocast():
-        logits, mu, logvar = model(x)
-    # the ELBO in float32 whatever precision the forward ran in (Kingma & Welling 2014, eq. 10)
-    recon, kl = elbo_terms(logits.float(), x.float(), mu.float(), logvar.float(), model.likelihood,
-                           model.log_sigma)
-    recon_sum, kl_sum = recon.sum(), kl.sum()
-    loss = recon_sum + kl_sum  # summed over the batch, as the seed does
-    loss.backward()
-    optimizer.step()
-    return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
-
-
-def _autocast_for(precision: str, device: torch.device):
-    """A context for the forward pass: bf16 autocast where asked for and the hardware has it."""
-    import contextlib
-    import functools
-
-    if precision != "bf16":
-        return contextlib.nullcontext
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("precision bf16: this CPU has no native bf16; training in fp32")
-        return contextlib.nullcontext
-    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16)
-
-
-@dataclass
-class EpochState:
-    """Where an epoch stands: enough to continue it exactly after a mid-epoch stop."""
-
-    perm: torch.Tensor  # (N,) int64, the epoch's order
-    pos: int = 0  # examples consumed
-    steps: int = 0  # optimizer steps taken this epoch
-    sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
-    seconds: float = 0.0  # training time so far, paused time excluded
-    interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
-
-
 class Trainer:
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, data: ImageData, cfg: TrainConfig,
                  device: torch.device, controller: Controller | None = None,
-                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run"):
+                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run",
+                 probes: list[Probe] | None = None):
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
         self.controller = controller or Controller()
         self.callbacks = list(callbacks or [])
+        self.probes = list(probes or [])  # built by the session; called at run start and after each test pass
         self.run_dir, self.run_name = run_dir, run_name
         self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
         self.test_x = data.test.to(device)  # (M, C, H, W) uint8
         self.data = data
         self.n_train = len(data.train)
-        self.controller.context["n_train"] = self.n_train
         # live settings: the controller may change these between steps
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
@@ -108,11 +56,8 @@ class Trainer:
         self.epoch_state: EpochState | None = None
         self.checkpoint_at: tuple[int, int] | None = None  # (epoch, step) of RUN_DIR/checkpoint.pt, if any
         self._stop = False
-        self.autocast = _autocast_for(cfg.precision, device)
-        self.step_fn = self._eager_step
-        self._rebuild_step()
-        self.insight = Insight(model, data, device, views=cfg.views, iw_every=cfg.iw_every,
-                               iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
+        self.autocast = autocast_for(cfg.precision, device)
+        self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -126,36 +71,42 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def status(self, message: str = "") -> Status:
+    def status(self, message: str = "", reason: Reason = Reason.OTHER) -> Status:
         return Status(self.state, self.epoch, self.step, self.epochs, message,
                       dict(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
-                           log_interval=self.log_interval))
+                           log_interval=self.log_interval), reason)
 
-    def _set_state(self, state: str, message: str = "") -> None:
+    def _set_state(self, state: str, message: str, reason: Reason) -> None:
         self.state = state
-        self._emit("on_status", self.status(message))
+        self._emit("on_status", self.status(message, reason))
 
     # -- commands -------------------------------------------------------------------------------
+    def apply_setting(self, name: str, value) -> None:
+        """Change one live setting (lr, batch_size, epochs, log_interval): the one path for the control
+        panel's commands and for the flags given with --resume."""
+        if name == "lr":
+            for group in self.optimizer.param_groups:
+                group["lr"] = value
+        elif name == "batch_size":
+            self.batch_size = value
+            if self.step_fn is not None and self.device.type == "cuda":  # a captured graph is shape-specialised
+                self.choose_step()
+        elif name in ("epochs", "log_interval"):
+            setattr(self, name, value)
+        else:
+            raise KeyError(f"{name} is not a live setting")
+
     def _apply(self, cmd: Command) -> None:
         if cmd.accepted:
-            if cmd.name == "lr":
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cmd.value
-            elif cmd.name == "batch_size":
-                self.batch_size = cmd.value
-                if self.device.type == "cuda":  # a captured graph is shape-specialised
-                    self._rebuild_step()
-            elif cmd.name == "epochs":
-                self.epochs = cmd.value
-            elif cmd.name == "log_interval":
-                self.log_interval = cmd.value
-            elif cmd.name == "stop":
+            if cmd.name == "stop":
                 self._stop = True
+            elif cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
+                self.apply_setting(cmd.name, cmd.value)
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
                                               cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
         if cmd.accepted and cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
-            self._emit("on_status", self.status(cmd.message))
+            self._emit("on_status", self.status(cmd.message, Reason.SETTING))
 
     def poll(self) -> float:
         """Apply pending commands; block while paused. Returns the seconds spent paused."""
@@ -163,7 +114,7 @@ class Trainer:
         for cmd in self.controller.drain():
             self._apply(cmd)
         if self.controller.paused and not self._stop:
-            self._set_state("paused", "paused between steps")
+            self._set_state("paused", "paused between steps", Reason.PAUSED)
             t0 = time.perf_counter()
             while self.controller.wait_while_paused(0.5) and not self._stop:
                 for cmd in self.controller.drain():
@@ -172,39 +123,18 @@ class Trainer:
                 self._apply(cmd)
             paused_for = time.perf_counter() - t0
             if not self._stop:
-                self._set_state("running", "resumed")
+                self._set_state("running", "resumed", Reason.RESUMED)
         return paused_for
 
     # -- one step -------------------------------------------------------------------------------
-    def _rebuild_step(self) -> None:
-        """Choose the step: a captured CUDA graph (fast_step.py) or, on the CPU, the hand-derived
-        step of the fully connected VAE (cpu_step.py) where they apply; else eager.
-
-        Called at start, after a checkpoint is loaded (optimizer flags come from the file) and
-        when the batch size changes (a graph is shape-specialised)."""
-        from vae_visdom import fast_step
-
-        from vae_visdom import cpu_step
-
-        self.step_fn = self._eager_step
-        if self.device.type != "cuda" or self.cfg.fast_step == "eager":
-            # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
-            fast_step.prepare_optimizer(self.optimizer, capturable=False, fused=True if self.device.type == "cpu"
-                                        else None)
-            if self.cfg.fast_step == "auto" and cpu_step.unsupported(self.model, self.device,
-                                                                     self.cfg.precision) is None:
-                self.step_fn = cpu_step.MLPStep(self.model, self.optimizer)  # the hand-derived step
-            return
-        step = fast_step.make_step(self.model, self.optimizer, self.model.likelihood, self.batch_size, self.device,
-                                   fallback=self._eager_step, amp=self.cfg.precision == "bf16")
-        if step is not None:
-            self.step_fn = step
-        elif self.cfg.fast_step == "graph":
-            why = fast_step.capture_unsupported(self.model, self.optimizer, self.device)
-            print(f"fast step: no captured graph ({why}); training eagerly")
+    def choose_step(self) -> None:
+        """Choose the step (choose_step.py): once the run's state is loaded (optimizer flags come from the
+        checkpoint), and again when the batch size changes on a GPU (a graph is shape-specialised)."""
+        self.step_fn = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
+                                   self._eager_step)
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.train_x.index_select(0, idx).float().div_(255)  # (B, C, H, W) in [0, 1]
+        x = to_unit_float(self.train_x.index_select(0, idx))  # (B, C, H, W) in [0, 1]
         if self.cfg.binarize:
             x = torch.bernoulli(x)  # dynamic binarization (Burda et al. 2015; Salakhutdinov & Murray 2008)
         return x
@@ -218,6 +148,8 @@ class Trainer:
     def train_epoch(self) -> tuple[torch.Tensor, float] | None:
         """Train one epoch (or the rest of one). Returns (sums (3,), seconds) or None when stopped."""
         self.model.train()
+        if self.step_fn is None:
+            self.choose_step()
         es = self.epoch_state
         if es is None:
             perm = torch.randperm(self.n_train, generator=self.data_gen).to(self.device)
@@ -252,13 +184,13 @@ class Trainer:
                                       loss, recon, kl, self.lr, self.batch_size))
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[torch.Tensor, EpochImages]:
+    def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
         """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass."""
         self.model.eval()
         sums = torch.zeros(3, device=self.device)
         first = None
         for i in range(0, len(self.test_x), TEST_BATCH):
-            x = self.test_x[i:i + TEST_BATCH].float().div_(255)  # (B, C, H, W)
+            x = to_unit_float(self.test_x[i:i + TEST_BATCH])  # (B, C, H, W)
             if self.cfg.binarize:
                 x = torch.bernoulli(x)
             logits, mu, logvar = self.model(x)
@@ -274,8 +206,6 @@ class Trainer:
 
         A run-folder write that fails (disk full, folder gone) ends the run as "failed", with the
         file and the reason in the status: not an exception, since it is no bug of ours."""
-        from vae_visdom.safe_io import RunWriteError
-
         try:
             self.begin()
             while self.run_epoch():
@@ -284,20 +214,21 @@ class Trainer:
         except RunWriteError as err:
             kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
                     "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
-            final = self.status(f"{err}; {kept}")
+            final = self.status(f"{err}; {kept}", Reason.FAILED)
             final.state = self.state = "failed"
             self._emit("on_run_end", final)
             return final
         except BaseException as err:
-            final = self.status(f"failed: {type(err).__name__}: {err}")
+            final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
             final.state = self.state = "failed"
             self._emit("on_run_end", final)
             raise
 
     def begin(self) -> None:
-        self._set_state("running", "training")
-        for name, payload in self.insight.run_start().items():
-            self._emit("on_figure", name, payload)
+        self._set_state("running", "training", Reason.STARTED)
+        for probe in self.probes:
+            for name, payload in probe.run_start().items():
+                self._emit("on_figure", name, payload)
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -310,14 +241,20 @@ class Trainer:
             return False
         train_sums, seconds = result
         t0 = time.perf_counter()
-        test_sums, images = self.evaluate()
-        extra, figures = self.insight.epoch_end(self.epoch)
+        test_sums, images = self.test_pass()
         test_seconds = time.perf_counter() - t0
+        extra: dict = {}
+        figures: dict[str, dict] = {}
+        for probe in self.probes:  # timed apart from the test pass
+            metrics, figs = probe.epoch_end(self.epoch)
+            extra.update(metrics)
+            figures.update(figs)
+        probe_seconds = time.perf_counter() - t0 - test_seconds if self.probes else 0.0
         tr = (train_sums / self.n_train).tolist()
         te = (test_sums / len(self.test_x)).tolist()
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
-                             round(self.n_train / max(seconds, 1e-9), 1), extra)
+                             round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra)
         for name, payload in figures.items():
             self._emit("on_figure", name, payload)
         self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row
@@ -329,12 +266,12 @@ class Trainer:
     def end(self) -> Status:
         """The final status (finished, or stopped with a checkpoint), told to every observer."""
         if self._stop:
-            self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint")
+            self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint", Reason.STOPPING)
             self.save_checkpoint()
-            final = self.status("stopped by request; checkpoint written")
+            final = self.status("stopped by request; checkpoint written", Reason.STOPPED)
             final.state = "stopped"
         else:
-            final = self.status(f"finished {self.epoch} epochs")
+            final = self.status(f"finished {self.epoch} epochs", Reason.FINISHED)
             final.state = "finished"
         self.state = final.state
         self._emit("on_status", final)
@@ -343,41 +280,11 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        es = self.epoch_state
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch if es is None else self.epoch - 1,  # epochs completed
-            "step": self.step,
-            "live": dict(epochs=self.epochs, batch_size=self.batch_size, log_interval=self.log_interval),
-            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
-            "epoch_state": None if es is None else {
-                "epoch": self.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
-                "sums": es.sums.cpu(), "seconds": es.seconds,
-                "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]]},
-        }
+        return checkpoint.pack(self)  # the layout lives with the checkpoint code
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step = state["epoch"], state["step"]
-        live = state.get("live", {})
-        self.epochs = live.get("epochs", self.epochs)
-        self.batch_size = live.get("batch_size", self.batch_size)
-        self.log_interval = live.get("log_interval", self.log_interval)
-        torch.set_rng_state(state["rng"]["torch"])
-        self.data_gen.set_state(state["rng"]["data"])
-        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self._rebuild_step()
-        es = state.get("epoch_state")
-        if es is not None:
-            self.epoch = es["epoch"]
-            interval = es["interval"]
-            self.epoch_state = EpochState(
-                es["perm"].to(self.device), es["pos"], es["steps"], es["sums"].to(self.device), es["seconds"],
-                [None if interval[0] is None else interval[0].to(self.device), interval[1]])
+        checkpoint.unpack(self, state)
+        self.step_fn = None  # re-chosen with the loaded optimizer's flags before the next step
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoint.pt, the one it replaces kept as checkpoint.prev.pt (unless both are
@@ -388,13 +295,3 @@ class Trainer:
         self._emit("on_save_checkpoint", state["epoch"], self.step)
         checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step)
         self.checkpoint_at = (state["epoch"], self.step)
-
-    def run_info(self, env: str | None, data_source: str, resumed: bool, url: str | None = None) -> RunInfo:
-        import dataclasses
-
-        return RunInfo(
-            name=self.run_name, run_dir=str(self.run_dir), env=env, config=dataclasses.asdict(self.cfg),
-            device=str(self.device), dataset=self.cfg.dataset, n_train=self.n_train, n_test=len(self.test_x),
-            image_shape=tuple(self.train_x.shape[1:]), n_params=sum(p.numel() for p in self.model.parameters()),
-            data_source=data_source, start_epoch=self.epoch + 1 if self.epoch_state is None else self.epoch,
-            resumed=resumed, url=url)

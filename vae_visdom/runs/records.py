@@ -1,28 +1,24 @@
-"""Runs on disk: `vae-visdom runs` lists them, `vae-visdom compare` lays them side by side.
+"""Runs read back from their folders: RunRecord, load/find/resolve runs, labels and the value formatter.
 
 Everything here reads a run's own files (config.json, status.json, metrics.jsonl,
-steps.jsonl, sample_N.png; see callbacks.py), never a visdom server, so a listing
+steps.jsonl, sample_N.png; see files.py), never a visdom server, so a listing
 or a comparison works for finished runs, crashed runs and after a server restart.
 
     load_run(run_dir) -> RunRecord        one run's files, read once
     find_runs(runs_dir) -> [RunRecord]    every RUNS_DIR/*/config.json
     resolve_runs(specs, runs_dir)         run dirs, run names, or name prefixes (a sweep)
-    add_cli(subparsers)                   registers `runs` and `compare`
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vae_visdom.callbacks import read_jsonl
-from vae_visdom.config import check_name
+from vae_visdom.runs.files import read_jsonl
 
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",
@@ -142,8 +138,14 @@ def resolve_runs(specs: Sequence[str], runs_dir: str | Path) -> list[Path]:
 
 
 # -- formatting, shared by the listing, the comparison pane and the sweep's report -----------------
-def format_value(v: Any) -> str:
-    """1e-3 for small learning rates (as one types them), 0.02 and 128 as they are."""
+def format_value(v: Any, setting: str | None = None) -> str:
+    """The one value formatter. Tables, legends, run names: 1e-3 for small learning rates (as one types
+    them), 0.02 and 128 as they are, "-" for none. A live `setting` (the panel, the run pane) as its input
+    box shows it: lr 0.001, nothing for none."""
+    if setting is not None:
+        if v is None:
+            return ""
+        return f"{float(v):g}" if setting == "lr" else str(v)
     if isinstance(v, float):
         if v != 0 and abs(v) < 1e-2:
             mantissa, exp = f"{v:.3e}".split("e")
@@ -202,127 +204,3 @@ def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
     """The run with the lowest best test loss (runs without a finished epoch cannot win)."""
     scored = [r for r in records if r.best is not None]
     return min(scored, key=lambda r: r.best["test_loss"]) if scored else None
-
-
-def _age(t: float | None, now: float) -> str:
-    if t is None:
-        return "-"
-    s = max(0.0, now - t)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if s >= size:
-            return f"{s / size:.0f} {unit} ago"
-    return f"{s:.0f} s ago"
-
-
-def _loss(row: dict | None, key: str = "test_loss", with_epoch: bool = False) -> str:
-    if row is None or not _finite(row.get(key)):
-        return "-"
-    return f"{row[key]:.2f}" + (f" (ep {row['epoch']})" if with_epoch else "")
-
-
-def format_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
-    """The `vae-visdom runs` table."""
-    now = time.time() if now is None else now
-    head = ["NAME", "STATUS", "EPOCHS", "BEST TEST", "LAST TEST", "MODEL", "DATA", "LR", "BS", "OPT", "LATENT",
-            "UPDATED"]
-    rows = [head]
-    for r in records:
-        c = r.config
-        rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", _loss(r.best, with_epoch=True),
-                     _loss(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now)])
-    return format_table(rows)
-
-
-def ranking(records: Sequence[RunRecord]) -> str:
-    """Runs best first, with the numbers, and a line that says which hyperparameters won."""
-    keys = differing_keys(records) or ["lr", "batch_size"]
-    order = sorted(records, key=lambda r: (r.best is None, r.best["test_loss"] if r.best else 0.0))
-    rows = [["", "RUN", *(KEY_HYPERPARAMETERS[k].upper() for k in keys), "BEST TEST", "LAST TEST", "LAST TRAIN",
-             "EPOCHS", "STATUS"]]
-    winner = best_run(records)
-    for r in order:
-        rows.append(["*" if r is winner else "", r.name, *(format_value(r.config.get(k)) for k in keys),
-                     _loss(r.best, with_epoch=True), _loss(r.last), _loss(r.last, "train_loss"),
-                     f"{r.epochs_done}/{r.epochs_total}", r.state])
-    text = format_table(rows)
-    if winner is not None:
-        won = " ".join(f"{KEY_HYPERPARAMETERS[k]}={format_value(winner.config.get(k))}" for k in keys)
-        text += (f"\nbest: {won} ({winner.name}): test loss {winner.best['test_loss']:.2f} nats "
-                 f"at epoch {winner.best['epoch']}")
-        others = [r for r in order if r is not winner and r.best is not None]
-        if others:
-            text += f"; next {others[0].best['test_loss']:.2f} ({others[0].name})"
-    return text
-
-
-# -- command line ----------------------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom runs` and `vae-visdom compare`."""
-    p = subparsers.add_parser("runs", help="list the runs in a runs directory",
-                              description="List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
-                                          "key hyperparameters. A run killed hard still says 'running': "
-                                          "UPDATED tells when its files last changed.")
-    p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
-    p.set_defaults(func=cmd_runs)
-    p = subparsers.add_parser("compare", help="lay runs side by side in a visdom env",
-                              description="Build a visdom env comparing runs, from their files: train and test "
-                                          "curves overlaid, a table of hyperparameters and losses (best run "
-                                          "marked), and each run's last prior samples side by side.")
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
-    p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
-    p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
-    p.add_argument("--server", default="http://127.0.0.1", help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8097, help="visdom port (default: %(default)s)")
-    p.set_defaults(func=cmd_compare)
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    if not Path(args.runs_dir).is_dir():
-        print(f"no runs directory {args.runs_dir} (train one with `vae-visdom train`)", file=sys.stderr)
-        return 0
-    records = find_runs(args.runs_dir)
-    if args.json:
-        for r in records:
-            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state,
-                              "epochs_done": r.epochs_done, "epochs_total": r.epochs_total, "best": r.best,
-                              "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated}))
-        return 0
-    if not records:
-        print(f"no runs in {args.runs_dir}")
-        return 0
-    print(listing(records))
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from vae_visdom.cli import UsageError
-
-    if args.env is not None:
-        check_name(args.env, "env")
-    try:
-        records = [load_run(p) for p in resolve_runs(args.runs, args.runs_dir)]
-    except (LookupError, OSError, ValueError) as err:
-        raise UsageError(str(err)) from None
-    print(ranking(records))
-    try:
-        from vae_visdom.monitor.compare import compare_runs
-    except ImportError as err:
-        print(f"vae-visdom compare: error: visdom is not available ({err})", file=sys.stderr)
-        return 1
-    try:
-        done = compare_runs(records, args.server, args.port, args.env)
-    except ConnectionError:
-        print(f"vae-visdom compare: error: no visdom server answers at {args.server}:{args.port} "
-              f"(start one with `vae-visdom serve`)", file=sys.stderr)
-        return 1
-    print(f"comparison env: {args.server}:{args.port}/env/{done.env}")
-    if len(records) > 1:
-        print(f"visdom's own compare view of the runs' envs: {done.compare_view_url(args.server, args.port)}")
-    return 0

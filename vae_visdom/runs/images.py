@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_visdom import safe_io
+
 
 def _as_array(images) -> np.ndarray:
     """A CPU tensor or an array (B, C, H, W) -> float32 numpy, without running a torch kernel."""
@@ -43,9 +45,7 @@ def save_image(images, path: str | Path, nrow: int = 8) -> None:
     """Save a batch (B, C, H, W) in [0, 1] as one PNG grid; grey stays grey. Atomic (safe_io)."""
     import io
 
-    from PIL import Image
-
-    from vae_visdom import safe_io
+    from PIL import Image  # late: a run that saves no image never loads PIL
 
     arr = to_uint8_hwc(make_grid(images, nrow=nrow))
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)

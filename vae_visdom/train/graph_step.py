@@ -1,10 +1,10 @@
-"""An optional captured training step for CUDA: forward, ELBO, backward and Adam in one CUDA graph.
+"""The captured training step for CUDA: forward, ELBO, backward and Adam in one CUDA graph.
 
 Why: on a GPU the seed's VAE is launch-bound. An eager step is ~150 small kernels, each
 costing more to launch from Python than to run; replaying them as one graph leaves only
 the GPU time (ENVIRONMENT.md, "Measured anchors": ~1.2 s -> ~0.18 s per MNIST epoch on
-an H100). On CPU there is nothing to save: `make_step` returns None there and the trainer
-keeps its eager step, so CPU results and behaviour are unchanged.
+an H100). On CPU there is nothing to capture: `make_step` returns None there (the trainer then
+takes the hand-derived step of mlp_cpu_step.py where it applies, else the eager one).
 
 How (PyTorch, "CUDA Graphs", whole-network capture): a static input buffer, warm-up steps
 on a side stream, `optimizer.zero_grad(set_to_none=True)` before capture so backward
@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable
 
 import torch
 from torch import nn
 
+from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, eager_step, prepare_optimizer
 
-StepFn = Callable[[torch.Tensor], torch.Tensor]  # x (B, C, H, W) in [0, 1] -> (3,) loss, recon, kl sums
 WARMUP_STEPS = 3  # cuBLAS handles, autograd buffers and Adam's lazy state exist before capture
 
 
@@ -57,44 +56,16 @@ def capture_unsupported(model: nn.Module, optimizer: torch.optim.Optimizer, devi
     return None
 
 
-def prepare_optimizer(optimizer: torch.optim.Optimizer, capturable: bool,
-                      fused: bool | None = None) -> None:
-    """Set Adam's `capturable` flag (and `fused`, unless None) and keep its step counters where they
-    must then live.
-
-    Call it after `optimizer.load_state_dict` as well: that takes the flags from the checkpoint,
-    so a captured GPU run's checkpoint (capturable=True, fused=False) would otherwise carry
-    capturable=True to a CPU resume, where Adam refuses it.
-    """
-    if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-        return
-    for group in optimizer.param_groups:
-        group["capturable"] = bool(capturable)
-        if capturable:
-            group["fused"] = False  # the documented capture path is the foreach capturable one
-        elif fused is not None:
-            group["fused"] = fused
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state and torch.is_tensor(state.get("step")):
-                on_device = group["capturable"] or group.get("fused")
-                state["step"] = state["step"].to(dtype=torch.float32, device=p.device if on_device else "cpu")
-
-
 class CapturedStep:
     """Callable `x -> (3,) sums` replaying one CUDA graph for batches of `batch_size`; anything else goes eager."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
-                 device: torch.device, fallback: StepFn | None = None, amp: bool = False,
-                 channels_last: bool = False):
+                 device: torch.device, fallback: StepFn | None = None, amp: bool = False):
         self.model, self.optimizer, self.likelihood = model, optimizer, likelihood
         self.batch_size, self.device = batch_size, torch.device(device)
         self.amp = amp
-        self.channels_last = channels_last and any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
-                                                   for m in model.modules())
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)  # conv kernels prefer NHWC on tensor cores
-        self.fallback = fallback or self._eager
+        self._autocast = autocast_for("bf16" if amp else "fp32", self.device, captured=True)
+        self.fallback = fallback or eager_step(model, optimizer, self._autocast)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_x: torch.Tensor | None = None
         self.static_sums: torch.Tensor | None = None
@@ -104,24 +75,8 @@ class CapturedStep:
         self.replays = self.fallbacks = self.captures = 0
         self.broken: str | None = None  # why capture failed, if it did
 
-    # -- the step's math: the trainer's _eager_step, optionally under bf16 autocast ---------------
-    def _autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        # cache_enabled=False: autocast's weight-cast cache must not outlive a capture
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-
     def _forward_backward(self, x: torch.Tensor) -> torch.Tensor:
-        from vae_visdom.trainer import backward_and_step  # the trainer's own step math
-
-        return backward_and_step(self.model, self.optimizer, x, self._autocast)
-
-    def _eager(self, x: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._forward_backward(self._layout(x))
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return backward_and_step(self.model, self.optimizer, x, self._autocast)  # the step contract (step.py)
 
     # -- capture ----------------------------------------------------------------------------------
     def _state_signature(self) -> list[int]:
@@ -143,7 +98,7 @@ class CapturedStep:
         for g, t in zip(self.optimizer.param_groups, self._lr_tensors):
             g["lr"] = t
         try:
-            self.static_x = torch.empty_like(self._layout(x))
+            self.static_x = torch.empty_like(x)
             self.static_x.copy_(x)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
@@ -217,15 +172,14 @@ class CapturedStep:
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
-              device: torch.device, *, fallback: StepFn | None = None, amp: bool = False,
-              channels_last: bool = False) -> CapturedStep | None:
+              device: torch.device, *, fallback: StepFn | None = None, amp: bool = False) -> CapturedStep | None:
     """A captured training step for CUDA, or None where it does not apply (CPU, non-Adam optimizers).
 
     `fallback` takes batches of any other shape (pass the trainer's `_eager_step`); without one,
     an equivalent eager step is used. `amp`: bf16 autocast for the forward pass (the ELBO stays
-    float32). `channels_last`: NHWC memory layout, for conv models only. The graph is captured
+    float32). The graph is captured
     lazily at the first full batch, so a checkpoint loaded before that is what gets captured.
     """
     if capture_unsupported(model, optimizer, device) is not None:
         return None
-    return CapturedStep(model, optimizer, likelihood, batch_size, device, fallback, amp, channels_last)
+    return CapturedStep(model, optimizer, likelihood, batch_size, device, fallback, amp)

@@ -1,7 +1,7 @@
 """Run visdom's server so that it never touches the network (`vae-visdom serve`).
 
 What differs from `python -m visdom.server` (visdom 0.2.4), and why:
-- UI files come from `vae_visdom.assets` (npm tarballs, sha512-checked) before the server
+- UI files come from `vae_visdom.serve.assets` (npm tarballs, sha512-checked) before the server
   starts, so visdom's `download_scripts()` (CDNs; hangs behind a firewall) is never called.
 - Binds 127.0.0.1 by default (visdom binds every interface); any other address needs login
   credentials, because visdom without login lets anyone who can reach the port write windows.
@@ -35,12 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import http.client
-import ipaddress
-import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -48,173 +44,21 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.server_envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
+from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
+from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
+from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
+from vae_visdom.serve import assets
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8097
 DETACH_TIMEOUT_S = 30.0
 EXIT_USAGE = 2  # busy port, refused address: the user must change the command line
 
-log = logging.getLogger("vae_visdom.server")
+log = logging.getLogger("vae_visdom.serve.server")
 
 
 def default_env_path() -> Path:
     """~/.visdom: visdom's own default, so envs saved by a plain `visdom` server show up too."""
     return Path.home() / ".visdom"
-
-
-def url_of(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-
-
-def _connect_host(host: str) -> str:
-    # a wildcard bind is reached through loopback
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def server_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when a visdom page (the UI or its login page) answers GET / on host:port."""
-    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
-    try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        return resp.status == 200 and b"visdom" in resp.read(65536).lower()
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-def find_free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks; another process may still take it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address `host` names is a loopback address (127/8, ::1)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
-
-
-def _credentials() -> tuple[str, str] | None:
-    user, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
-    return (user, password) if user and password else None
-
-
-def _prepare_login(user: str, password: str) -> dict:
-    """visdom's user_credential dict; makes sure the cookie secret file visdom reads exists."""
-    from visdom.server.defaults import DEFAULT_ENV_PATH  # visdom reads COOKIE_SECRET from here only
-    from visdom.utils.server_utils import hash_password
-
-    secret_file = Path(DEFAULT_ENV_PATH) / "COOKIE_SECRET"
-    secret = os.environ.get("VISDOM_COOKIE")
-    if secret or not secret_file.is_file():
-        secret_file.parent.mkdir(parents=True, exist_ok=True)
-        secret_file.write_text(secret or secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
-    # the browser sends sha256(password); visdom stores sha256 of that
-    return {"username": user, "password": hash_password(hash_password(password))}
-
-
-def _compare_handler():
-    """visdom 0.2.4's /compare/A+B handler, mended in two places.
-
-    Its GET lists envs in ~/.visdom instead of the server's env path (HTTP 500 where that folder
-    does not exist), and its POST merges windows correctly only when the env names come sorted.
-    """
-    from visdom.server.handlers.web_handlers import CompareHandler, check_auth
-    from visdom.utils.server_utils import compare_envs, gather_envs
-
-    class EnvPathCompareHandler(CompareHandler):
-        @check_auth
-        def get(self, eids):
-            import getpass
-
-            items = gather_envs(self.state, env_path=self.env_path)
-            wanted = sorted(e for e in eids.split("+") if e in items)
-            self.render("index.html", user=getpass.getuser(), items=items, active_item="+".join(wanted),
-                        wrap_socket=self.wrap_socket)
-
-        @check_auth
-        def post(self, args):
-            import tornado.escape
-
-            sid = tornado.escape.json_decode(tornado.escape.to_basestring(self.request.body))["sid"]
-            if sid in self.subs:
-                compare_envs(self.state, sorted(args.split("+")), self.subs[sid], self.env_path)
-
-    return CompareHandler, EnvPathCompareHandler
-
-
-INFO_PATH = "/vae_visdom/server"  # GET: {"server", "pid", "env_path", "url"} of this server, as JSON
-
-
-def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, credential: dict | None = None,
-                     host: str = DEFAULT_HOST, url: str | None = None):
-    """visdom's Application for env_path, with tornado's debug mode (autoreload, no caches) off,
-    the compare view mended (see _compare_handler), and every request through server_guard's rule
-    (Host, Origin, env ids)."""
-    import tornado.web
-    from visdom.server.app import Application
-    from visdom.server.handlers.base_handlers import BaseHandler
-
-    from vae_visdom import server_guard
-
-    server_guard.install_env_checks()  # before Application(): it may write main.json
-    broken, mended = _compare_handler()
-    guard = server_guard.Guard(host)
-    info = {"server": "vae-visdom", "pid": os.getpid(), "env_path": str(env_path), "url": url or url_of(host, port)}
-
-    class InfoHandler(BaseHandler):  # lets `serve --detach` see which env folder a running server keeps
-        def get(self):
-            if self.settings.get("cookie_secret") and not self.current_user:
-                raise tornado.web.HTTPError(403)
-            self.write(info)
-
-    class _NoDebug(tornado.web.Application):
-        # visdom's Application.__init__ forces settings["debug"] = True and then calls
-        # super().__init__ with its handler table; placed between it and tornado's class in the
-        # MRO, this turns debug off, swaps in the mended compare handler and guards every handler
-        def __init__(self, handlers=None, **settings):
-            settings["debug"] = False
-            handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
-            super().__init__([(INFO_PATH, InfoHandler)] + server_guard.guarded(handlers), **settings)
-
-        def find_handler(self, request, **kwargs):
-            why = guard.refusal(request)  # before routing: static files and unknown paths too
-            if why is not None:
-                return self.get_handler_delegate(request, server_guard.Refused, {"status": 403, "why": why})
-            return super().find_handler(request, **kwargs)
-
-    class QuietApplication(Application, _NoDebug):
-        pass
-
-    return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
-
-
-def running_env_path(host: str, port: int, timeout: float = 2.0) -> str | None:
-    """The env folder of the vae-visdom server answering on host:port; None when it does not say
-    (a plain visdom server, or login hides it)."""
-    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
-    try:
-        conn.request("GET", INFO_PATH)
-        resp = conn.getresponse()
-        info = json.loads(resp.read(65536)) if resp.status == 200 else {}
-    except (OSError, http.client.HTTPException, ValueError):
-        return None
-    finally:
-        conn.close()
-    return info.get("env_path") if isinstance(info, dict) and info.get("server") == "vae-visdom" else None
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
@@ -255,8 +99,6 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
 
 def _ensure_assets() -> str | None:
     """None when the UI files are in place (installing them if needed), else the error text."""
-    from vae_visdom import assets
-
     try:
         if assets.missing():
             assets.install()
@@ -339,7 +181,7 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     env_path.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_file or env_path / "vae_visdom_server.log").expanduser().resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "vae_visdom.server", "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "vae_visdom.serve.server", "--host", host, "--port", str(port),
            "--env-path", str(env_path), "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     cmd += ["--login"] if login else []
     with open(log_path, "ab") as out:
@@ -423,8 +265,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vae_visdom.server [serve options]`: the same as `vae-visdom serve`."""
-    p = argparse.ArgumentParser(prog="python -m vae_visdom.server", description=__doc__.split("\n\n")[0])
+    """`python -m vae_visdom.serve.server [serve options]`: the same as `vae-visdom serve`."""
+    p = argparse.ArgumentParser(prog="python -m vae_visdom.serve.server", description=__doc__.split("\n\n")[0])
     _add_arguments(p)
     return _run_cli(p.parse_args(argv))
 

@@ -1,6 +1,6 @@
 """A hand-derived training step for the fully connected VAE on the CPU (`--fast-step auto`).
 
-The same math as `backward_and_step` (trainer.py) for an MLPVAE with a Bernoulli decoder: the
+The same math as `backward_and_step` (step.py) for an MLPVAE with a Bernoulli decoder: the
 forward pass, the negative ELBO summed over the batch (cross-entropy from logits + analytic KL,
 one z ~ q(z|x) drawn with the same `randn_like` call), its gradient written straight into each
 parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a 2-core CPU,
@@ -44,7 +44,7 @@ def unsupported(model: torch.nn.Module, device: torch.device, precision: str) ->
 
 
 class MLPStep:
-    """step(x) -> (3,) loss, recon, kl summed over the batch, as Trainer._eager_step returns."""
+    """step(x) -> (3,) loss, recon, kl summed over the batch, as every step of step.py's contract returns."""
 
     def __init__(self, model: MLPVAE, optimizer: torch.optim.Optimizer):
         self.model, self.optimizer = model, optimizer

@@ -5,7 +5,7 @@ The checkpoint is the truth. The trainer ends an epoch in this order:
      to metrics.jsonl (its step rows were appended as they were logged);
   2. steps.jsonl and metrics.jsonl fsynced (Callback.on_save_checkpoint);
   3. checkpoint.pt written to a tmp file and fsynced; the current one hard-linked and renamed to
-     checkpoint.prev.pt; the new one renamed to checkpoint.pt (checkpoint.py).
+     checkpoint.prev.pt; the new one renamed to checkpoint.pt (train/checkpoint.py).
 A checkpoint therefore never covers a row or image that is not on disk, so after a kill at any point
 - rows and images after the checkpoint are from work the resumed run will do again: they are
   dropped (metrics.jsonl, steps.jsonl rewritten atomically; sample_N.png, reconstruction_N.png
@@ -31,8 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vae_visdom import checkpoint, safe_io
-from vae_visdom.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
+from vae_visdom import safe_io
+from vae_visdom.train import checkpoint
+from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
 
 HISTORY = {"metrics.jsonl": "epoch", "steps.jsonl": "step"}  # file -> the key its rows are ordered by
 PNG = re.compile(r"(?:sample|reconstruction)_(\d+)\.png")

@@ -196,7 +196,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m vae_visdom.assets")
+    _parser = argparse.ArgumentParser(prog="python -m vae_visdom.serve.assets")
     add_cli(_parser.add_subparsers(dest="command", required=True))
-    _args = _parser.parse_args(["assets", *sys.argv[1:]])  # `python -m vae_visdom.assets check`
+    _args = _parser.parse_args(["assets", *sys.argv[1:]])  # `python -m vae_visdom.serve.assets check`
     raise SystemExit(_args.func(_args))

@@ -1,7 +1,7 @@
-"""Observers that keep a run on disk and on the terminal (visdom is in vae_visdom.monitor).
+"""The run folder's writer (RunFiles, an observer) and its reader (read_jsonl).
 
 RUN_DIR/
-  config.json          the run's TrainConfig (written by the CLI)
+  config.json          the run's TrainConfig (written by the session)
   metrics.jsonl        one JSON object per epoch (EpochRecord.to_dict)
   steps.jsonl          one JSON object per log interval (StepLog)
   events.jsonl         every control command, accepted or rejected (CommandEvent.to_dict), and what a
@@ -9,8 +9,8 @@ RUN_DIR/
   status.json          the latest Status, for `vae-visdom runs`
   reconstruction_N.png 8 test images over their reconstructions, as the seed saves them
   sample_N.png         64 decodings of the run's fixed prior draws
-  checkpoint.pt        written by the trainer (see checkpoint.py), checkpoint.prev.pt the one before it
-  trainer.lock         held by the trainer writing here (see run_lock.py)
+  checkpoint.pt        written by the trainer (see train/checkpoint.py), checkpoint.prev.pt the one before it
+  trainer.lock         held by the trainer writing here (see lock.py)
 
 Every file that is replaced is replaced atomically, appends are whole lines (safe_io.py). An
 epoch's PNGs and row are written, and the rows fsynced, before the checkpoint that covers them;
@@ -19,7 +19,6 @@ a resume drops what came after its checkpoint (resume.py says why that loses not
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,8 +26,8 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
-from vae_visdom.imageutil import save_image
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
+from vae_visdom.runs.images import save_image
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -76,7 +75,7 @@ class RunFiles(Callback):
         safe_io.append_line(self.dir / "events.jsonl", json.dumps(event.to_dict()))
 
     def on_status(self, status: Status) -> None:
-        if status.state != "running" or status.message in ("training", "resumed"):
+        if status.state != "running" or status.reason in (Reason.STARTED, Reason.RESUMED):  # not every change
             self._write_status(status)
 
     def on_run_end(self, status: Status) -> None:
@@ -95,56 +94,3 @@ class RunFiles(Callback):
                 safe_io.overwrite_in_place(path, text)
             except OSError:
                 raise err from None
-
-
-class ProgressPrinter(Callback):
-    """A progress bar during an epoch and the seed's summary lines after it."""
-
-    def __init__(self, stream=None, width: int = 24):
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self._last_print = 0.0
-
-    def on_run_start(self, run: RunInfo) -> None:
-        cfg = run.config
-        print(f"run {run.name}: {cfg['model']} on {run.dataset} ({run.n_train} train / {run.n_test} test, "
-              f"{run.data_source}), device {run.device}, {run.n_params:,} parameters", file=self.stream)
-        print(f"  lr {cfg['lr']:g}, batch size {cfg['batch_size']}, {cfg['optimizer']}, latent {cfg['latent_dim']}, "
-              f"epochs {cfg['epochs']}; files in {run.run_dir}", file=self.stream)
-        if run.url:
-            print(f"  watch it live: {run.url}", file=self.stream)
-
-    def on_step(self, log: StepLog) -> None:
-        frac = log.epoch_progress - (log.epoch - 1)
-        now = time.perf_counter()
-        if not self.tty and frac < 1.0 and now - self._last_print < 10.0:
-            return  # in a log file, one line every 10 s is plenty
-        self._last_print = now
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "." * (self.width - filled)
-        line = (f"epoch {log.epoch} [{bar}] {100 * frac:5.1f}%  loss {log.loss:8.2f}  "
-                f"(recon {log.recon:.2f} + KL {log.kl:.2f})  lr {log.lr:.3g}  bs {log.batch_size}")
-        if self.tty:
-            self.stream.write("\r" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
-        if self.tty:
-            self.stream.write("\r" + " " * 100 + "\r")
-        print(f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
-              f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
-              f"{record.images_per_second:,.0f} img/s)", file=self.stream, flush=True)
-
-    def on_command(self, event: CommandEvent) -> None:
-        mark = "accepted" if event.accepted else "REJECTED"
-        print(f"\n[control] {mark}: {event.name} {event.value!r} -- {event.message}", file=self.stream, flush=True)
-
-    def on_run_end(self, status: Status) -> None:
-        if status.state == "failed":
-            return  # said once, by the session (or by the traceback of a bug)
-        print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)", file=self.stream,
-              flush=True)

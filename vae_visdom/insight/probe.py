@@ -1,6 +1,7 @@
-"""What the model learned, measured while it trains: the PCA baseline (once), latent views
-and the importance-weighted log-likelihood (every N epochs). The trainer calls `run_start`
-and `epoch_end`; what they return goes to the observers as figures and metrics.
+"""The inspection probe: the PCA baseline (once), latent views and the IW log-likelihood (every N epochs).
+
+Measured while the model trains. The session builds it; the trainer calls `run_start` and `epoch_end` (the Probe protocol of train/events.py); what they
+return goes to the observers as figures and metrics.
 
 None of this touches the global RNG, so a run's numbers do not depend on whether it is on.
 """
@@ -10,13 +11,18 @@ import time
 
 import torch
 
-from vae_visdom.analysis import figures_for_epoch, pca_fit, pca_payloads, pca_recon_error
+from vae_visdom.insight.iwae import iw_log_likelihood
+from vae_visdom.insight.latent import figures_for_epoch
+from vae_visdom.insight.pca import pca_fit, pca_payloads, pca_recon_error
+from vae_visdom.train.events import Probe
 
 PCA_MAX_TRAIN = 20000  # enough examples for a 784x784 covariance; keeps the run's start quick
 PCA_MAX_TRAIN_LARGE = 1000  # images larger than 2048 pixels: PCA from a 1000x1000 Gram matrix
 
 
-class Insight:
+class InsightProbe(Probe):
+    """The views and numbers of what the model learned, as one probe."""
+
     def __init__(self, model, data, device: torch.device, views: bool = True, iw_every: int = 0,
                  iw_samples: int = 100, binarize: bool = False, seed: int = 1):
         self.model, self.data, self.device = model, data, device
@@ -45,8 +51,6 @@ class Insight:
         if self.views:
             figures = figures_for_epoch(self.model, self.data.test, self.data.test_labels, self.device)
         if self.iw_every and epoch % self.iw_every == 0:
-            from vae_visdom.evaluate import iw_log_likelihood
-
             t0 = time.perf_counter()
             res = iw_log_likelihood(self.model, self.data.test, self.iw_samples, binarize=self.binarize,
                                     generator=torch.Generator().manual_seed(self.seed), device=self.device)

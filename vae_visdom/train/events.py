@@ -7,6 +7,7 @@ to a thread of its own and return at once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
@@ -59,8 +60,9 @@ class EpochRecord:
     lr: float
     batch_size: int
     seconds: float  # training time of the epoch, paused time excluded
-    test_seconds: float
+    test_seconds: float  # the test pass alone
     images_per_second: float
+    probe_seconds: float = 0.0  # the probes' work at the epoch's end (latent views, IW estimate), apart from the test
     extra: dict = field(default_factory=dict)  # e.g. {"test_iw_ll": ..., "test_iw_se": ...}
 
     def to_dict(self) -> dict:
@@ -78,6 +80,20 @@ class EpochImages:
     samples: torch.Tensor  # 64 decodings of the run's fixed prior draws
 
 
+class Reason(str, Enum):
+    """Why a Status was sent: observers decide on this, never on the message's words."""
+
+    STARTED = "started"  # training begins (or continues after a resume)
+    PAUSED = "paused"
+    RESUMED = "resumed"  # running again after a pause
+    SETTING = "setting"  # a live setting changed; the message says which
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    OTHER = ""
+
+
 @dataclass
 class Status:
     state: str  # starting | running | paused | stopping | stopped | finished | failed
@@ -86,6 +102,7 @@ class Status:
     epochs: int
     message: str = ""
     values: dict = field(default_factory=dict)  # hyperparameters in force: lr, batch_size, epochs, log_interval
+    reason: Reason = Reason.OTHER
 
 
 @dataclass
@@ -131,3 +148,17 @@ class Callback:
 
     def close(self) -> None:
         """Flush and release; called once, after on_run_end, also when the run failed."""
+
+
+class Probe:
+    """Work that reads the model during training but is not training (the PCA baseline, latent views,
+    the importance-weighted estimate). The session builds probes and hands them to the trainer, which
+    calls them on the training thread; their figures go to the observers' `on_figure`."""
+
+    def run_start(self) -> dict[str, dict]:
+        """Figures (name -> payload) once, before the first step."""
+        return {}
+
+    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, dict]]:
+        """(metrics for EpochRecord.extra, figures) after the epoch's test pass."""
+        return {}, {}

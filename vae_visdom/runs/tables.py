@@ -1,0 +1,98 @@
+"""`vae-visdom runs`: the listing and the ranking tables of runs read from their folders."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, _finite, best_run, differing_keys,
+                                     find_runs, format_value)
+
+
+def _age(t: float | None, now: float) -> str:
+    if t is None:
+        return "-"
+    s = max(0.0, now - t)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.0f} {unit} ago"
+    return f"{s:.0f} s ago"
+
+
+def _loss(row: dict | None, key: str = "test_loss", with_epoch: bool = False) -> str:
+    if row is None or not _finite(row.get(key)):
+        return "-"
+    return f"{row[key]:.2f}" + (f" (ep {row['epoch']})" if with_epoch else "")
+
+
+def format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
+    """The `vae-visdom runs` table."""
+    now = time.time() if now is None else now
+    head = ["NAME", "STATUS", "EPOCHS", "BEST TEST", "LAST TEST", "MODEL", "DATA", "LR", "BS", "OPT", "LATENT",
+            "UPDATED"]
+    rows = [head]
+    for r in records:
+        c = r.config
+        rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", _loss(r.best, with_epoch=True),
+                     _loss(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now)])
+    return format_table(rows)
+
+
+def ranking(records: Sequence[RunRecord]) -> str:
+    """Runs best first, with the numbers, and a line that says which hyperparameters won."""
+    keys = differing_keys(records) or ["lr", "batch_size"]
+    order = sorted(records, key=lambda r: (r.best is None, r.best["test_loss"] if r.best else 0.0))
+    rows = [["", "RUN", *(KEY_HYPERPARAMETERS[k].upper() for k in keys), "BEST TEST", "LAST TEST", "LAST TRAIN",
+             "EPOCHS", "STATUS"]]
+    winner = best_run(records)
+    for r in order:
+        rows.append(["*" if r is winner else "", r.name, *(format_value(r.config.get(k)) for k in keys),
+                     _loss(r.best, with_epoch=True), _loss(r.last), _loss(r.last, "train_loss"),
+                     f"{r.epochs_done}/{r.epochs_total}", r.state])
+    text = format_table(rows)
+    if winner is not None:
+        won = " ".join(f"{KEY_HYPERPARAMETERS[k]}={format_value(winner.config.get(k))}" for k in keys)
+        text += (f"\nbest: {won} ({winner.name}): test loss {winner.best['test_loss']:.2f} nats "
+                 f"at epoch {winner.best['epoch']}")
+        others = [r for r in order if r is not winner and r.best is not None]
+        if others:
+            text += f"; next {others[0].best['test_loss']:.2f} ({others[0].name})"
+    return text
+
+
+# -- command line ----------------------------------------------------------------------------------
+def add_cli(subparsers) -> None:
+    """Register `vae-visdom runs`."""
+    p = subparsers.add_parser("runs", help="list the runs in a runs directory",
+                              description="List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
+                                          "key hyperparameters. A run killed hard still says 'running': "
+                                          "UPDATED tells when its files last changed.")
+    p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
+    p.set_defaults(func=cmd_runs)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    if not Path(args.runs_dir).is_dir():
+        print(f"no runs directory {args.runs_dir} (train one with `vae-visdom train`)", file=sys.stderr)
+        return 0
+    records = find_runs(args.runs_dir)
+    if args.json:
+        for r in records:
+            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state,
+                              "epochs_done": r.epochs_done, "epochs_total": r.epochs_total, "best": r.best,
+                              "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated}))
+        return 0
+    if not records:
+        print(f"no runs in {args.runs_dir}")
+        return 0
+    print(listing(records))
+    return 0

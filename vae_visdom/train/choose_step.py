@@ -1,0 +1,27 @@
+"""Which step a run takes: the captured CUDA graph, the hand-derived CPU step, or eager autograd."""
+from __future__ import annotations
+
+import torch
+
+from vae_visdom.config import TrainConfig
+from vae_visdom.models.base import VAE
+from vae_visdom.train import graph_step, mlp_cpu_step
+from vae_visdom.train.step import StepFn, prepare_optimizer
+
+
+def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
+                batch_size: int, eager: StepFn) -> StepFn:
+    """A captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step of the fully
+    connected VAE (mlp_cpu_step.py) where they apply and `cfg.fast_step` allows; else `eager`."""
+    if device.type != "cuda" or cfg.fast_step == "eager":
+        # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
+        prepare_optimizer(optimizer, capturable=False, fused=True if device.type == "cpu" else None)
+        if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(model, device, cfg.precision) is None:
+            return mlp_cpu_step.MLPStep(model, optimizer)  # the hand-derived step
+        return eager
+    step = graph_step.make_step(model, optimizer, model.likelihood, batch_size, device, fallback=eager,
+                                amp=cfg.precision == "bf16")
+    if step is None and cfg.fast_step == "graph":
+        why = graph_step.capture_unsupported(model, optimizer, device)
+        print(f"fast step: no captured graph ({why}); training eagerly")
+    return step if step is not None else eager

@@ -199,6 +199,18 @@ def wait_for(browser, css: str, min_count: int = 1, timeout: float = 20.0) -> li
         time.sleep(0.2)
 
 
+def until(predicate, what: str, timeout: float = 60.0, every: float = 0.05):
+    """Poll predicate() until it is truthy and return its value; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
 def screenshot(browser, path: str | os.PathLike) -> Path:
     """Save a PNG of the browser window (parents created); returns the path."""
     path = Path(path)

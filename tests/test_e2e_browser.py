@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import screenshot, wait_for
+from tests.fixtures import screenshot, until, wait_for
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
 from vae_visdom.session import TrainingSession
@@ -28,17 +28,6 @@ def keep_for_docs(shot: Path, name: str) -> None:
     if os.environ.get("VAE_VISDOM_UPDATE_DOCS") == "1":
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, DOCS_IMG / name)
-
-
-def until(predicate, what: str, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def session_for(server, tmp_path, env: str, mnist, **cfg) -> TrainingSession:

@@ -20,7 +20,7 @@ import pytest
 import websocket
 
 from tests.conftest import synthetic_data
-from tests.fixtures import REPO, wait_for
+from tests.fixtures import REPO, wait_for, until
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
 from vae_visdom.serve.net import find_free_port
@@ -63,17 +63,6 @@ def envs_of(server) -> list[str]:
 
 def windows_of(server, env: str) -> dict:
     return json.loads(server.client(env, use_incoming_socket=False).get_window_data(env=env))
-
-
-def until(predicate, what: str, timeout: float = 20.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def files_outside(root: Path, env_path: Path) -> dict[str, bytes]:

@@ -582,6 +582,10 @@ def _child_kill_matrix(root: str, port: str) -> None:
             print(f"harness: starting again ({why})", file=sys.stderr)
             monitor = _monitor(run_dir, port_n)
             session = TrainingSession(config(run_dir), data=data, progress=False, monitor=monitor)
+        finish(run_dir, session, monitor, labels)
+
+    def finish(run_dir: Path, session, monitor, labels: list[str] | None) -> None:
+        """Train to the end; write the points seen (a dry run) or the run's outcome beside the folder."""
         session.run()
         if labels is not None:
             (run_dir.parent / f"{run_dir.name}.points.json").write_text(json.dumps(labels))
@@ -593,11 +597,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
             _arm(kill_at, labels)
         monitor = _monitor(run_dir, port_n)
         session = TrainingSession(config(run_dir), data=data, progress=False, monitor=monitor)
-        session.run()
-        if labels is not None:
-            (run_dir.parent / f"{run_dir.name}.points.json").write_text(json.dumps(labels))
-        else:
-            (run_dir.parent / f"{run_dir.name}.json").write_text(json.dumps(_outcome(run_dir, monitor)))
+        finish(run_dir, session, monitor, labels)
 
     def result(run_dir: Path) -> dict:
         path = run_dir.parent / f"{run_dir.name}.json"

@@ -607,6 +607,16 @@ def _child_kill_matrix(root: str, port: str) -> None:
         return json.loads(path.read_text())
 
     assert _in_child(lambda: fresh(root_p / "reference")) == 0
+    def killed_then_resumed(run_dir: Path, start, phase: str, k: int, label: str) -> dict:
+        """`start` killed before its k-th file-system call, then resumed to the end: the case's outcome."""
+        code = _in_child(lambda: start(run_dir, [], k))
+        if code == -signal.SIGKILL:
+            _in_child(lambda: run(run_dir))
+            got = result(run_dir)
+        else:
+            got = {"error": f"the {phase} was to be killed at #{k} but exited {code}"}
+        return {"phase": phase, "k": k, "label": label, "result": got}
+
     reference = result(root_p / "reference")
     count = root_p / "count"
     assert _in_child(lambda: fresh(count, [], -1)) == 0
@@ -614,13 +624,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
     cases = []
     for k, label in enumerate(points):
         run_dir = root_p / f"run-{k}"
-        code = _in_child(lambda: fresh(run_dir, [], k))
-        if code == -signal.SIGKILL:
-            _in_child(lambda: run(run_dir))
-            got = result(run_dir)
-        else:
-            got = {"error": f"the child was to be killed at #{k} but exited {code}"}
-        cases.append({"phase": "run", "k": k, "label": label, "result": got})
+        cases.append(killed_then_resumed(run_dir, fresh, "run", k, label))
 
     # the resume of a run killed after epoch 2's row, before its checkpoint: killed at each of its writes
     awkward = next(k for k, label in enumerate(points) if label.startswith("replace")
@@ -639,13 +643,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
     for k, label in enumerate(resume_points):
         run_dir = root_p / f"resume-{k}"
         shutil.copytree(base, run_dir)
-        code = _in_child(lambda: run(run_dir, [], k))
-        if code == -signal.SIGKILL:
-            _in_child(lambda: run(run_dir))
-            got = result(run_dir)
-        else:
-            got = {"error": f"the resume was to be killed at #{k} but exited {code}"}
-        cases.append({"phase": "resume", "k": k, "label": label, "result": got})
+        cases.append(killed_then_resumed(run_dir, run, "resume", k, label))
     try:
         (root_p / "report.json").write_text(json.dumps({"reference": reference, "points": len(points),
                                                         "resume_points": len(resume_points), "cases": cases}))

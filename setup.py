@@ -16,6 +16,7 @@ setup(
         "pillow>=9",
         "visdom>=0.2.4",
         "tornado<6.6",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5"]},
     entry_points={"console_scripts": ["vae-visdom=vae_visdom.cli:main"]},

@@ -5,6 +5,9 @@ session all write through it.
 
 - atomic_write(path, data): PATH.tmp written, fsynced, then os.replace'd over PATH; on any error
   the .tmp is removed. A reader (or a crash) sees the old file or the new one, never half of one.
+  shared=True names the temporary file per process and thread (.NAME.PID.TID.tmp), for files that
+  several processes may write at once (the data caches, the UI assets, the server's env files);
+  data may be a function that writes the temporary file itself (torch.save of a large cache).
 - append_line(path, text): one os.write in O_APPEND mode; a write cut short (disk full) is cut
   back off, so no torn line is left behind.
 - sync(path): fsync a file already written, before a checkpoint says that it exists.
@@ -18,7 +21,10 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Callable
+import threading
+from typing import Callable, Union
+
+Data = Union[bytes, str, Callable[[Path], None]]
 
 
 class RunWriteError(OSError):
@@ -46,26 +52,43 @@ def remove(path: str | Path) -> None:
         pass
 
 
-def atomic_write(path: str | Path, data: bytes | str, before_replace: Callable[[], None] | None = None) -> None:
-    """Replace `path` with `data` atomically (tmp + fsync + os.replace). `before_replace` runs between
-    the fsync and the replace (the checkpoint keeps its predecessor there). Raises RunWriteError."""
+def temp_path(path: Path, shared: bool = False) -> Path:
+    """Where atomic_write puts the new bytes before the rename: PATH.tmp, or a hidden name of this
+    process and thread when several writers may race (never ending in the file's own suffix)."""
+    if shared:
+        return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    return path.with_name(path.name + ".tmp")
+
+
+def atomic_write(path: str | Path, data: Data, before_replace: Callable[[], None] | None = None,
+                 shared: bool = False) -> None:
+    """Replace `path` with `data` atomically (tmp + fsync + os.replace). `data` is bytes, text, or a
+    function that writes the temporary path it is given. `before_replace` runs between the fsync and
+    the replace (the checkpoint keeps its predecessor there). Raises RunWriteError."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path, shared)
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)  # the bytes are on disk before the rename makes them the file
-        finally:
-            os.close(fd)
+        if callable(data):
+            data(tmp)
+            sync(tmp)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)  # the bytes are on disk before the rename makes them the file
+            finally:
+                os.close(fd)
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
     except OSError as err:
         remove(tmp)
         raise RunWriteError(path, err) from None
+    except BaseException:
+        remove(tmp)
+        raise
 
 
 def overwrite_in_place(path: str | Path, data: bytes | str) -> None:

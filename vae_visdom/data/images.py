@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from vae_visdom.data.base import DataError, ImageData
+from vae_visdom.safe_io import atomic_write
 
 SIZE = 64
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".pgm", ".ppm", ".pbm", ".pnm", ".gif",
@@ -119,9 +120,9 @@ def _cached_decode(dataset: str, root: Path, names: list[str], crop: float, size
     if path is not None and decoded.names:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save({"images": decoded.images, "names": decoded.names, "skipped": decoded.skipped}, tmp)
-            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+            payload = {"images": decoded.images, "names": decoded.names, "skipped": decoded.skipped}
+            # atomic: a concurrent reader sees the old file or the whole new one
+            atomic_write(path, lambda tmp: torch.save(payload, tmp), shared=True)
             for old in path.parent.glob(f"{dataset}-{where}-*.pt"):
                 if old != path:
                     old.unlink(missing_ok=True)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from vae_visdom.data.base import DataError, ImageData, default_cache_dir
+from vae_visdom.safe_io import atomic_write
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -164,9 +165,7 @@ def _install(spec: IdxSpec, cache_dir: Path, payloads: dict[str, bytes], provena
     raw = spec.raw(cache_dir)
     raw.mkdir(parents=True, exist_ok=True)
     for name, data in list(payloads.items()) + [("provenance.txt", provenance.encode() + b"\n")]:
-        tmp = raw / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"  # plain open: the umask applies
-        tmp.write_bytes(data)
-        os.replace(tmp, raw / name)
+        atomic_write(raw / name, data, shared=True)
 
 
 _TV_LIB = None  # keeps the torch.library definitions alive

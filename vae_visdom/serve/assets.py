@@ -25,6 +25,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from vae_visdom.safe_io import atomic_write
+
 MANIFEST = Path(__file__).with_name("assets.json")
 NPM_TIMEOUT_S = 600  # mathjax is a 21 MB tarball; a slow mirror can take minutes
 
@@ -119,9 +121,7 @@ def _npm_pack(specs: list[str], workdir: Path) -> dict[str, Path]:
 def _write_atomic(path: Path, data: bytes) -> None:
     # a reader (the running server, a second install) never sees a half-written file
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data, shared=True)
 
 
 def install(static_dir: str | os.PathLike | None = None, force: bool = False, *, quiet: bool = False,

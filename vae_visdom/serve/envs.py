@@ -7,11 +7,11 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
+from vae_visdom.safe_io import atomic_write
 
 log = logging.getLogger("vae_visdom.serve.server")
 
@@ -34,14 +34,7 @@ def env_file(env_path: str | os.PathLike, eid) -> Path:
 def write_env(env_path: str | os.PathLike, eid, env: dict) -> Path:
     """Write one env atomically (a kill mid-save leaves the old file, not half a new one)."""
     path = env_file(env_path, eid)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".saving-", suffix=".tmp")  # no ".json": see LOCK_NAME
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(env, out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(env), shared=True)  # the temporary name ends in ".tmp": see LOCK_NAME
     return path
 
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from vae_visdom.insight.latent import figures_for_epoch, interpolation_strip, latent_manifold_grid, posterior_scatter
-from vae_visdom.insight.pca import PCA, pca_fit, pca_payloads, pca_recon_error, pca_reconstruct
+from vae_visdom.insight.pca import PCA, pca_figures, pca_fit, pca_recon_error, pca_reconstruct
+from vae_visdom.train.events import ImageFigure, NumbersFigure, ScatterFigure
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
 from vae_visdom.train.objectives import recon_nll
@@ -180,24 +181,30 @@ def test_figures_for_epoch_payloads(latent_dim):
     assert set(figs) == expected
     assert model.training  # the views leave the run's mode alone
     inter = figs["interpolations"]
-    assert inter["kind"] == "images" and inter["tensor"].shape == (21, 1, 28, 28) and inter["nrow"] == 7
+    assert isinstance(inter, ImageFigure) and inter.images.shape == (21, 1, 28, 28) and inter.nrow == 7
     scatter = figs["posterior_scatter"]
-    assert scatter["kind"] == "scatter" and scatter["points"].shape == (40, 2) and scatter["labels"].shape == (40,)
+    assert isinstance(scatter, ScatterFigure) and scatter.points.shape == (40, 2) and scatter.labels.shape == (40,)
+    assert scatter.projected == (latent_dim > 2)
     if latent_dim == 2:
         grid = figs["latent_manifold"]
-        assert grid["tensor"].shape == (36, 1, 28, 28) and grid["nrow"] == 6
-    assert all(isinstance(f["title"], str) and f["title"] for f in figs.values())
+        assert grid.images.shape == (36, 1, 28, 28) and grid.nrow == 6
+    # typed data only: titles and HTML are the monitor's (tests/test_monitor.py checks them)
+    assert all(not isinstance(v, str) for f in figs.values() for v in vars(f).values())
 
 
 def test_pca_payloads_show_originals_over_reconstructions():
     x = (torch.rand(100, 1, 6, 6, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
     pca = pca_fit(x, 3)
-    figs = pca_payloads(pca, x, n=8)
+    figs = pca_figures(pca, x, n=8)
     grid = figs["pca_reconstructions"]
-    assert grid["kind"] == "images" and grid["nrow"] == 8 and grid["tensor"].shape == (16, 1, 6, 6)
-    torch.testing.assert_close(grid["tensor"][:8], x[:8].float() / 255)
-    torch.testing.assert_close(grid["tensor"][8:], pca_reconstruct(pca, x[:8]).clamp(0, 1))
-    assert figs["pca_baseline"]["kind"] == "text" and "nats" in figs["pca_baseline"]["html"]
+    assert isinstance(grid, ImageFigure) and grid.nrow == 8 and grid.images.shape == (16, 1, 6, 6)
+    torch.testing.assert_close(grid.images[:8], x[:8].float() / 255)
+    torch.testing.assert_close(grid.images[8:], pca_reconstruct(pca, x[:8]).clamp(0, 1))
+    numbers = figs["pca_baseline"]
+    assert isinstance(numbers, NumbersFigure) and numbers.values["k"] == 3 and numbers.values["images"] == 100
+    err = pca_recon_error(pca, x)
+    assert numbers.values["recon_nats"] == pytest.approx(float(err.bernoulli_nll.mean()))
+    assert numbers.values["squared_error"] == pytest.approx(float(err.squared_error.mean()))
 
 
 def test_pca_with_fewer_examples_than_pixels_matches_numpy_svd():

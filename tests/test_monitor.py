@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_visdom.train.events import CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.monitor.content import figure_title
+from vae_visdom.train.events import (CommandEvent, EpochImages, EpochRecord, ImageFigure, NumbersFigure, RunInfo,
+                                     ScatterFigure, Status, StepLog)
 from vae_visdom.monitor import TITLES, VisdomMonitor, replay
 from vae_visdom.serve.net import find_free_port
 
@@ -248,8 +250,7 @@ def test_replay_rebuilds_the_same_windows(server, tmp_path):
         feed_epoch(m, epoch)
         assert m.flush(10)  # the log gets each window whole once, then appends
     m.on_command(CommandEvent(time.time(), 2, 40, "lr", 3e-4, True, "lr = 0.0003", "panel", 2.0))
-    m.on_figure("posterior_scatter", {"kind": "scatter", "points": torch.randn(50, 2),
-                                      "labels": torch.arange(50) % 3, "title": "latent means"})
+    m.on_figure("posterior_scatter", ScatterFigure(torch.randn(50, 2), torch.arange(50) % 3))
     feed_epoch(m, 3)
     m.on_run_end(Status("finished", 3, 60, 3, "finished 3 epochs"))
     m.close()
@@ -298,18 +299,23 @@ def test_two_runs_on_one_server_keep_to_their_own_windows(server, tmp_path):
 def test_figures_get_panes_of_their_own(server, tmp_path):
     m = VisdomMonitor(port=server.port, env="figures", run_dir=tmp_path)
     m.on_run_start(run_info(tmp_path))
-    m.on_figure("manifold", {"kind": "images", "tensor": torch.rand(100, 1, 28, 28), "nrow": 10, "title": "manifold"})
-    m.on_figure("scatter", {"kind": "scatter", "points": torch.randn(30, 2), "labels": torch.arange(30) % 10,
-                            "title": "latent means"})
-    m.on_figure("pca", {"kind": "text", "html": "<b>PCA</b>", "title": "PCA baseline"})
-    m.on_figure("curve", {"kind": "line", "y": torch.tensor([1.0, float("nan"), 3.0]), "title": "a line"})
+    figures = {"latent_manifold": ImageFigure(torch.rand(100, 1, 28, 28), 10),
+               "posterior_scatter": ScatterFigure(torch.randn(30, 2), torch.arange(30) % 10, projected=True),
+               "pca_baseline": NumbersFigure({"k": 20, "images": 10000, "recon_nats": 123.456, "squared_error": 7.5}),
+               "gaps": ScatterFigure(torch.tensor([[1.0, 2.0], [float("nan"), 3.0], [3.0, 4.0]]))}
+    for name, fig in figures.items():
+        m.on_figure(name, fig)
     m.close()
     panes = window_data(server, "figures")
     by_title = {p["title"]: p for p in panes.values()}
-    assert png_size(by_title["manifold"]) == (10 * 30 + 2, 10 * 30 + 2)
-    assert traces(by_title["latent means"]) == {str(k): 3 for k in range(10)}
-    assert by_title["PCA baseline"]["content"] == "<b>PCA</b>"
-    assert by_title["a line"]["content"]["data"][0]["y"] == [1.0, None, 3.0]  # NaN is a gap, not broken JSON
+    # the monitor alone titles and draws the probes' typed data
+    assert png_size(by_title[figure_title("latent_manifold", figures["latent_manifold"])]) == (10 * 30 + 2, 10 * 30 + 2)
+    scatter_title = figure_title("posterior_scatter", figures["posterior_scatter"])
+    assert scatter_title == "Posterior means of 30 test images (mu, first two principal components)"
+    assert traces(by_title[scatter_title]) == {str(k): 3 for k in range(10)}
+    pca = by_title["PCA baseline (k=20)"]["content"]
+    assert "<b>PCA, k=20</b> on 10000 images" in pca and "123.46 nats/image" in pca and "7.50 per image" in pca
+    assert by_title["gaps"]["content"]["data"][0]["x"] == [1.0, None, 3.0]  # NaN is a gap, not broken JSON
 
 
 def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end(server, tmp_path, monkeypatch):
@@ -328,7 +334,7 @@ def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end
     epochs = 6
     for epoch in range(1, epochs + 1):  # 6 epochs in ~1.8 s: the views may go once, twice at most
         feed_epoch(m, epoch)
-        m.on_figure("scatter", {"kind": "scatter", "points": torch.randn(30, 2) + epoch, "title": "latent means"})
+        m.on_figure("scatter", ScatterFigure(torch.randn(30, 2) + epoch))
         time.sleep(0.3)
     recon_sends = [t for win, t in sent if win == m.windows["recon"]]
     scatter_win = f"{m.prefix}-fig-scatter"
@@ -337,7 +343,7 @@ def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end
     assert 1 <= len(scatter_sends) <= 2, scatter_sends
     m.close()
     assert m.hook_errors == []
-    pane = {p["title"]: p for p in window_data(server, "views_rate").values()}["latent means"]
+    pane = {p["title"]: p for p in window_data(server, "views_rate").values()}["scatter"]
     assert min(pane["content"]["data"][0]["x"]) > epochs - 4  # the last epoch's points (randn + 6)
     assert time.monotonic() - t0 < 10
 

@@ -1,10 +1,8 @@
 """Views of the latent space: the manifold grid, interpolations, the posterior scatter.
 
-Every function returns CPU tensors; `figures_for_epoch` wraps them as the payloads of
-`Callback.on_figure(name, payload)`:
-    {"kind": "images", "tensor": (B, C, H, W) float in [0, 1], "nrow": int, "title": str}
-    {"kind": "scatter", "points": (N, 2) float, "labels": (N,) int64, "title": str}
-    {"kind": "text", "html": str, "title": str}
+Every function returns CPU tensors; `figures_for_epoch` wraps them as the typed figures of
+train/events.py (ImageFigure, ScatterFigure) for `Callback.on_figure(name, figure)`; titles and
+drawing are the monitor's.
 """
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from torch import nn
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.insight.iwae import eval_mode
 from vae_visdom.insight.pca import pca_fit
+from vae_visdom.train.events import Figure, ImageFigure, ScatterFigure
 
 
 def _device(model: nn.Module, device) -> torch.device:
@@ -84,21 +83,16 @@ def posterior_scatter(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | 
 
 def figures_for_epoch(model: nn.Module, test_x: torch.Tensor, test_labels: torch.Tensor | None = None,
                       device=None, n_grid: int = 20, n_pairs: int = 4, steps: int = 10,
-                      max_points: int = 2000) -> dict[str, dict]:
-    """The latent views as on_figure payloads: manifold (2-D latents only), interpolations, scatter."""
-    figures: dict[str, dict] = {}
+                      max_points: int = 2000) -> dict[str, Figure]:
+    """The latent views as figures: latent_manifold (2-D latents only), interpolations, posterior_scatter."""
+    figures: dict[str, Figure] = {}
     d = model.latent_dim
     if d == 2:
-        figures["latent_manifold"] = {
-            "kind": "images", "tensor": latent_manifold_grid(model, n_grid, device), "nrow": n_grid,
-            "title": "Latent manifold: decodings over Gaussian quantiles 0.05..0.95 (Kingma & Welling Fig. 4)"}
+        figures["latent_manifold"] = ImageFigure(latent_manifold_grid(model, n_grid, device), n_grid)
     pairs = min(n_pairs, test_x.shape[0] // 2)
     if pairs:
         strips = [interpolation_strip(model, test_x[2 * i], test_x[2 * i + 1], steps, device) for i in range(pairs)]
-        figures["interpolations"] = {"kind": "images", "tensor": torch.cat(strips), "nrow": steps,
-                                     "title": "Interpolations between posterior means"}
+        figures["interpolations"] = ImageFigure(torch.cat(strips), steps)
     points, labels = posterior_scatter(model, test_x, test_labels, max_points, device)
-    how = "mu" if d <= 2 else "mu, first two principal components"
-    figures["posterior_scatter"] = {"kind": "scatter", "points": points, "labels": labels,
-                                    "title": f"Posterior means of {points.shape[0]} test images ({how})"}
+    figures["posterior_scatter"] = ScatterFigure(points, labels, projected=d > 2)
     return figures

@@ -1,7 +1,7 @@
 """The PCA baseline: the best rank-k linear autoencoder, set beside the VAE's reconstruction term.
 
-Every function returns CPU tensors; `pca_payloads` wraps them as `Callback.on_figure(name, payload)`
-payloads (the kinds are listed in latent.py).
+Every function returns CPU tensors; `pca_figures` wraps them as the typed figures of train/events.py
+for `Callback.on_figure(name, figure)`.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from vae_visdom.data.base import to_unit_float
+from vae_visdom.train.events import Figure, ImageFigure, NumbersFigure
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -103,18 +104,13 @@ def pca_recon_error(pca: PCA, x: torch.Tensor, eps: float = 1e-3) -> PCAReconErr
     return PCAReconError(squared_error=squared, bernoulli_nll=bce)
 
 
-def pca_payloads(pca: PCA, x: torch.Tensor, n: int = 8) -> dict[str, dict]:
-    """on_figure payloads: n test images over their PCA reconstructions, and the errors as text."""
+def pca_figures(pca: PCA, x: torch.Tensor, n: int = 8) -> dict[str, Figure]:
+    """n test images over their PCA reconstructions (pca_reconstructions), and the errors
+    (pca_baseline: k, images, reconstruction cross-entropy in nats/image, squared error/image)."""
     images = to_unit_float(x[:n]).cpu()  # (n, C, H, W)
     recon = pca_reconstruct(pca, images).clamp(0, 1).to(images.dtype)
     err = pca_recon_error(pca, x)
-    k = pca.components.shape[0]
-    html = (f"<b>PCA, k={k}</b> on {x.shape[0]} images<br>"
-            f"reconstruction cross-entropy: {err.bernoulli_nll.mean():.2f} nats/image "
-            f"(compare with the VAE's reconstruction term, not its loss)<br>"
-            f"squared error: {err.squared_error.mean():.2f} per image")
-    return {
-        "pca_reconstructions": {"kind": "images", "tensor": torch.cat([images, recon]), "nrow": n,
-                                "title": f"PCA baseline (k={k}): originals, reconstructions"},
-        "pca_baseline": {"kind": "text", "html": html, "title": f"PCA baseline (k={k})"},
-    }
+    numbers = {"k": pca.components.shape[0], "images": x.shape[0],
+               "recon_nats": float(err.bernoulli_nll.mean()), "squared_error": float(err.squared_error.mean())}
+    return {"pca_reconstructions": ImageFigure(torch.cat([images, recon]), n),
+            "pca_baseline": NumbersFigure(numbers)}

@@ -13,8 +13,8 @@ import torch
 
 from vae_visdom.insight.iwae import iw_log_likelihood
 from vae_visdom.insight.latent import figures_for_epoch
-from vae_visdom.insight.pca import pca_fit, pca_payloads, pca_recon_error
-from vae_visdom.train.events import Probe
+from vae_visdom.insight.pca import pca_figures, pca_fit, pca_recon_error
+from vae_visdom.train.events import Figure, Probe
 
 PCA_MAX_TRAIN = 20000  # enough examples for a 784x784 covariance; keeps the run's start quick
 PCA_MAX_TRAIN_LARGE = 1000  # images larger than 2048 pixels: PCA from a 1000x1000 Gram matrix
@@ -30,7 +30,7 @@ class InsightProbe(Probe):
         self.binarize, self.seed = binarize, seed
         self.pca_recon: float | None = None
 
-    def run_start(self) -> dict[str, dict]:
+    def run_start(self) -> dict[str, Figure]:
         """PCA with as many components as the latent has dimensions: the seed's linear autoencoder."""
         if not self.views:
             return {}
@@ -40,12 +40,12 @@ class InsightProbe(Probe):
         pca = pca_fit(self.data.train[:n].cpu(), k)
         if self.model.likelihood == "bernoulli":  # a cross-entropy compares with a Bernoulli decoder only
             self.pca_recon = float(pca_recon_error(pca, self.data.test.cpu()).bernoulli_nll.mean())
-        return pca_payloads(pca, self.data.test.cpu())
+        return pca_figures(pca, self.data.test.cpu())
 
-    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, dict]]:
+    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, Figure]]:
         """(metrics for EpochRecord.extra, figures) for this epoch."""
         extra: dict = {}
-        figures: dict[str, dict] = {}
+        figures: dict[str, Figure] = {}
         if self.pca_recon is not None:
             extra["pca_test_recon"] = round(self.pca_recon, 4)
         if self.views:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from vae_visdom.train.events import EpochRecord, RunInfo, Status
+from vae_visdom.train.events import EpochRecord, Figure, ImageFigure, NumbersFigure, RunInfo, ScatterFigure, Status
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import format_value
@@ -45,22 +45,42 @@ def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRe
     return f'<table style="font-size:13px">{cells}</table>'
 
 
-def figure_traces(kind: str, payload: dict) -> list[Trace]:
-    """on_figure payloads of kind "scatter" (one trace per label) or "line" (one per column)."""
-    if kind == "scatter":
-        pts = torch.as_tensor(payload["points"]).detach().float().cpu()  # (N, 2)
-        labels = payload.get("labels")
-        labels = torch.zeros(len(pts), dtype=torch.long) if labels is None else torch.as_tensor(labels).cpu()
-        # 4 significant digits: finer than a pixel of the pane, and ~40% of the JSON the server parses
-        return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0], 4),
-                      _nums(pts[labels == lab][:, 1], 4)) for lab in torch.unique(labels).tolist()]
-    y = torch.as_tensor(payload["y"]).detach().float().cpu()  # (N,) or (N, M)
-    y = y[:, None] if y.ndim == 1 else y
-    x = payload.get("x")
-    x = torch.arange(len(y)).float() if x is None else torch.as_tensor(x).float().cpu()
-    legend = payload.get("legend") or [str(i + 1) for i in range(y.shape[1])]
-    return [Trace(str(legend[j]), "lines", {}, _nums(x, PLOT_DIGITS), _nums(y[:, j], PLOT_DIGITS))
-            for j in range(y.shape[1])]
+def figure_title(name: str, fig: Figure) -> str:
+    """The pane title of a probe's figure: said here, not by the probe (unknown names keep the name)."""
+    if name == "latent_manifold":
+        return "Latent manifold: decodings over Gaussian quantiles 0.05..0.95 (Kingma & Welling Fig. 4)"
+    if name == "interpolations":
+        return "Interpolations between posterior means"
+    if name == "posterior_scatter" and isinstance(fig, ScatterFigure):
+        how = "mu, first two principal components" if fig.projected else "mu"
+        return f"Posterior means of {len(fig.points)} test images ({how})"
+    if name.startswith("pca_") and isinstance(fig, (ImageFigure, NumbersFigure)):
+        k = fig.values.get("k") if isinstance(fig, NumbersFigure) else None
+        size = f" (k={k})" if k is not None else ""
+        return f"PCA baseline{size}" + (": originals, reconstructions" if isinstance(fig, ImageFigure) else "")
+    return name
+
+
+def figure_html(name: str, fig: NumbersFigure) -> str:
+    """A NumbersFigure as the text pane's HTML; the PCA baseline gets its sentence."""
+    v = fig.values
+    if name == "pca_baseline" and {"k", "images", "recon_nats", "squared_error"} <= set(v):
+        return (f"<b>PCA, k={v['k']}</b> on {v['images']} images<br>"
+                f"reconstruction cross-entropy: {v['recon_nats']:.2f} nats/image "
+                f"(compare with the VAE's reconstruction term, not its loss)<br>"
+                f"squared error: {v['squared_error']:.2f} per image")
+    cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{format_value(val, str(k))}</td></tr>"
+                    for k, val in v.items())
+    return f"<table>{cells}</table>"
+
+
+def scatter_traces(fig: ScatterFigure) -> list[Trace]:
+    """One trace of markers per label; NaN coordinates become gaps (null), never broken JSON."""
+    pts = torch.as_tensor(fig.points).detach().float().cpu()  # (N, 2)
+    labels = torch.zeros(len(pts), dtype=torch.long) if fig.labels is None else torch.as_tensor(fig.labels).cpu()
+    # 4 significant digits: finer than a pixel of the pane, and ~40% of the JSON the server parses
+    return [Trace(str(lab), "markers", {"marker": {"size": 4}}, _nums(pts[labels == lab][:, 0], 4),
+                  _nums(pts[labels == lab][:, 1], 4)) for lab in torch.unique(labels).tolist()]
 
 
 def _nums(t: torch.Tensor, digits: int | None = None) -> list:

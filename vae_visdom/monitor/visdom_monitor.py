@@ -20,13 +20,15 @@ import torch
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import Board, preload
-from vae_visdom.monitor.content import figure_traces, restore_curves, restore_from_rows, run_html
+from vae_visdom.monitor.content import (figure_html, figure_title, restore_curves, restore_from_rows, run_html,
+                                        scatter_traces)
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, PLOT_DIGITS, TITLES, ImageGrid, LinePlot, TextPane, Trace,
                                         line_style, num, slug, window_prefix)
 from vae_visdom.runs.records import format_value
 from vae_visdom.train.controller import SETTINGS, Controller
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
+from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ImageFigure, NumbersFigure,
+                                     RunInfo, ScatterFigure, Status, StepLog)
 
 LOG_NAME = "visdom.log"
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
@@ -203,25 +205,23 @@ class VisdomMonitor(Callback):
                 self._render_run()
 
     @_guarded
-    def on_figure(self, name: str, payload: dict) -> None:
-        kind, title = payload.get("kind"), payload.get("title") or name
+    def on_figure(self, name: str, figure: Figure) -> None:
+        title = figure_title(name, figure)
         win = f"{self.prefix}-fig-{slug(name)}"
         with self.board.lock:
             pane = self.figures.get(name)
-            if kind == "images":
+            if isinstance(figure, ImageFigure):
                 pane = pane or self.board.add(ImageGrid(win, title))
                 pane.title = title
-                pane.set(torch.as_tensor(payload["tensor"]).detach().to("cpu", copy=True), nrow=payload.get("nrow", 8),
-                         urgent=False)
-            elif kind in ("scatter", "line"):
-                pane = pane or self.board.add(LinePlot(win, title, [], payload.get("xlabel", ""),
-                                                       payload.get("ylabel", "")))
+                pane.set(torch.as_tensor(figure.images).detach().to("cpu", copy=True), nrow=figure.nrow, urgent=False)
+            elif isinstance(figure, ScatterFigure):
+                pane = pane or self.board.add(LinePlot(win, title, [], "", ""))
                 pane.title = title
-                pane.replace(figure_traces(kind, payload))
-            elif kind == "text":
+                pane.replace(scatter_traces(figure))
+            elif isinstance(figure, NumbersFigure):
                 pane = pane or self.board.add(TextPane(win, title))
                 pane.title = title
-                pane.set(str(payload.get("html", "")))
+                pane.set(figure_html(name, figure))
             else:
                 return
             pane.min_interval = FIGURE_INTERVAL

@@ -123,6 +123,31 @@ class CommandEvent:
         return asdict(self)
 
 
+@dataclass
+class ImageFigure:
+    """A grid of images: (B, C, H, W) floats in [0, 1] on the CPU, `nrow` to a row."""
+    images: torch.Tensor
+    nrow: int
+
+
+@dataclass
+class ScatterFigure:
+    """Points in 2-D, (N, 2), with an integer class per point, (N,) or None; `projected` says the
+    points are a 2-D projection (principal components) of higher-dimensional ones."""
+    points: torch.Tensor
+    labels: torch.Tensor | None = None
+    projected: bool = False
+
+
+@dataclass
+class NumbersFigure:
+    """Named numbers (a baseline's errors, its size), in the order a reader should see them."""
+    values: dict[str, float]
+
+
+Figure = ImageFigure | ScatterFigure | NumbersFigure
+
+
 class Callback:
     """Base observer: override the hooks you need."""
 
@@ -141,8 +166,9 @@ class Callback:
 
     def on_command(self, event: CommandEvent) -> None: ...
 
-    def on_figure(self, name: str, payload: dict) -> None:
-        """Extra views (latent grid, interpolations, PCA...): name -> payload of tensors/arrays."""
+    def on_figure(self, name: str, figure: Figure) -> None:
+        """Extra views (latent grid, interpolations, PCA...): typed data under a name; how it is
+        titled and drawn is the observer's business."""
 
     def on_run_end(self, status: Status) -> None: ...
 
@@ -155,10 +181,10 @@ class Probe:
     the importance-weighted estimate). The session builds probes and hands them to the trainer, which
     calls them on the training thread; their figures go to the observers' `on_figure`."""
 
-    def run_start(self) -> dict[str, dict]:
-        """Figures (name -> payload) once, before the first step."""
+    def run_start(self) -> dict[str, Figure]:
+        """Figures (name -> Figure) once, before the first step."""
         return {}
 
-    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, dict]]:
+    def epoch_end(self, epoch: int) -> tuple[dict, dict[str, Figure]]:
         """(metrics for EpochRecord.extra, figures) after the epoch's test pass."""
         return {}, {}

@@ -23,7 +23,8 @@ from vae_visdom.train import checkpoint
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import Command, Controller
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Probe, Reason, Status, StepLog
+from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, Probe, Reason, Status,
+                                     StepLog)
 from vae_visdom.train.objectives import elbo_terms
 from vae_visdom.train.step import autocast_for, backward_and_step
 
@@ -227,8 +228,8 @@ class Trainer:
     def begin(self) -> None:
         self._set_state("running", "training", Reason.STARTED)
         for probe in self.probes:
-            for name, payload in probe.run_start().items():
-                self._emit("on_figure", name, payload)
+            for name, figure in probe.run_start().items():
+                self._emit("on_figure", name, figure)
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -244,7 +245,7 @@ class Trainer:
         test_sums, images = self.test_pass()
         test_seconds = time.perf_counter() - t0
         extra: dict = {}
-        figures: dict[str, dict] = {}
+        figures: dict[str, Figure] = {}
         for probe in self.probes:  # timed apart from the test pass
             metrics, figs = probe.epoch_end(self.epoch)
             extra.update(metrics)
@@ -255,8 +256,8 @@ class Trainer:
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
                              round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra)
-        for name, payload in figures.items():
-            self._emit("on_figure", name, payload)
+        for name, figure in figures.items():
+            self._emit("on_figure", name, figure)
         self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         if self.controller.has_pending():

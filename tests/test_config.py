@@ -1,7 +1,8 @@
 """One set of rules: TrainConfig.validate, the CLI and the panel agree."""
 import pytest
 
-from vae_visdom.config import RULES, ConfigError, TrainConfig, argparse_type, parse_value
+from vae_visdom.config import MODEL_NAMES, RULES, ConfigError, TrainConfig, argparse_type, parse_value
+from vae_visdom.models import MODELS, with_model_defaults
 
 
 @pytest.mark.parametrize("field,value", [("dataset", "imagenet"), ("model", "resnet"), ("optimizer", "lbfgs"),
@@ -30,5 +31,20 @@ def test_every_live_rule_says_when_it_applies():
 
 
 def test_model_defaults_fill_only_what_was_not_given():
-    cfg = TrainConfig(model="mlp-paper", lr=0.05).validate().with_model_defaults()
+    cfg = with_model_defaults(TrainConfig(model="mlp-paper", lr=0.05).validate())
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.hidden_dim) == ("adagrad", 0.05, 100, 500)
+
+
+def test_the_rule_table_names_every_model_the_registry_builds():
+    """config checks model names without importing torch; the registry must build exactly those."""
+    assert tuple(MODELS) == MODEL_NAMES == RULES["model"].choices
+
+
+def test_every_field_with_a_rule_is_a_config_field_and_choices_go_through_parse_value():
+    fields = set(TrainConfig.__dataclass_fields__)
+    assert set(RULES) <= fields
+    assert parse_value("optimizer", "adagrad") == "adagrad"
+    with pytest.raises(ConfigError, match=r"^optimizer: unknown value 'lbfgs'; allowed: adam, adagrad, sgd$"):
+        parse_value("optimizer", "lbfgs")
+    with pytest.raises(ConfigError, match=r"^device: unknown value 3; allowed: auto, cpu, cuda$"):
+        parse_value("device", 3)  # a number where a word belongs (a hand-edited config.json)

@@ -14,6 +14,7 @@ from vae_visdom.insight.iwae import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, e
                                  format_result, iw_log_likelihood)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
+from vae_visdom.models import with_model_defaults
 from vae_visdom.train.objectives import recon_nll
 
 
@@ -228,7 +229,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode():
 def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys):
     from vae_visdom.insight.eval_run import add_cli
 
-    cfg = TrainConfig(dataset="mnist", model="mlp", latent_dim=4, hidden_dim=32, seed=3).with_model_defaults()
+    cfg = with_model_defaults(TrainConfig(dataset="mnist", model="mlp", latent_dim=4, hidden_dim=32, seed=3))
     (tmp_path / "config.json").write_text(cfg.to_json())
     torch.manual_seed(0)
     model = MLPVAE((1, 28, 28), latent_dim=4, hidden_dim=32)

@@ -30,9 +30,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
+MODEL_NAMES = ("mlp", "mlp-paper", "conv", "conv64")  # models/ builds each (tests/test_config.py checks)
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
-# MODELS lives in vae_visdom.models (it knows the builders); config only checks names.
+# MODELS lives in vae_visdom.models (it knows the builders and their defaults); config only checks names.
 
 
 # Run and env names become folder names, visdom env ids, env file names and parts of URLs and of the
@@ -117,6 +118,7 @@ class Rule:
     allowed: str  # shown to the user next to a rejection
     live: bool = False  # may change while the run goes on (control panel)
     applies: str = ""  # when a live change takes effect, in the user's words
+    choices: tuple[str, ...] = ()  # the allowed words of a choice field (the CLI's `choices=`)
 
 
 def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any, dict], str | None]:
@@ -126,6 +128,15 @@ def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any, dict],
         return None
 
     return check
+
+
+def _choice(choices: tuple[str, ...]) -> Rule:
+    def parse(raw: Any, name: str) -> str:
+        if not isinstance(raw, str) or raw not in choices:
+            raise ConfigError(f"{name}: unknown value {shown(raw)}")
+        return raw
+
+    return Rule(parse, lambda v, ctx: None, ", ".join(choices), choices=choices)
 
 
 def _batch_check(v: int, ctx: dict) -> str | None:
@@ -155,6 +166,13 @@ RULES: dict[str, Rule] = {
     "subset": Rule(_integer, _range(1, 10**8), "a whole number of images >= 1"),
     "iw_every": Rule(_integer, _range(0, 100000), "a whole number of epochs >= 0 (0: never)"),
     "iw_samples": Rule(_integer, _range(1, 100000), "a whole number of samples >= 1"),
+    "dataset": _choice(DATASETS),
+    "model": _choice(MODEL_NAMES),
+    "optimizer": _choice(OPTIMIZERS),
+    "device": _choice(DEVICES),
+    "precision": _choice(PRECISIONS),
+    "fast_step": _choice(FAST_STEPS),
+    "likelihood": _choice(LIKELIHOODS),
 }
 
 
@@ -231,17 +249,8 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def validate(self) -> "TrainConfig":
-        """Check every field; raise ConfigError naming the first bad one."""
-        from vae_visdom.models import MODELS  # late: models import torch
-
-        choices = {"dataset": DATASETS, "model": tuple(MODELS), "optimizer": OPTIMIZERS, "device": DEVICES,
-                   "precision": PRECISIONS, "fast_step": FAST_STEPS, "likelihood": LIKELIHOODS}
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-        for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",
-                     "test_fraction", "subset", "iw_every", "iw_samples"):
+        """Check every field by its rule in RULES; raise ConfigError naming the first bad one."""
+        for name in RULES:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, parse_value(name, value))
@@ -257,11 +266,8 @@ class TrainConfig:
             raise ConfigError(f"data_dir: --dataset {self.dataset} needs --data-dir DIR")
         return self
 
-    def with_model_defaults(self) -> "TrainConfig":
-        """Fill the fields left None from the model's and the dataset's defaults."""
-        from vae_visdom.models import MODELS  # late, as in validate
-
-        defaults = MODELS[self.model].defaults_for(self.dataset)
+    def with_defaults(self, defaults: dict) -> "TrainConfig":
+        """Fill the fields left None from `defaults` (the model's for this dataset: models.with_model_defaults)."""
         for key, value in defaults.items():
             if getattr(self, key, None) is None:
                 setattr(self, key, value)

@@ -17,7 +17,7 @@ from vae_visdom import safe_io
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.insight.probe import InsightProbe
-from vae_visdom.models import build_model
+from vae_visdom.models import build_model, with_model_defaults
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.lock import RunFolderBusy, RunLock
@@ -33,7 +33,7 @@ class TrainingSession:
                  controller: Controller | None = None,
                  callbacks: list[Callback] | None = None, data: ImageData | None = None,
                  progress: bool = True, monitor: Callback | None = None):
-        self.cfg = cfg.validate().with_model_defaults()
+        self.cfg = with_model_defaults(cfg.validate())
         self.resume = resume
         self.device = resolve_device(cfg.device)
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))

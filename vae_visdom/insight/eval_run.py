@@ -11,7 +11,7 @@ import torch
 from vae_visdom.config import DEVICES, TrainConfig, UsageError, argparse_type, resolve_device
 from vae_visdom.data import load_dataset
 from vae_visdom.insight.iwae import DEFAULT_MAX_FLOATS, IWResult, format_result, iw_log_likelihood
-from vae_visdom.models import build_model
+from vae_visdom.models import build_model, with_model_defaults
 from vae_visdom.safe_io import atomic_write
 from vae_visdom.train import checkpoint
 
@@ -26,7 +26,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
     for name in ("config.json", "checkpoint.pt"):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a run directory?")
-    cfg = TrainConfig.load(run_dir / "config.json").with_model_defaults()
+    cfg = with_model_defaults(TrainConfig.load(run_dir / "config.json"))
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
     model = build_model(cfg.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood)

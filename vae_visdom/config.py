@@ -291,14 +291,3 @@ def writable_dir(path: Path) -> Path:
     except OSError as err:
         raise UsageError(f"output dir {path} is not writable ({err.strerror or err}); choose another with --out")
     return path
-
-
-def resolve_device(name: str):
-    """auto | cpu | cuda -> a torch.device; UsageError when CUDA is asked for and absent."""
-    import torch  # late: config is read to print --help, which must not load torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device: cuda was asked for but no CUDA device is available; allowed here: auto, cpu")
-    return torch.device(name)

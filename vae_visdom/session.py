@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, resolve_device, writable_dir
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, writable_dir
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model, with_model_defaults
@@ -24,7 +24,7 @@ from vae_visdom.runs.lock import RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, RunInfo, Status
-from vae_visdom.train.step import make_optimizer
+from vae_visdom.train.step import make_optimizer, resolve_device
 from vae_visdom.train.trainer import Trainer
 
 

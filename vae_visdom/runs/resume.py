@@ -93,32 +93,43 @@ def choose(run_dir: Path, map_location="cpu") -> ResumePoint:
     if not cur.exists() and not prev.exists():
         raise NothingToResume(f"--resume {run_dir}: no checkpoint.pt there yet (the run never finished an epoch)")
     notes: list[str] = []
-    state, name, on_disk = None, CHECKPOINT, None
+    state, name, on_disk = _readable(run_dir, map_location, notes)
+    return _with_every_row(run_dir, state, name, on_disk, notes, map_location)
+
+
+def _readable(run_dir: Path, map_location, notes: list[str]) -> tuple[dict, str, tuple | None]:
+    """(state, its file name, (epoch, step) of checkpoint.pt when readable): checkpoint.pt, or the
+    one before it when checkpoint.pt is missing or damaged (then set aside as .broken)."""
+    cur, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
     if cur.exists():
         try:
             state = checkpoint.read(cur, map_location)
-            on_disk = (state["epoch"], state["step"])
+            return state, CHECKPOINT, (state["epoch"], state["step"])
         except CheckpointError as err:
             damage = err
-    if state is None:  # checkpoint.pt missing or damaged: the one before it
-        try:
-            state = checkpoint.read(prev, map_location) if prev.exists() else None
-        except CheckpointError as err:
-            raise NothingToResume(f"--resume {run_dir}: " + (f"{damage}; " if cur.exists() else "") +
-                                  f"{err} too; no checkpoint left to resume from: start the run again "
-                                  "without --resume (or restore a copy of the folder)") from None
-        if state is None:
-            raise NothingToResume(f"--resume {run_dir}: {damage} and there is no {PREVIOUS} to fall back to: "
-                                  "start the run again without --resume (or restore a copy of the folder)")
-        name = PREVIOUS
-        if cur.exists():
-            broken = cur.with_name(cur.name + ".broken")
-            os.replace(cur, broken)  # kept for a look; the next save must not make it the previous one
-            notes.append(f"{damage}; resuming from {PREVIOUS} ({_where(state)}); the damaged file is kept "
-                         f"as {broken.name}")
-        else:
-            notes.append(f"there is no {CHECKPOINT}; resuming from {PREVIOUS} ({_where(state)})")
+    try:
+        state = checkpoint.read(prev, map_location) if prev.exists() else None
+    except CheckpointError as err:
+        raise NothingToResume(f"--resume {run_dir}: " + (f"{damage}; " if cur.exists() else "") +
+                              f"{err} too; no checkpoint left to resume from: start the run again "
+                              "without --resume (or restore a copy of the folder)") from None
+    if state is None:
+        raise NothingToResume(f"--resume {run_dir}: {damage} and there is no {PREVIOUS} to fall back to: "
+                              "start the run again without --resume (or restore a copy of the folder)")
+    if cur.exists():
+        broken = cur.with_name(cur.name + ".broken")
+        os.replace(cur, broken)  # kept for a look; the next save must not make it the previous one
+        notes.append(f"{damage}; resuming from {PREVIOUS} ({_where(state)}); the damaged file is kept "
+                     f"as {broken.name}")
+    else:
+        notes.append(f"there is no {CHECKPOINT}; resuming from {PREVIOUS} ({_where(state)})")
+    return state, PREVIOUS, None
 
+
+def _with_every_row(run_dir: Path, state: dict, name: str, on_disk, notes: list[str], map_location) -> ResumePoint:
+    """Prefer the earlier checkpoint when metrics.jsonl lacks a row the later one covers (that epoch is
+    trained again); otherwise say which rows are lost or torn."""
+    prev = run_dir / PREVIOUS
     metrics = read_rows(run_dir / "metrics.jsonl")
     missing = _missing(metrics, state["epoch"])
     torn = f" ({_lines(metrics.torn)} torn)" if metrics.torn else ""

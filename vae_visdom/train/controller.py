@@ -79,9 +79,6 @@ class Controller:
     def pause(self, source: str = "api") -> Command:
         return self.submit("pause", source=source)
 
-    def resume(self, source: str = "api") -> Command:  # kept: tests and API callers resume a paused run
-        return self.submit("resume", source=source)
-
     def stop(self, source: str = "api") -> Command:
         return self.submit("stop", source=source)
 

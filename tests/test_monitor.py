@@ -17,6 +17,8 @@ from vae_visdom.train.events import (CommandEvent, EpochImages, EpochRecord, Ima
                                      ScatterFigure, Status, StepLog)
 from vae_visdom.monitor import TITLES, VisdomMonitor, replay
 from vae_visdom.serve.net import find_free_port
+from vae_visdom.runs.files import RunFiles
+from vae_visdom.runs.resume import reconcile
 
 CFG = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10, model="mlp", latent_dim=20, hidden_dim=400,
            likelihood="bernoulli", optimizer="adam", seed=1)
@@ -348,27 +350,51 @@ def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end
     assert time.monotonic() - t0 < 10
 
 
+class Observers:
+    """The monitor and the run's own files, fed together as the trainer feeds its callbacks."""
+
+    def __init__(self, *observers):
+        self.observers = observers
+
+    def __getattr__(self, hook):
+        return lambda *args: [getattr(o, hook)(*args) for o in self.observers]
+
+
 def test_a_resumed_run_continues_its_curves(server, tmp_path):
+    """A resumed run is redrawn from its own rows, cut at the checkpoint (not from visdom.log): every
+    epoch and logged step once, and the change markers of before the crash where they happened."""
     m = VisdomMonitor(port=server.port, env="resumed", run_dir=tmp_path)
-    m.on_run_start(run_info(tmp_path))
-    feed_epoch(m, 1)
-    feed_steps(m, 2, 0, STEPS_PER_EPOCH // 2)  # then a crash: the checkpoint is the one after epoch 1
+    run = Observers(m, RunFiles(tmp_path))
+    run.on_run_start(run_info(tmp_path))
+    feed_steps(run, 1, 0, 5)
+    run.on_command(CommandEvent(time.time(), 1, 5, "lr", 3e-4, True, "lr = 0.0003", "panel", 2.0))
+    feed_steps(run, 1, 5)
+    run.on_epoch_end(record(1), images(1))
+    feed_steps(run, 2, 0, STEPS_PER_EPOCH // 2)  # then a crash: the checkpoint is the one after epoch 1
+    run.on_command(CommandEvent(time.time(), 2, 30, "epochs", 5, True, "epochs = 5", "panel", 2.0))
     m.close()
+    before = {t["name"]: t for t in window_data(server, "resumed")[m.windows["loss"]]["content"]["data"]}
+    reconcile(tmp_path, {"epoch": 1, "step": STEPS_PER_EPOCH})  # what the session does before resuming
     m2 = VisdomMonitor(port=server.port, env="resumed", run_dir=tmp_path)
     assert m2.windows == m.windows  # the same run directory draws into the same windows
-    m2.on_run_start(run_info(tmp_path, resumed=True, start_epoch=2))
-    feed_epoch(m2, 2)
+    run2 = Observers(m2, RunFiles(tmp_path))
+    run2.on_run_start(run_info(tmp_path, resumed=True, start_epoch=2))
+    feed_epoch(run2, 2)
     m2.close()
     panes = window_data(server, "resumed")
     loss = {t["name"]: t for t in panes[m.windows["loss"]]["content"]["data"]}
     xs = loss["train (every log interval)"]["x"]
     assert len(xs) == 2 * STEPS_PER_EPOCH and xs == sorted(xs)  # no overlap, no gap
     assert loss["test"]["x"] == [1, 2]
+    # the marker of epoch 1 is back where the live run put it; the one after the checkpoint is not
+    assert loss["changes"]["text"] == before["changes"]["text"][:1] == ["lr 0.001 -> 0.0003"]
+    assert (loss["changes"]["x"], loss["changes"]["y"]) == (before["changes"]["x"][:1], before["changes"]["y"][:1])
     assert replayed_counts(tmp_path / "visdom.log")[m.windows["loss"]]["train (every log interval)"] == 40
     # resumed once more, into another env: other window ids, the same curves
     m3 = VisdomMonitor(port=server.port, env="resumed-elsewhere", run_dir=tmp_path)
-    m3.on_run_start(run_info(tmp_path, resumed=True, start_epoch=3))
-    feed_epoch(m3, 3)
+    run3 = Observers(m3, RunFiles(tmp_path))
+    run3.on_run_start(run_info(tmp_path, resumed=True, start_epoch=3))
+    feed_epoch(run3, 3)
     m3.close()
     panes = window_data(server, "resumed-elsewhere")
     assert traces(panes[m3.windows["loss"]])["train (every log interval)"] == 3 * STEPS_PER_EPOCH

@@ -5,7 +5,6 @@ Plain functions of the events' data, called by VisdomMonitor under the board's l
 from __future__ import annotations
 
 import html
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ from vae_visdom.train.events import EpochRecord, Figure, ImageFigure, NumbersFig
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import format_value
+from vae_visdom.train.controller import SETTINGS
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -87,6 +87,26 @@ def _nums(t: torch.Tensor, digits: int | None = None) -> list:
     return [num(v, digits) for v in t.tolist()]
 
 
+def change_marks(events_path: Path, steps: list[tuple[int, dict]], limit: int) -> list[tuple[float, float, str]]:
+    """The loss plot's change markers, from events.jsonl's accepted settings up to step `limit` (the
+    checkpoint's), placed as the live monitor placed them: at the last logged step at or before the
+    change, or the first one after it when there was none yet. The label is "lr 0.001 -> 0.0003", the
+    old value from the change before it or else the step row before it."""
+    marks, last = [], {}
+    for ev in read_jsonl(events_path):
+        name, step = ev.get("name"), ev.get("step")
+        if not (ev.get("accepted") and name in SETTINGS and isinstance(step, int) and step <= limit):
+            continue
+        before = [r for s, r in steps if s <= step]
+        at = before[-1:] or [r for s, r in steps if s > step][:1]
+        old = last.get(name, before[-1].get(name) if before else None)
+        last[name] = ev.get("value")
+        if at:
+            label = f"{name} {format_value(old, name)} -> {format_value(ev.get('value'), name)}"
+            marks.append((at[0]["epoch_progress"], at[0]["loss"], label))
+    return marks
+
+
 def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: Callable[[], str]) -> bool:
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
@@ -112,36 +132,13 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     put(loss, "train (every log interval)", steps, "epoch_progress", "loss")
     put(terms, "train recon (every log interval)", steps, "epoch_progress", "recon")
     put(terms, "train KL (every log interval)", steps, "epoch_progress", "kl")
+    changes = loss.traces["changes"]
+    changes.x, changes.y, changes.text = [], [], []
+    limit = max([r.get("step", 0) for _, r in epochs], default=0)
+    for x, y, label in change_marks(Path(run_dir) / "events.jsonl", steps, limit):
+        changes.x.append(num(x, PLOT_DIGITS))
+        changes.y.append(num(y, PLOT_DIGITS))
+        changes.text.append(label)
     loss.redraw()
     terms.redraw()
     return True
-
-
-def restore_curves(path: Path, plots: list[LinePlot]) -> None:
-    """Apply a visdom.log's messages for these plots to their traces.
-
-    Matched by the kind at the end of the window id (`...-loss`), not the whole id: a run
-    resumed into another env has another prefix.
-    """
-    by_kind = {p.win.rsplit("-", 1)[-1]: p for p in plots}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            endpoint, msg = json.loads(line)
-            win = str(msg.get("win"))
-            plot = None if "-fig-" in win else by_kind.get(win.rsplit("-", 1)[-1])
-            if plot is None:
-                continue
-            if endpoint == "events":  # the whole figure: start over
-                for t in plot.traces.values():
-                    t.x, t.y, t.text = [], [], ([] if t.text is not None else None)
-            for d in msg.get("data", []):
-                t = plot.traces.get(msg.get("name") or d.get("name"))
-                if t is not None:
-                    t.x += d.get("x", [])
-                    t.y += d.get("y", [])
-                    if t.text is not None:
-                        t.text += d.get("text", [""] * len(d.get("x", [])))
-        except (ValueError, AttributeError, TypeError):
-            continue  # a torn last line after a crash
-    for plot in plots:
-        plot.redraw()

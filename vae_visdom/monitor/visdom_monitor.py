@@ -20,7 +20,7 @@ import torch
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import Board, preload
-from vae_visdom.monitor.content import (figure_html, figure_title, restore_curves, restore_from_rows, run_html,
+from vae_visdom.monitor.content import (figure_html, figure_title, restore_from_rows, run_html,
                                         scatter_traces)
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, PLOT_DIGITS, TITLES, ImageGrid, LinePlot, TextPane, Trace,
@@ -125,8 +125,7 @@ class VisdomMonitor(Callback):
         self.values = {k: run.config.get(k) for k in SETTINGS}
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            if self.log_path.exists() and run.resumed:
-                self._restore(self.log_path)
+            if self.log_path.exists() and run.resumed:  # kept for a look; the curves come from the rows
                 self.log_path.replace(self.log_path.with_name(LOG_NAME + ".before-resume"))
                 self._resume_cut = run.start_epoch
             elif self.log_path.exists():
@@ -278,10 +277,6 @@ class VisdomMonitor(Callback):
         if name not in self.loss.traces:
             self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", line_style("#2ca02c"))])
         return name
-
-    def _restore(self, path: Path) -> None:
-        """A resumed run: take the curves back from the old log (plots only; the rest is redrawn)."""
-        restore_curves(path, [self.loss, self.terms])
 
     def _cut_resumed(self, first_x: float) -> None:
         """Drop the old curves' points that the resumed run is about to draw again."""

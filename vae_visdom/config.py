@@ -6,7 +6,9 @@ by the panel with the same words, and the other way round.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -71,8 +73,6 @@ def fit_name(text: str, limit: int = 100) -> str:
     """A derived name (e.g. compare-<sweep>) cut to `limit` characters, ending in a hash when cut."""
     if len(text) <= limit:
         return text
-    import hashlib
-
     return text[:limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -191,8 +191,6 @@ def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
 
 def argparse_type(name: str) -> Callable[[str], Any]:
     """An argparse `type=` that applies RULES[name] (argparse turns ConfigError into exit 2)."""
-    import argparse
-
     def convert(raw: str) -> Any:
         try:
             return parse_value(name, raw)

@@ -52,7 +52,7 @@ def import_torchvision():
             _TV_LIB = torch.library.Library("torchvision", "DEF")
             for op in ("nms", "qnms"):
                 _TV_LIB.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision
+    import torchvision  # late: after the op shim above, which must come first
 
     return torchvision
 

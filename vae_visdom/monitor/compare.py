@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 from urllib.parse import quote
 
+from PIL import Image, ImageDraw, ImageFont
+
 from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, slug
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
 from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
@@ -123,8 +125,6 @@ def table_html(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
 
 def samples_png(runs: Sequence[RunRecord], labels: Sequence[str]) -> tuple[str, int, int] | None:
     """Each run's last sample_N.png side by side under its label: (PNG data URL, width, height)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     tiles = []
     for rec, label in zip(runs, labels):
         found = rec.last_sample()

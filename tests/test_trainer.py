@@ -92,7 +92,7 @@ def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(
     def pause(log):
         c = holder["session"].controller
         c.pause(source="test")
-        threading.Timer(pause_s, c.resume, kwargs={"source": "test"}).start()
+        threading.Timer(pause_s, c.submit, args=("resume",), kwargs={"source": "test"}).start()
 
     config = TrainConfig(visdom=False, out=str(tmp_path / "paused"), epochs=1, log_interval=2)
     span = {}

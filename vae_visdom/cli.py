@@ -10,7 +10,7 @@ from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConf
 from vae_visdom.data import DataError, mnist
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.insight import eval_run
-from vae_visdom.runs import tables
+from vae_visdom.runs import fork, tables
 from vae_visdom.serve import assets, server
 from vae_visdom.session import TrainingSession
 
@@ -32,6 +32,8 @@ class Parser(argparse.ArgumentParser):
 
 def cmd_train(args: argparse.Namespace) -> int:
     base = None
+    if args.fork or args.at_epoch:  # a new folder from the parent's checkpoint; then the same path as --resume
+        args.resume = str(fork.start(args))
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.json").exists():

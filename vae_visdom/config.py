@@ -233,6 +233,9 @@ class TrainConfig:
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
+    keep_checkpoints: bool = False  # also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (forks --at-epoch)
+    parent: str | None = None  # a fork's parent run folder (runs/fork.py)
+    forked_at: dict | None = None  # {"epoch", "step"} of the parent's checkpoint the fork started from
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

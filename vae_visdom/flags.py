@@ -49,6 +49,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runs-dir", default=None, help="where runs live (default: ./runs)")
     g.add_argument("--name", default=None, help="run name (default: dataset-model-lr-bs-time)")
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue that run where it stopped")
+    g.add_argument("--fork", metavar="RUN_DIR", default=None,
+                   help="start a new run from that run's newest checkpoint and history (the parent is only read); "
+                        "named <parent>-fork<N> unless --name; the other flags given apply to the fork")
+    g.add_argument("--at-epoch", type=argparse_type("epochs"), default=None, metavar="E",
+                   help="with --fork: start from the parent's checkpoint of epoch E (kept by --keep-checkpoints)")
+    g.add_argument("--keep-checkpoints", action="store_true", default=None,
+                   help="also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (one checkpoint's size each)")
     g = p.add_argument_group("live monitoring")
     g.add_argument("--no-visdom", dest="visdom", action="store_false", default=None, help="do not stream to visdom")
     g.add_argument("--server", default=None, help=f"visdom server (default: {DEFAULT_SERVER})")
@@ -61,7 +68,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     cfg = dataclasses.replace(base) if base else TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
-        if value is not None and f.name not in ("out", "resume"):
+        if value is not None and f.name not in ("out", "resume", "parent", "forked_at"):
             setattr(cfg, f.name, value)
     if getattr(args, "out", None):
         cfg.out = args.out

@@ -107,7 +107,28 @@ def change_marks(events_path: Path, steps: list[tuple[int, dict]], limit: int) -
     return marks
 
 
-def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: Callable[[], str]) -> bool:
+PARENT_TRACES = {"train": "parent: train", "test": "parent: test", "train (every log interval)": "parent: every log interval"}
+
+
+def _parent_history(loss: LinePlot, steps: list, forked_at: dict) -> None:
+    """A fork's inherited history moves to light grey traces of its own, up to the fork point; the
+    fork's own traces start at the fork point, so the two meet there."""
+    step_x = [r["epoch_progress"] for s, r in steps if s <= forked_at.get("step", 0)]
+    cuts = {"train": forked_at.get("epoch", 0), "test": forked_at.get("epoch", 0),
+            "train (every log interval)": step_x[-1] if step_x else 0.0}
+    light = {"line": {"color": "#c5ccd3", "width": 1.5}, "marker": {"color": "#c5ccd3", "size": 4}}
+    new = [name for name in PARENT_TRACES.values() if name not in loss.traces]
+    if new:
+        loss.replace([*loss.traces.values(), *(Trace(n, "lines", light) for n in new)])
+    for name, parent in PARENT_TRACES.items():
+        own, inherited, cut = loss.traces[name], loss.traces[parent], cuts[name]
+        pairs = list(zip(own.x, own.y))
+        inherited.x, inherited.y = [x for x, _ in pairs if x <= cut], [y for x, y in pairs if x <= cut]
+        own.x, own.y = [x for x, _ in pairs if x >= cut], [y for x, y in pairs if x >= cut]
+
+
+def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: Callable[[], str],
+                      forked_at: dict | None = None) -> bool:
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
     folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
@@ -134,6 +155,8 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     put(terms, "train KL (every log interval)", steps, "epoch_progress", "kl")
     changes = loss.traces["changes"]
     changes.x, changes.y, changes.text = [], [], []
+    if forked_at:
+        _parent_history(loss, steps, forked_at)
     limit = max([r.get("step", 0) for _, r in epochs], default=0)
     for x, y, label in change_marks(Path(run_dir) / "events.jsonl", steps, limit):
         changes.x.append(num(x, PLOT_DIGITS))

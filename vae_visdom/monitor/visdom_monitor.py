@@ -135,7 +135,7 @@ class VisdomMonitor(Callback):
             # (it is written every half second) or run ahead (points after the checkpoint)
             self._resume_cut = run.start_epoch
             with self.board.lock:
-                restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace)
+                restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace, run.config.get("forked_at"))
         self.panel.set_values(self.values)
         with self.board.lock:
             self.status = Status("starting", run.start_epoch - 1, 0, int(run.config.get("epochs") or 0))

@@ -294,5 +294,6 @@ class Trainer:
             return
         state = self.state_dict()
         self._emit("on_save_checkpoint", state["epoch"], self.step)
-        checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step)
+        checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step,
+                        keep=self.cfg.keep_checkpoints and state["epoch_state"] is None)
         self.checkpoint_at = (state["epoch"], self.step)

@@ -1,0 +1,114 @@
+"""A fork: a new run folder that starts from a parent run's checkpoint and history, the parent untouched.
+
+`vae-visdom train --fork PARENT [--at-epoch E]` makes RUNS_DIR/<parent>-fork<N> (or --name) holding
+  - checkpoint.pt: the parent's newest checkpoint, or PARENT/checkpoints/epoch_E.pt with --at-epoch
+    (kept only by a parent trained with --keep-checkpoints: see train/checkpoint.py for the cost),
+  - the parent's rows (metrics, steps, events) and epoch PNGs, cut at that checkpoint by the same
+    code a resume uses (runs/resume.py: reconcile),
+  - config.json: the parent's, with `parent` (its folder) and `forked_at` ({"epoch", "step"}) set, its
+    own name and env, and streaming on (a fork is made to be watched beside its parent).
+The session then resumes the new folder like any other, with the flags given on the command line
+applied on top (the same path as `--resume` overrides). The parent's folder is only read.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
+from vae_visdom.runs import resume as resuming
+from vae_visdom.runs.files import read_jsonl
+from vae_visdom.safe_io import atomic_write
+from vae_visdom.train import checkpoint
+
+COPIED = ("metrics.jsonl", "steps.jsonl", "events.jsonl")
+PNG = re.compile(r"(?:sample|reconstruction)_\d+\.png")
+
+
+def fork_name(parent: Path, runs_dir: Path) -> str:
+    """<parent>-fork<N>, N the first number not taken in runs_dir."""
+    n = 1
+    while (runs_dir / fit_name(f"{parent.name}-fork{n}")).exists():
+        n += 1
+    return fit_name(f"{parent.name}-fork{n}")
+
+
+def source_checkpoint(parent: Path, at_epoch: int | None) -> Path:
+    """The checkpoint file the fork starts from; UsageError saying what exists when there is none."""
+    if at_epoch is None:
+        for name in (checkpoint.CHECKPOINT, checkpoint.PREVIOUS):
+            if (parent / name).is_file():
+                return parent / name
+        raise UsageError(f"--fork {parent}: no checkpoint there yet (the run never finished an epoch)")
+    path = checkpoint.kept_path(parent, at_epoch)
+    if not path.is_file():
+        kept = sorted(int(p.stem.split("_")[1]) for p in (parent / checkpoint.KEPT).glob("epoch_*.pt")
+                      if p.stem.split("_")[1].isdigit())
+        have = f"kept epochs: {', '.join(map(str, kept))}" if kept else \
+            "it keeps no per-epoch checkpoints (train it with --keep-checkpoints)"
+        raise UsageError(f"--fork {parent} --at-epoch {at_epoch}: no checkpoint of epoch {at_epoch}; {have}; "
+                         "or leave out --at-epoch to fork from its newest checkpoint")
+    return path
+
+
+def create(parent: str | Path, at_epoch: int | None, runs_dir: str | Path, name: str | None = None,
+           out: str | None = None) -> tuple[Path, TrainConfig]:
+    """Make the fork's folder; returns (its folder, its config). Raises UsageError."""
+    parent = Path(parent)
+    if not (parent / "config.json").is_file():
+        raise UsageError(f"--fork {parent}: no config.json there (not a run directory)")
+    src = source_checkpoint(parent, at_epoch)
+    try:
+        state = checkpoint.read(src)
+    except checkpoint.CheckpointError as err:
+        raise UsageError(f"--fork {parent}: {err}") from None
+    cfg = TrainConfig.load(parent / "config.json")
+    try:
+        child_name = check_name(name, "name") if name else None
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    child = Path(out) if out else Path(runs_dir) / (child_name or fork_name(parent, Path(runs_dir)))
+    if child.exists() and any(child.iterdir()):
+        raise UsageError(f"--fork: {child} exists and is not empty; give another --name")
+    child.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, child / checkpoint.CHECKPOINT)
+    for f in COPIED:
+        if (parent / f).is_file():
+            shutil.copyfile(parent / f, child / f)
+    for png in parent.iterdir():
+        if PNG.fullmatch(png.name):
+            shutil.copyfile(png, child / png.name)
+    resuming.reconcile(child, state)  # rows and images after the fork point go, as a resume cuts them
+    _cut_events(child / "events.jsonl", state["step"])
+    cfg.name, cfg.out, cfg.env = child_name or child.name, str(child), None
+    cfg.visdom = True  # a fork is for watching beside its parent: it streams unless --no-visdom is given
+    cfg.parent, cfg.forked_at = str(parent), {"epoch": state["epoch"], "step": state["step"]}
+    atomic_write(child / "config.json", cfg.to_json())
+    return child, cfg
+
+
+def _cut_events(path: Path, step: int) -> None:
+    """Keep the commands applied up to the fork point (the change markers of the history)."""
+    if path.is_file():
+        kept = [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def start(args) -> Path:
+    """`train --fork`: make the fork's folder from the command line's flags; its path (to resume)."""
+    if not args.fork:
+        raise UsageError("--at-epoch goes with --fork RUN_DIR")
+    if args.resume:
+        raise UsageError("--fork and --resume: give one of them")
+    parent = Path(args.fork)
+    child, _ = create(parent, args.at_epoch, args.runs_dir or parent.parent, args.name, args.out)
+    print(f"fork of {parent.name} at {_at(child)}: {child}", file=sys.stderr)
+    return child
+
+
+def _at(child: Path) -> str:
+    at = TrainConfig.load(child / "config.json").forked_at or {}
+    return f"epoch {at.get('epoch')}, step {at.get('step')}"

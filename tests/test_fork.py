@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vae_visdom.cli import main
+from vae_visdom.monitor.compare import TITLES as CMP_TITLES
 from vae_visdom.monitor.windows import TITLES
 from vae_visdom.runs.files import read_jsonl
 
@@ -59,6 +60,14 @@ def test_a_fork_at_epoch_2_starts_from_the_parents_history_and_leaves_the_parent
     traces = {t["name"]: t for t in loss["content"]["data"]}
     assert traces["parent: test"]["x"] == [1, 2] and traces["test"]["x"] == [2, 3]
     assert traces["parent: test"]["y"][1] == traces["test"]["y"][0]  # the two meet at the fork point
+    # the family view: parent and fork side by side in compare-base, built from their files
+    family = json.loads(server.client("compare-base", use_incoming_socket=False).get_window_data(env="compare-base"))
+    per_epoch = next(p for p in family.values() if p["title"] == CMP_TITLES["epochs"])
+    tests = {t["name"]: t for t in per_epoch["content"]["data"] if t["name"].endswith(" test")}
+    assert len(tests) == 2 and {len(t["x"]) for t in tests.values()} == {3}
+    assert sorted(t["y"][2] for t in tests.values()) == sorted([rows[2]["test_loss"], parent_rows[2]["test_loss"]])
+    table = next(p for p in family.values() if p["title"] == CMP_TITLES["table"])["content"]
+    assert "base-fork1" in table and "0.0003" in table  # what differs: the fork's lr
 
 
 def test_a_fork_resumes_and_forks_of_forks_name_themselves(parent):

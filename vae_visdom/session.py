@@ -60,7 +60,8 @@ class TrainingSession:
         except BaseException:
             self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
             raise
-        for cb in [self.files, *(callbacks or []), self.monitor, ProgressPrinter() if progress else None]:
+        family = self._family_view() if self.monitor is not None and cfg.parent else None
+        for cb in [self.files, *(callbacks or []), self.monitor, family, ProgressPrinter() if progress else None]:
             if cb is not None:
                 self.trainer.add_callback(cb)
 
@@ -126,6 +127,12 @@ class TrainingSession:
             return None
         return VisdomMonitor(server=self.cfg.server, port=self.cfg.port, env=self.cfg.env, run_dir=self.run_dir,
                              controller=self.controller)
+
+    def _family_view(self) -> Callback:
+        """A fork keeps compare-<root> (itself, its parent, their forks) up to date as it trains."""
+        from vae_visdom.monitor.family import FamilyView  # late: only the monitor imports visdom
+
+        return FamilyView(self.run_dir, self.cfg.server, self.cfg.port)
 
     @property
     def url(self) -> str | None:

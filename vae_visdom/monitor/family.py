@@ -1,0 +1,95 @@
+"""The family view: a comparison env (compare-<root>) of a run, its parent and every fork of them.
+
+Built when a fork starts and rebuilt after each of its epochs (on a thread of its own, at most one
+build at a time, the newest asked for winning), from the runs' files alone, with the same builder as
+`vae-visdom compare` (monitor/compare.py): every member's train and test loss, a table of what differs,
+and each member's latest samples.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from vae_visdom.config import fit_name
+from vae_visdom.monitor.compare import compare_runs
+from vae_visdom.runs.records import load_run
+from vae_visdom.train.events import Callback, EpochImages, EpochRecord, RunInfo, Status
+
+log = logging.getLogger(__name__)
+
+
+def _parent(run_dir: Path) -> Path | None:
+    try:
+        parent = json.loads((run_dir / "config.json").read_text()).get("parent")
+    except (OSError, ValueError):
+        return None
+    return Path(parent) if parent else None
+
+
+def root_of(run_dir: Path) -> Path:
+    """The oldest ancestor (by config.json's `parent`), the run itself when it is no fork."""
+    seen, run = set(), Path(run_dir)
+    while (parent := _parent(run)) is not None and parent.resolve() not in seen:
+        seen.add(parent.resolve())
+        run = parent
+    return run
+
+
+def members(run_dir: Path) -> list[Path]:
+    """The root and every descendant found beside the runs of the family (their runs folders)."""
+    root = root_of(run_dir).resolve()
+    folders = {root.parent, Path(run_dir).resolve().parent}
+    found = [root]
+    for folder in folders:
+        for cand in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if cand.resolve() != root and (cand / "config.json").is_file() and root_of(cand).resolve() == root:
+                found.append(cand.resolve())
+    return list(dict.fromkeys(found))
+
+
+class FamilyView(Callback):
+    """Keeps compare-<root> up to date while a fork trains."""
+
+    def __init__(self, run_dir: str | Path, server: str, port: int):
+        self.run_dir, self.server, self.port = Path(run_dir), server, port
+        self.env = fit_name(f"compare-{root_of(self.run_dir).name}")
+        self._want = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._loop, name="family-view", daemon=True)
+
+    def on_run_start(self, run: RunInfo) -> None:
+        self._thread.start()
+        self._want.set()
+
+    def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
+        self._want.set()
+
+    def on_run_end(self, status: Status) -> None:
+        self._want.set()
+
+    def close(self) -> None:
+        self._done = True
+        self._want.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            self._want.wait()
+            self._want.clear()
+            self.build()
+            if self._done:
+                return
+
+    def build(self) -> bool:
+        """One rebuild of the family env; False (logged, never raised) when it could not be built."""
+        try:
+            records = [r for r in (load_run(m) for m in members(self.run_dir)) if r.metrics]
+            if records:
+                compare_runs(records, self.server, self.port, self.env)
+            return True
+        except Exception as err:  # the family view must never stop a run
+            log.warning("family view %s not updated: %s", self.env, err)
+            return False

@@ -67,7 +67,7 @@ def test_a_fork_at_epoch_2_starts_from_the_parents_history_and_leaves_the_parent
     assert len(tests) == 2 and {len(t["x"]) for t in tests.values()} == {3}
     assert sorted(t["y"][2] for t in tests.values()) == sorted([rows[2]["test_loss"], parent_rows[2]["test_loss"]])
     table = next(p for p in family.values() if p["title"] == CMP_TITLES["table"])["content"]
-    assert "base-fork1" in table and "0.0003" in table  # what differs: the fork's lr
+    assert "lr=3e-4" in table and "(base)" in table  # what differs: the fork's lr
 
 
 def test_a_fork_resumes_and_forks_of_forks_name_themselves(parent):

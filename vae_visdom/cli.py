@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = TrainConfig.load(run_dir / "config.json")
         base.out = str(run_dir)
     cfg = config_from_args(args, base)
-    overrides = {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "log_interval")
+    overrides = {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "log_interval", "beta")
                  if getattr(args, k, None) is not None}
     session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
     status = session.run(install_signal_handlers=True)

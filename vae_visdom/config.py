@@ -71,7 +71,6 @@ def fit_name(text: str, limit: int = 100) -> str:
     if len(text) <= limit:
         return text
     import hashlib
-
     return text[:limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -148,6 +147,8 @@ RULES: dict[str, Rule] = {
                    live=True, applies="the new total; below the current epoch, the run finishes after it"),
     "log_interval": Rule(_integer, _range(1, 100000), "a whole number of steps from 1 to 100000",
                          live=True, applies="from the next step"),
+    "beta": Rule(_finite_number, _range(0.0, 1000.0), "a number from 0 to 1000 (1: the ELBO)", live=True,
+                 applies="from the next step; during --kl-warmup, the value the ramp rises to"),
     "latent_dim": Rule(_integer, _range(1, 4096), "a whole number from 1 to 4096"),
     "hidden_dim": Rule(_integer, _range(1, 65536), "a whole number from 1 to 65536"),
     "seed": Rule(_integer, _range(0, 2**63 - 1), "a whole number >= 0"),
@@ -155,6 +156,7 @@ RULES: dict[str, Rule] = {
     "subset": Rule(_integer, _range(1, 10**8), "a whole number of images >= 1"),
     "iw_every": Rule(_integer, _range(0, 100000), "a whole number of epochs >= 0 (0: never)"),
     "iw_samples": Rule(_integer, _range(1, 100000), "a whole number of samples >= 1"),
+    "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
 }
 
 
@@ -174,7 +176,6 @@ def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
 def argparse_type(name: str) -> Callable[[str], Any]:
     """An argparse `type=` that applies RULES[name] (argparse turns ConfigError into exit 2)."""
     import argparse
-
     def convert(raw: str) -> Any:
         try:
             return parse_value(name, raw)
@@ -217,6 +218,8 @@ class TrainConfig:
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
+    beta: float = 1.0  # the KL term's weight (1: the ELBO); kl_warmup: steps over which it rises from 0
+    kl_warmup: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -240,8 +243,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-        for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",
-                     "test_fraction", "subset", "iw_every", "iw_samples"):
+        for name in RULES:  # every rule names a field
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, parse_value(name, value))

@@ -7,7 +7,8 @@ Rows (the browser sends the row's index as `propertyId`):
     3  batch_size: ...                            text
     4  epochs: ...                                text
     5  log_interval: ...                          text
-    6  message: <the last verdict>                [Clear]
+    6  beta: ... (the KL weight)                  text
+    7  message: <the last verdict>                [Clear]
 
 All values are `text` inputs: visdom's `number` input takes only digits and '.', so it
 could not hold 1e-3. An edit is checked by Controller.submit (the CLI's rules) on the
@@ -38,7 +39,7 @@ MAX_EVENTS = 300  # entries kept in the events pane (events.jsonl keeps them all
 class ControlPanel:
     def __init__(self, board: Board, win: str, events_win: str, controller: Controller | None, env: str):
         self.board, self.win, self.env, self.controller = board, win, env, controller
-        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=330))
+        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=360))
         self.pane.log_every = 30.0  # its step counter changes all the time; epoch ends and close log it anyway
         self.events = board.add(TextPane(events_win, "events", width=460, height=300))
         self.status = Status("starting", 0, 0, 0)

@@ -124,12 +124,17 @@ class EpochView:
             self._go(self.epochs[-1])
 
     def _on_y_axis(self, raw) -> None:
+        if not self.plots:
+            self.message = "the loss axis: in the live run's page only"
         fitted = any(p.y_range is not None for p in self.plots)
         for p in self.plots:
             p.y_range = None if fitted else self.fits[id(p)]
             p.touch(urgent=True)
 
     def _on_smoothing(self, raw) -> None:
+        if not self.plots:
+            self.message = "smoothing: in the live run's page only"
+            return
         try:
             weight = float(str(raw).strip())
         except ValueError:

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tests.fixtures import screenshot, until
-from tests.test_e2e_browser import keep_for_docs, session_for
+from tests.test_e2e_browser import keep_for_docs, session_for, window
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.train.events import Callback
 
@@ -93,3 +93,7 @@ def test_step_back_to_epoch_one_and_forward_then_type_into_the_control_panel(vis
         session.controller.stop(source="test teardown")
         thread.join(60)
     assert not thread.is_alive()
+    # the end of the run shows the samples' animation (RUN_DIR/samples.gif) in the page
+    pane = window(visdom_server, env, "the prior samples, epoch by epoch")
+    gif = base64.b64decode(re.search(r'src="data:image/gif;base64,([^"]+)"', pane["content"]).group(1))
+    assert gif == (run_dir / "samples.gif").read_bytes()

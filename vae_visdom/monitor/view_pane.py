@@ -25,10 +25,11 @@ from pathlib import Path
 from vae_visdom.config import ConfigError, parse_value
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.curves import Smoother
-from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane
+from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
 
 ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
 FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}
+ANIMATION = ("samples.gif", "the prior samples, epoch by epoch")  # (the run's file, its pane's title)
 
 
 def saved_epochs(run_dir: Path | None) -> list[int]:
@@ -79,6 +80,19 @@ class EpochView:
                     grid.set(images[kind], nrow=8, caption=self._caption(epoch))
                 self.shown = epoch
             self.pane.touch()
+
+    def show_animation(self) -> None:
+        """The run's samples.gif (runs/animate.py, written as the run ends) in a pane of its own."""
+        path = None if self.run_dir is None else self.run_dir / ANIMATION[0]
+        if path is None or not path.exists():
+            return
+        src = "data:image/gif;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        html = (f'<img src="{src}" alt="{ANIMATION[1]}" style="width:100%;image-rendering:pixelated">'
+                f'<div style="color:#555;font-size:12px">{len(self.epochs)} epochs; the file: {path}</div>')
+        with self.board.lock:
+            win = f"{self.win}-animation"
+            pane = self.board.windows.get(win) or self.board.add(TextPane(win, ANIMATION[1], width=480, height=560))
+            pane.set(html, urgent=True)
 
     # -- socket thread --------------------------------------------------------------------------
     def handle(self, event: dict) -> None:

@@ -240,6 +240,7 @@ class VisdomMonitor(Callback):
     @_guarded
     def on_run_end(self, status: Status) -> None:
         self.on_status(status)
+        self.view.show_animation()  # the run files wrote it just before
         self.board.request_save()
 
     @_guarded

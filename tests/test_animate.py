@@ -51,4 +51,4 @@ def test_a_run_ends_with_its_animation(tmp_path):
     assert len(got) == 3
     for e, f in enumerate(got, 1):  # each frame is that epoch's sample grid
         want = np.asarray(Image.open(tmp_path / "r" / f"sample_{e}.png").convert("L")).astype(int)
-        assert np.abs(f[STRIP:].astype(int) - want).mean() < 2
+        assert np.abs(f[STRIP:].astype(int) - want).max() <= 9  # 16 grey levels, 17 apart

@@ -15,6 +15,9 @@ from vae_visdom import safe_io
 
 GIF_NAME = "samples.gif"
 STRIP = 14  # pixels of the caption strip above each frame
+# 16 grey levels: an MNIST sample grid's frame is 12 kB instead of 42 kB (GIF's LZW thrives on few
+# levels), so the page can take a 200-epoch animation once; the PNGs keep every level
+LEVEL = 17
 
 
 def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
@@ -28,7 +31,7 @@ def frame(path: Path, epoch: int, last: int):
     from PIL import Image, ImageDraw
 
     with Image.open(path) as img:
-        grid = img.convert("L")
+        grid = img.convert("L").point(lambda v: round(v / LEVEL) * LEVEL)
     out = Image.new("L", (grid.width, grid.height + STRIP), 0)
     out.paste(grid, (0, STRIP))
     ImageDraw.Draw(out).text((3, 1), f"epoch {epoch} / {last}", fill=255)

@@ -1,6 +1,6 @@
 """Bytes a run sends to visdom: this tree against a baseline tree (e.g. a checkout of the commit before).
 
-Each tree runs in its own process (PYTHONPATH=TREE) against its own visdom server on a free loopback
+Each tree runs in its own process (PYTHONPATH=TREE, both at once) against its own visdom server on a free loopback
 port: the same small VAE on the same random images for EPOCHS epochs, paced to PACE s an epoch (a
 real MNIST epoch is ~1.3 s; the monitor's rates depend on the pace), streaming to visdom. Counted:
 the bytes of every HTTP body the monitor's client posts (the window messages; the event socket is
@@ -78,13 +78,19 @@ def measure(epochs: int, pace: float) -> dict:
         server.wait(30)
 
 
-def run_tree(tree: Path, epochs: int, pace: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, __file__, "--inner", "--epochs", str(epochs), "--pace", str(pace)],
-                         env=env, cwd=tree, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{tree}: exit {out.returncode}\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_trees(trees: dict[str, Path], epochs: int, pace: float) -> dict[str, dict]:
+    """Each tree in its own process, all at once (the same load on each)."""
+    procs = {name: subprocess.Popen([sys.executable, __file__, "--inner", "--epochs", str(epochs), "--pace",
+                                     str(pace)], env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, tree in trees.items()}
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"{trees[name]}: exit {proc.returncode}\n{err[-2000:]}")
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    return results
 
 
 def main() -> int:
@@ -97,8 +103,8 @@ def main() -> int:
     if args.inner:
         print(json.dumps(measure(args.epochs, args.pace)))
         return 0
-    trees = ([("baseline", args.baseline)] if args.baseline else []) + [("this tree", REPO)]
-    results = {name: run_tree(tree, args.epochs, args.pace) for name, tree in trees}
+    trees = dict(([("baseline", args.baseline)] if args.baseline else []) + [("this tree", REPO)])
+    results = run_trees(trees, args.epochs, args.pace)
     for name, r in results.items():
         print(f"{name:>10}: {r['bytes']:,} bytes in {r['posts']:,} posts over {r['epochs']} epochs "
               f"({r['bytes'] / r['epochs'] / 1024:.1f} KiB an epoch; {r['seconds']} s)")

@@ -52,3 +52,13 @@ def test_a_run_ends_with_its_animation(tmp_path):
     for e, f in enumerate(got, 1):  # each frame is that epoch's sample grid
         want = np.asarray(Image.open(tmp_path / "r" / f"sample_{e}.png").convert("L")).astype(int)
         assert np.abs(f[STRIP:].astype(int) - want).max() <= 9  # 16 grey levels, 17 apart
+
+
+def test_at_most_n_frames_evenly_spaced_first_and_last_kept(tmp_path):
+    from vae_visdom.runs.animate import gif_bytes
+
+    for e in range(1, 13):
+        save_image(torch.full((4, 1, 28, 28), e / 12), tmp_path / f"sample_{e}.png", nrow=2)
+    (tmp_path / "few.gif").write_bytes(gif_bytes(tmp_path, max_frames=4))
+    levels = [round(float(np.median(f[STRIP:])) / 255 * 12) for f in frames(tmp_path / "few.gif")]
+    assert levels == [1, 5, 8, 12]

@@ -28,6 +28,7 @@ from vae_visdom.config import RULES
 from vae_visdom.train.controller import SETTINGS, Command, Controller
 from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
+from vae_visdom.monitor.event_socket import property_row
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
 
@@ -95,13 +96,8 @@ class ControlPanel:
     # -- socket thread --------------------------------------------------------------------------
     def handle(self, event: dict) -> None:
         """A browser event forwarded by the server; only this run's panel in this env counts."""
-        if event.get("target") != self.win or event.get("eid") != self.env:
-            return
-        if event.get("event_type") != "PropertyUpdate":
-            return
-        try:
-            row = ROWS[int(event.get("propertyId"))]
-        except (TypeError, ValueError, IndexError):
+        row = property_row(event, self.win, self.env, ROWS)
+        if row is None:
             return
         value = event.get("value")
         cmd = None

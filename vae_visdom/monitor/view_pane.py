@@ -25,11 +25,14 @@ from pathlib import Path
 from vae_visdom.config import ConfigError, parse_value
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.curves import Smoother
+from vae_visdom.monitor.event_socket import property_row
+from vae_visdom.runs.animate import gif_bytes
 from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
 
 ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
 FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}
 ANIMATION = ("samples.gif", "the prior samples, epoch by epoch")  # (the run's file, its pane's title)
+PAGE_FRAMES = 50  # the page's animation: every epoch up to 50, then 50 evenly spaced (the file has them all)
 
 
 def saved_epochs(run_dir: Path | None) -> list[int]:
@@ -86,9 +89,12 @@ class EpochView:
         path = None if self.run_dir is None else self.run_dir / ANIMATION[0]
         if path is None or not path.exists():
             return
-        src = "data:image/gif;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        n = len(saved_epochs(self.run_dir))
+        data = path.read_bytes() if n <= PAGE_FRAMES else gif_bytes(self.run_dir, max_frames=PAGE_FRAMES)
+        src = "data:image/gif;base64," + base64.b64encode(data).decode("ascii")
+        shown = f"{n} epochs" if n <= PAGE_FRAMES else f"{PAGE_FRAMES} of {n} epochs, evenly spaced"
         html = (f'<img src="{src}" alt="{ANIMATION[1]}" style="width:100%;image-rendering:pixelated">'
-                f'<div style="color:#555;font-size:12px">{len(self.epochs)} epochs; the file: {path}</div>')
+                f'<div style="color:#555;font-size:12px">{shown}; every epoch: {path}</div>')
         with self.board.lock:
             win = f"{self.win}-animation"
             pane = self.board.windows.get(win) or self.board.add(TextPane(win, ANIMATION[1], width=480, height=560))
@@ -97,13 +103,8 @@ class EpochView:
     # -- socket thread --------------------------------------------------------------------------
     def handle(self, event: dict) -> None:
         """A browser event for this pane: step, jump, follow, axis, smoothing."""
-        if event.get("target") != self.win or event.get("eid") != self.env:
-            return
-        if event.get("event_type") != "PropertyUpdate":
-            return
-        try:
-            row = ROWS[int(event.get("propertyId"))]
-        except (TypeError, ValueError, IndexError):
+        row = property_row(event, self.win, self.env, ROWS)
+        if row is None:
             return
         with self.board.lock:
             self.message = ""

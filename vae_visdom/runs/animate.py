@@ -38,22 +38,29 @@ def frame(path: Path, epoch: int, last: int):
     return out
 
 
-def animate(run_dir: str | Path, out: str | Path | None = None, ms_per_frame: int = 400) -> Path:
-    """Write the animation (default RUN_DIR/samples.gif) and return its path; ValueError without samples."""
+def gif_bytes(run_dir: str | Path, ms_per_frame: int = 400, max_frames: int | None = None) -> bytes:
+    """The animation as GIF bytes: every epoch, or at most `max_frames` evenly spaced ones (the first and
+    the last always among them); ValueError without samples."""
     import io
 
-    run_dir = Path(run_dir)
-    files = sample_files(run_dir)
+    files = sample_files(Path(run_dir))
     if not files:
         raise ValueError(f"{run_dir}: no sample_N.png (has the run finished an epoch?)")
+    if max_frames is not None and len(files) > max_frames > 1:
+        files = [files[i] for i in sorted({round(k * (len(files) - 1) / (max_frames - 1)) for k in range(max_frames)})]
     last = files[-1][0]
     frames = [frame(p, e, last) for e, p in files]
     buf = io.BytesIO()
     durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 4]  # a pause on the last epoch
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
                    optimize=False)
-    path = Path(out) if out is not None else run_dir / GIF_NAME
-    safe_io.atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def animate(run_dir: str | Path, out: str | Path | None = None, ms_per_frame: int = 400) -> Path:
+    """Write the animation of every epoch (default RUN_DIR/samples.gif) and return its path."""
+    path = Path(out) if out is not None else Path(run_dir) / GIF_NAME
+    safe_io.atomic_write(path, gif_bytes(run_dir, ms_per_frame))
     return path
 
 

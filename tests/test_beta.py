@@ -144,3 +144,40 @@ def test_sweep_takes_a_list_of_betas_under_the_same_rules():
     assert GRID["beta"] == "--beta" and parse_list("beta", "0.5, 1,2,4") == [0.5, 1.0, 2.0, 4.0]
     with pytest.raises(ConfigError, match="beta"):
         parse_list("beta", "1,-2")
+
+
+def test_a_run_stopped_mid_epoch_resumes_with_its_beta_and_objective(tmp_path):
+    from vae_visdom.train.events import Callback
+
+    def session(name, resume=False, **kw):
+        cfg = TrainConfig(epochs=2, visdom=False, device="cpu", out=str(tmp_path / name), batch_size=64, hidden_dim=32,
+                          latent_dim=4, views=False, log_interval=2, beta=1.0, **kw)
+        return TrainingSession(cfg, data=synthetic_data(512, 64), progress=False, resume=resume)
+
+    class StopAt(Callback):
+        def __init__(self, controller):
+            self.controller = controller
+
+        def on_step(self, log):
+            if log.step == 6 and not self.controller.stop_requested:
+                self.controller.submit("beta", "3", source="test")  # a live change, then a stop mid-epoch
+                self.controller.stop(source="test")
+
+    whole = session("whole")
+    whole.controller.submit("beta", "3", source="test")  # applied at the first step: differs from `cut`
+    cut = session("cut")
+    cut.trainer.add_callback(StopAt(cut.controller))
+    assert cut.run().state == "stopped"
+    resumed = session("cut", resume=True)
+    assert resumed.trainer.kl.beta == 3.0  # from the checkpoint
+    assert resumed.run().state == "finished"
+    rows = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["beta"] == 3.0
+    steps = read_jsonl(tmp_path / "cut" / "steps.jsonl")
+    assert [s["beta"] for s in steps] == [1.0, 1.0, 1.0, 3.0] + [3.0] * 4  # 8 steps an epoch, logged every 2
+    assert steps[0]["objective"] is None and steps[3]["objective"] == pytest.approx(steps[3]["recon"] + 3 * steps[3]["kl"])
+    for r in rows:  # the epoch's objective is its intervals' (2 steps of 64 each), across the stop and the resume
+        intervals = [s for s in steps if s["epoch"] == r["epoch"]]
+        want = sum(s["loss"] if s["objective"] is None else s["objective"] for s in intervals) / len(intervals)
+        assert r["train_objective"] == pytest.approx(want, rel=1e-5)
+    whole.run()

@@ -110,7 +110,7 @@ def test_bad_betas_are_refused_with_one_line(raw):
         parse_value("kl_warmup", "-5")
 
 
-def test_a_beta_sent_as_the_browser_sends_it_is_applied_and_marked(server, page, tmp_path):
+def test_a_beta_sent_as_the_browser_sends_it_is_applied_and_marked(server, page, tmp_path):  # noqa: F811
     from tests.test_monitor import window_data
     from vae_visdom.monitor.panel import ROWS
 

@@ -86,7 +86,7 @@ class RunFiles(Callback):
             self._write_status(status)
         except OSError as err:  # the run is over: say so in its last line rather than raise again
             self.status_error = err
-        if sample_files(self.dir):
+        if status.state != "failed" and sample_files(self.dir):  # a failed run's one line stays one line
             try:
                 animate(self.dir)
             except (OSError, ValueError) as err:  # the animation is a view of files that are all there

@@ -16,6 +16,7 @@ from vae_visdom.train.graph_step import make_step
 from vae_visdom.train.step import prepare_optimizer
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
+from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,7 @@ def eager_step(model, optimizer):
 
         holder = type("T", (), {})()
         holder.model, holder.optimizer, holder.autocast = model, optimizer, contextlib.nullcontext
+        holder.kl = KLWeight()  # beta 1: the ELBO
         return Trainer._eager_step(holder, x)
     return step
 

@@ -10,7 +10,7 @@ from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConf
 from vae_visdom.data import DataError, mnist
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.insight import eval_run
-from vae_visdom.runs import fork, tables
+from vae_visdom.runs import animate, fork, tables
 from vae_visdom.serve import assets, server
 from vae_visdom.session import TrainingSession
 
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = TrainConfig.load(run_dir / "config.json")
         base.out = str(run_dir)
     cfg = config_from_args(args, base)
-    overrides = {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "log_interval")
+    overrides = {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "log_interval", "beta")
                  if getattr(args, k, None) is not None}
     session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
     status = session.run(install_signal_handlers=True)
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
     for add_cli in (server.add_cli, assets.add_cli, mnist.add_cli, add_replay_cli, eval_run.add_cli, tables.add_cli,
-                    add_compare_cli, sweep.add_cli):
+                    add_compare_cli, sweep.add_cli, animate.add_cli):
         if add_cli is not None:  # None: needs visdom, which is not importable here
             add_cli(sub)
     return parser

@@ -159,6 +159,8 @@ RULES: dict[str, Rule] = {
                    live=True, applies="the new total; below the current epoch, the run finishes after it"),
     "log_interval": Rule(_integer, _range(1, 100000), "a whole number of steps from 1 to 100000",
                          live=True, applies="from the next step"),
+    "beta": Rule(_finite_number, _range(0.0, 1000.0), "a number from 0 to 1000 (1: the ELBO)", live=True,
+                 applies="from the next step; during --kl-warmup, the value the ramp rises to"),
     "latent_dim": Rule(_integer, _range(1, 4096), "a whole number from 1 to 4096"),
     "hidden_dim": Rule(_integer, _range(1, 65536), "a whole number from 1 to 65536"),
     "seed": Rule(_integer, _range(0, 2**63 - 1), "a whole number >= 0"),
@@ -173,6 +175,7 @@ RULES: dict[str, Rule] = {
     "precision": _choice(PRECISIONS),
     "fast_step": _choice(FAST_STEPS),
     "likelihood": _choice(LIKELIHOODS),
+    "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
 }
 
 
@@ -236,6 +239,8 @@ class TrainConfig:
     keep_checkpoints: bool = False  # also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (forks --at-epoch)
     parent: str | None = None  # a fork's parent run folder (runs/fork.py)
     forked_at: dict | None = None  # {"epoch", "step"} of the parent's checkpoint the fork started from
+    beta: float = 1.0  # the KL term's weight (1: the ELBO); kl_warmup: steps over which it rises from 0
+    kl_warmup: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -24,10 +24,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subset", type=argparse_type("subset"), default=None, help="celeba, folder: use the first N images (sorted names)")
     g.add_argument("--binarize", action="store_true", default=None,
                    help="dynamically binarized pixels (the setting of published MNIST likelihoods)")
-    g = p.add_argument_group("how to train (lr, batch size, epochs and log interval can change live)")
+    g = p.add_argument_group("how to train (lr, batch size, epochs, log interval and beta can change live)")
     g.add_argument("--epochs", type=argparse_type("epochs"), default=None, help="default: 10")
     g.add_argument("--batch-size", type=argparse_type("batch_size"), default=None, help="default: the model's (128)")
     g.add_argument("--lr", type=argparse_type("lr"), default=None, help="default: the model's (mlp: 1e-3)")
+    g.add_argument("--beta", type=argparse_type("beta"), default=None,
+                   help="weight of the KL term (default 1: the ELBO; changeable live)")
+    g.add_argument("--kl-warmup", type=argparse_type("kl_warmup"), default=None,
+                   help="steps over which the KL weight rises linearly from 0 to --beta (default 0)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")
     g.add_argument("--seed", type=argparse_type("seed"), default=None, help="default: 1")
     g.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda when available)")

@@ -117,7 +117,7 @@ class TrainingSession:
             t.apply_setting(name, value)  # the panel's path too
         # config.json records the values the run continues with
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
-        self.cfg.batch_size, self.cfg.log_interval = t.batch_size, t.log_interval
+        self.cfg.batch_size, self.cfg.log_interval, self.cfg.beta = t.batch_size, t.log_interval, t.kl.beta
 
     def _make_monitor(self) -> Callback | None:
         try:

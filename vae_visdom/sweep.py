@@ -31,7 +31,7 @@ from vae_visdom.serve.net import server_answers
 
 # grid flag -> dest; the order is the order of the values in run names
 GRID = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",
-        "optimizer": "--optimizer", "model": "--model"}
+        "optimizer": "--optimizer", "model": "--model", "beta": "--beta"}
 OWN = set(GRID) | {"name", "out", "resume", "env", "runs_dir", "parallel"}  # not passed through as they are
 
 
@@ -274,7 +274,6 @@ def _parallel(raw: str) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `vae-visdom sweep`: every `train` flag, with comma lists for the grid ones."""
-
     p = subparsers.add_parser(
         "sweep", help="train a grid of runs (comma lists) and compare them", conflict_handler="resolve",
         description="Train every combination of the comma-separated values, each run as its own "
@@ -292,6 +291,7 @@ def add_cli(subparsers) -> None:
     g.add_argument("--latent-dim", default=None, help="e.g. 2,20")
     g.add_argument("--optimizer", default=None, help=f"from {', '.join(OPTIMIZERS)}")
     g.add_argument("--model", default=None, help="e.g. mlp,mlp-paper")
+    g.add_argument("--beta", default=None, help="the KL weight, e.g. 0.5,1,2,4")
     g = p.add_argument_group("the sweep")
     g.add_argument("--parallel", type=_parallel, default=1,
                    help="runs at once (default 1; with more, each run gets cores/N threads)")

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 
 from vae_visdom.train.events import EpochRecord, Figure, ImageFigure, NumbersFigure, RunInfo, ScatterFigure, Status
+from vae_visdom.monitor.curves import OBJECTIVE, ensure
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import format_value
@@ -151,6 +152,8 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
     if any("test_iw_ll" in r for _, r in epochs):
         put(loss, iw_trace(), epochs, "epoch", "test_iw_ll", sign=-1.0)
     put(loss, "train (every log interval)", steps, "epoch_progress", "loss")
+    if any(r.get("objective") is not None for _, r in steps):
+        put(loss, ensure(loss, OBJECTIVE, "#9467bd", "dot", 1.5), steps, "epoch_progress", "objective")
     put(terms, "train recon (every log interval)", steps, "epoch_progress", "recon")
     put(terms, "train KL (every log interval)", steps, "epoch_progress", "kl")
     changes = loss.traces["changes"]

@@ -96,3 +96,14 @@ class EventSocket:
                 self.on_event(msg)
             except Exception:  # a bad event must not close the channel
                 log.exception("visdom event handler failed on %r", msg.get("event_type"))
+
+
+def property_row(event: dict, win: str, env: str, rows: tuple[str, ...]) -> str | None:
+    """The row of a properties pane that a browser event names (its `propertyId`), when the event is a
+    PropertyUpdate of pane `win` in env `env`; None for anything else."""
+    if event.get("target") != win or event.get("eid") != env or event.get("event_type") != "PropertyUpdate":
+        return None
+    try:
+        return rows[int(event.get("propertyId"))]
+    except (TypeError, ValueError, IndexError):
+        return None

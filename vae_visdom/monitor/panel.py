@@ -7,7 +7,8 @@ Rows (the browser sends the row's index as `propertyId`):
     3  batch_size: ...                            text
     4  epochs: ...                                text
     5  log_interval: ...                          text
-    6  message: <the last verdict>                [Clear]
+    6  beta: ... (the KL weight)                  text
+    7  message: <the last verdict>                [Clear]
 
 All values are `text` inputs: visdom's `number` input takes only digits and '.', so it
 could not hold 1e-3. An edit is checked by Controller.submit (the CLI's rules) on the
@@ -27,6 +28,7 @@ from vae_visdom.config import RULES
 from vae_visdom.train.controller import SETTINGS, Command, Controller
 from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
+from vae_visdom.monitor.event_socket import property_row
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
 
@@ -38,7 +40,7 @@ MAX_EVENTS = 300  # entries kept in the events pane (events.jsonl keeps them all
 class ControlPanel:
     def __init__(self, board: Board, win: str, events_win: str, controller: Controller | None, env: str):
         self.board, self.win, self.env, self.controller = board, win, env, controller
-        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=330))
+        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=360))
         self.pane.log_every = 30.0  # its step counter changes all the time; epoch ends and close log it anyway
         self.events = board.add(TextPane(events_win, "events", width=460, height=300))
         self.status = Status("starting", 0, 0, 0)
@@ -94,13 +96,8 @@ class ControlPanel:
     # -- socket thread --------------------------------------------------------------------------
     def handle(self, event: dict) -> None:
         """A browser event forwarded by the server; only this run's panel in this env counts."""
-        if event.get("target") != self.win or event.get("eid") != self.env:
-            return
-        if event.get("event_type") != "PropertyUpdate":
-            return
-        try:
-            row = ROWS[int(event.get("propertyId"))]
-        except (TypeError, ValueError, IndexError):
+        row = property_row(event, self.win, self.env, ROWS)
+        if row is None:
             return
         value = event.get("value")
         cmd = None

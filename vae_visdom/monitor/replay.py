@@ -48,7 +48,7 @@ def replay(run_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAUL
     for endpoint, msg in entries:
         client._send(dict(msg, eid=target), endpoint=endpoint, from_log=True)
     client.save([target])
-    return {"env": target, "windows": len(wins), "messages": len(entries)}
+    return {"env": target, "windows": len(wins), "messages": len(entries), "entries": entries}
 
 
 def add_cli(subparsers) -> None:
@@ -60,6 +60,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server address (default %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom server port (default %(default)s)")
     p.add_argument("--env", default=None, help="env to draw into (default: the run's own env)")
+    p.add_argument("--browse", action="store_true",
+                   help="then keep the view pane stepping through every epoch's images until Ctrl-C")
     p.set_defaults(func=_cmd_replay)
 
 
@@ -80,4 +82,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return 1
     print(f"replayed {done['messages']} messages into {done['windows']} windows of env {done['env']!r}: "
           f"{args.server}:{args.port}/env/{done['env']}")
+    if args.browse:
+        from vae_visdom.monitor.browse import browse
+
+        print("the view pane steps through the run's epochs until Ctrl-C", flush=True)
+        try:
+            browse(args.run_dir, done["entries"], args.server, args.port, done["env"],
+                   os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
+        except ValueError as err:
+            print(f"vae-visdom replay: error: {err}", file=sys.stderr)
+            return 2
     return 0

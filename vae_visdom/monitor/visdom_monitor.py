@@ -22,9 +22,11 @@ from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import Board, preload
 from vae_visdom.monitor.content import (figure_html, figure_title, restore_from_rows, run_html,
                                         scatter_traces)
+from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, ensure, fit_range
 from vae_visdom.monitor.panel import ControlPanel
-from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, PLOT_DIGITS, TITLES, ImageGrid, LinePlot, TextPane, Trace,
-                                        line_style, num, slug, window_prefix)
+from vae_visdom.monitor.view_pane import EpochView
+from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, TITLES, ImageGrid, LinePlot, TextPane, Trace, line_style,
+                                        slug, window_prefix)
 from vae_visdom.runs.records import format_value
 from vae_visdom.train.controller import SETTINGS, Controller
 from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ImageFigure, NumbersFigure,
@@ -35,8 +37,6 @@ LOG_NAME = "visdom.log"
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.
 # Measured with a headless Chromium watching on the 2-core machine: they were ~40% of its CPU.
 FIGURE_INTERVAL = 10.0
-STEP_TRACES = ("train (every log interval)", "train recon (every log interval)", "train KL (every log interval)",
-               "changes")
 log = logging.getLogger(__name__)
 
 
@@ -106,12 +106,16 @@ class VisdomMonitor(Callback):
             Trace("train recon (every log interval)", "lines", line_style(GREY, width=1)),
             Trace("train KL (every log interval)", "lines", line_style(GREY, "dot", width=1)),
         ], "epoch", "nats per example"))
+        self.loss.y_range = self.terms.y_range = fit_range  # the readable part; plotly's Autoscale shows all
+        self.smoother = Smoother("train (every log interval)")
         self.recon = b.add(ImageGrid(w["recon"], TITLES["recon"], nrow=8))
         self.samples = b.add(ImageGrid(w["samples"], TITLES["samples"], nrow=8))
         self.run_pane = b.add(TextPane(w["run"], TITLES["run"], width=460, height=420))
         self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
+        self.view = EpochView(b, w["view"], self.env, {"recon": self.recon, "samples": self.samples},
+                              [self.loss, self.terms], self.smoother, self.run_dir)
         # visdom lays panes out in the order they first reach it: curves and controls on top
-        order = [w[k] for k in ("loss", "control", "terms", "recon", "samples", "events", "run")]
+        order = [w[k] for k in ("loss", "control", "terms", "view", "recon", "samples", "events", "run")]
         b.windows = {win: b.windows[win] for win in order}
 
     @property
@@ -122,7 +126,7 @@ class VisdomMonitor(Callback):
     @_guarded
     def on_run_start(self, run: RunInfo) -> None:
         self.info = run
-        self.values = {k: run.config.get(k) for k in SETTINGS}
+        self.values = {k: run.config.get(k, 1.0 if k == "beta" else None) for k in SETTINGS}  # no beta: the ELBO
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             if self.log_path.exists() and run.resumed:  # kept for a look; the curves come from the rows
@@ -136,7 +140,9 @@ class VisdomMonitor(Callback):
             self._resume_cut = run.start_epoch
             with self.board.lock:
                 restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace, run.config.get("forked_at"))
+                self.smoother.reset(self.loss)
         self.panel.set_values(self.values)
+        self.view.start(run.start_epoch - 1)  # a resumed run's epochs so far, from its folder
         with self.board.lock:
             self.status = Status("starting", run.start_epoch - 1, 0, int(run.config.get("epochs") or 0))
             self._render_run()
@@ -149,6 +155,9 @@ class VisdomMonitor(Callback):
         x = log.epoch_progress
         with self.board.lock:
             self.loss.add("train (every log interval)", x, log.loss)
+            self.smoother.add(self.loss, x, log.loss)
+            if log.objective is not None:  # beta != 1: what the optimizer minimises, apart from the -ELBO
+                self.loss.add(ensure(self.loss, OBJECTIVE, "#9467bd", "dot", 1.5), x, log.objective)
             self.terms.add("train recon (every log interval)", x, log.recon)
             self.terms.add("train KL (every log interval)", x, log.kl)
             self._last_point = (x, log.loss)
@@ -174,8 +183,7 @@ class VisdomMonitor(Callback):
             for split in ("train", "test"):
                 self.terms.add(f"{split} recon", e, getattr(record, f"{split}_recon"))
                 self.terms.add(f"{split} KL", e, getattr(record, f"{split}_kl"))
-            self.recon.set(recon, nrow=8, caption=f"epoch {e}")
-            self.samples.set(samples, nrow=8, caption=f"epoch {e}")
+            self.view.on_epoch(e, {"recon": recon, "samples": samples})  # drawn unless the user stepped back
             self.status.epoch, self.status.step = e, record.step
             self._render_run()
         self.board.request_save()  # a server restart then loses nothing up to this epoch
@@ -231,6 +239,7 @@ class VisdomMonitor(Callback):
     @_guarded
     def on_run_end(self, status: Status) -> None:
         self.on_status(status)
+        self.view.show_animation()  # the run files wrote it just before
         self.board.request_save()
 
     @_guarded
@@ -266,6 +275,7 @@ class VisdomMonitor(Callback):
 
     def _on_event(self, event: dict) -> None:
         self.panel.handle(event)
+        self.view.handle(event)
 
     def _render_run(self) -> None:
         """The run pane (under the board's lock)."""
@@ -273,22 +283,12 @@ class VisdomMonitor(Callback):
 
     def _iw_trace(self) -> str:
         """The loss plot's trace of the importance-weighted estimate, made on first use (under the lock)."""
-        name = "test -log p(x), IW estimate"
-        if name not in self.loss.traces:
-            self.loss.replace([*self.loss.traces.values(), Trace(name, "lines+markers", line_style("#2ca02c"))])
-        return name
+        return ensure(self.loss, "test -log p(x), IW estimate", "#2ca02c", mode="lines+markers")
 
     def _cut_resumed(self, first_x: float) -> None:
         """Drop the old curves' points that the resumed run is about to draw again."""
         cut, self._resume_cut = self._resume_cut, None
-        # compared as stored: a plotted x is rounded to PLOT_DIGITS, and 1.085333 (a logged
-        # 1.0853333...) is below the unrounded 1.0853333..., which drew that point twice (fault 11)
-        first_x = num(first_x, PLOT_DIGITS)
-
-        def keep(name: str, x: float) -> bool:
-            return x < first_x if name in STEP_TRACES else x < cut
-
         with self.board.lock:
-            self.loss.truncate(keep)
-            self.terms.truncate(keep)
+            cut_resumed([self.loss, self.terms], cut, first_x)
+            self.smoother.reset(self.loss)
 

@@ -113,6 +113,7 @@ class LinePlot(Window):
         self.traces = {t.name: t for t in traces}
         self.xlabel, self.ylabel, self.width, self.height = xlabel, ylabel, width, height
         self.log_whole = True  # the log's next entry must be the whole figure
+        self.y_range: Callable[["LinePlot"], list | None] | None = None  # the default y-axis range (None: auto)
 
     def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
         t = self.traces[name]
@@ -147,6 +148,9 @@ class LinePlot(Window):
                   "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
                   "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
                   "legend": {"orientation": "h", "y": -0.2}}
+        y_range = self.y_range(self) if self.y_range is not None else None
+        if y_range is not None:
+            layout["yaxis"]["range"] = y_range
         data = [t.plotly() for t in self.traces.values()]
         if not data:  # visdom reads data[0]["type"] to pick the pane kind
             data = [Trace("").plotly()]
@@ -282,6 +286,7 @@ TITLES = {
     "terms": "loss terms (recon, KL)",
     "recon": "reconstructions (top: test images, bottom: reconstructions)",
     "samples": "samples from the prior",
+    "view": "view: every epoch's images, the loss axis",
     "run": "run",
     "control": "control",
     "events": "events",

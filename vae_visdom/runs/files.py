@@ -9,6 +9,7 @@ RUN_DIR/
   status.json          the latest Status, for `vae-visdom runs`
   reconstruction_N.png 8 test images over their reconstructions, as the seed saves them
   sample_N.png         64 decodings of the run's fixed prior draws
+  samples.gif          the sample_N.png as one animation, written when the run ends (animate.py)
   checkpoint.pt        written by the trainer (see train/checkpoint.py), checkpoint.prev.pt the one before it
   trainer.lock         held by the trainer writing here (see lock.py)
 
@@ -19,6 +20,7 @@ a resume drops what came after its checkpoint (resume.py says why that loses not
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +29,7 @@ import torch
 
 from vae_visdom import safe_io
 from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
+from vae_visdom.runs.animate import GIF_NAME, animate, sample_files
 from vae_visdom.runs.images import save_image
 
 
@@ -83,6 +86,11 @@ class RunFiles(Callback):
             self._write_status(status)
         except OSError as err:  # the run is over: say so in its last line rather than raise again
             self.status_error = err
+        if status.state != "failed" and sample_files(self.dir):  # a failed run's one line stays one line
+            try:
+                animate(self.dir)
+            except (OSError, ValueError) as err:  # the animation is a view of files that are all there
+                print(f"warning: no {GIF_NAME} ({err})", file=sys.stderr)
 
     def _write_status(self, status: Status) -> None:
         path = self.dir / "status.json"

@@ -23,7 +23,7 @@ from vae_visdom.runs.files import read_jsonl
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",
                        "latent_dim": "latent", "epochs": "epochs", "hidden_dim": "hidden", "likelihood": "lik",
-                       "binarize": "bin", "seed": "seed"}
+                       "binarize": "bin", "seed": "seed", "beta": "beta"}
 LISTED = ("model", "dataset", "lr", "batch_size", "optimizer", "latent_dim")  # columns of `vae-visdom runs`
 
 
@@ -145,7 +145,7 @@ def format_value(v: Any, setting: str | None = None) -> str:
     if setting is not None:
         if v is None:
             return ""
-        return f"{float(v):g}" if setting == "lr" else str(v)
+        return f"{float(v):g}" if setting in ("lr", "beta") else str(v)
     if isinstance(v, float):
         if v != 0 and abs(v) < 1e-2:
             mantissa, exp = f"{v:.3e}".split("e")
@@ -177,7 +177,7 @@ def compact_tag(values: dict[str, Any]) -> str:
     """lr3e-4-bs64: how a sweep names a run after its grid values."""
     parts = []
     for k, v in values.items():
-        abbrev = {"lr": "lr", "batch_size": "bs", "epochs": "ep", "latent_dim": "z"}.get(k, "")
+        abbrev = {"lr": "lr", "batch_size": "bs", "epochs": "ep", "latent_dim": "z", "beta": "beta"}.get(k, "")
         parts.append(f"{abbrev}{format_value(v)}")
     return "-".join(parts)
 

@@ -37,6 +37,31 @@ class EpochState:
     sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
     seconds: float = 0.0  # training time so far, paused time excluded
     interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
+    # sum of beta * KL over the epoch and the interval, once the run weights its KL term (kl_weight.py)
+    wkl: torch.Tensor | None = None
+    interval_wkl: torch.Tensor | None = None
+
+    def add(self, stepsums: torch.Tensor, n: int, beta: float | None = None) -> None:
+        """One step's (3,) sums over `n` examples; `beta`: its KL weight, once the run weights KL."""
+        if beta is not None:
+            if self.wkl is None:  # the first weighted step: every step before it weighted KL by 1
+                self.wkl = self.sums[2].clone()
+                self.interval_wkl = None if self.interval[0] is None else self.interval[0][2].clone()
+            w = stepsums[2] * beta
+            self.wkl += w
+            self.interval_wkl = w if self.interval_wkl is None else self.interval_wkl + w
+        self.sums += stepsums
+        self.steps += 1
+        isum, icount = self.interval
+        self.interval = [stepsums if isum is None else isum + stepsums, icount + n]
+
+    def take_interval(self) -> tuple[float, float, float, float | None]:
+        """(loss, recon, kl, objective or None) per example since the last log point; starts the next."""
+        isum, icount = self.interval
+        both = isum if self.interval_wkl is None else torch.cat([isum, self.interval_wkl.reshape(1)])
+        values = (both / icount).tolist()  # the one host sync of a log interval
+        self.interval, self.interval_wkl = [None, 0], None
+        return values[0], values[1], values[2], (values[1] + values[3] if len(values) == 4 else None)
 
 
 def pack(t) -> dict:
@@ -48,13 +73,14 @@ def pack(t) -> dict:
         "optimizer": t.optimizer.state_dict(),
         "epoch": t.epoch if es is None else t.epoch - 1,  # epochs completed
         "step": t.step,
-        "live": dict(epochs=t.epochs, batch_size=t.batch_size, log_interval=t.log_interval),
+        "live": dict(epochs=t.epochs, batch_size=t.batch_size, log_interval=t.log_interval, beta=t.kl.beta),
         "rng": {"torch": torch.get_rng_state(), "data": t.data_gen.get_state(),
                 "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else None},
         "epoch_state": None if es is None else {
             "epoch": t.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
             "sums": es.sums.cpu(), "seconds": es.seconds,
-            "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]]},
+            "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]],
+            **{k: getattr(es, k).cpu() for k in ("wkl", "interval_wkl") if getattr(es, k) is not None}},
     }
 
 
@@ -67,6 +93,7 @@ def unpack(t, state: dict) -> None:
     t.epochs = live.get("epochs", t.epochs)
     t.batch_size = live.get("batch_size", t.batch_size)
     t.log_interval = live.get("log_interval", t.log_interval)
+    t.kl.set_beta(live.get("beta", t.kl.beta), t.step)
     torch.set_rng_state(state["rng"]["torch"])
     t.data_gen.set_state(state["rng"]["data"])
     if state["rng"].get("cuda") is not None and t.device.type == "cuda":
@@ -77,7 +104,8 @@ def unpack(t, state: dict) -> None:
         interval = es["interval"]
         t.epoch_state = EpochState(
             es["perm"].to(t.device), es["pos"], es["steps"], es["sums"].to(t.device), es["seconds"],
-            [None if interval[0] is None else interval[0].to(t.device), interval[1]])
+            [None if interval[0] is None else interval[0].to(t.device), interval[1]],
+            *(es[k].to(t.device) if es.get(k) is not None else None for k in ("wkl", "interval_wkl")))
 
 
 class CheckpointError(ValueError):

@@ -10,17 +10,17 @@ from vae_visdom.train.step import StepFn, prepare_optimizer
 
 
 def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
-                batch_size: int, eager: StepFn) -> StepFn:
+                batch_size: int, eager: StepFn, kl=None) -> StepFn:
     """A captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step of the fully
     connected VAE (mlp_cpu_step.py) where they apply and `cfg.fast_step` allows; else `eager`."""
     if device.type != "cuda" or cfg.fast_step == "eager":
         # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
         prepare_optimizer(optimizer, capturable=False, fused=True if device.type == "cpu" else None)
         if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(model, device, cfg.precision) is None:
-            return mlp_cpu_step.MLPStep(model, optimizer)  # the hand-derived step
+            return mlp_cpu_step.MLPStep(model, optimizer, kl)  # the hand-derived step
         return eager
     step = graph_step.make_step(model, optimizer, model.likelihood, batch_size, device, fallback=eager,
-                                amp=cfg.precision == "bf16")
+                                amp=cfg.precision == "bf16", kl=kl)
     if step is None and cfg.fast_step == "graph":
         why = graph_step.capture_unsupported(model, optimizer, device)
         print(f"fast step: no captured graph ({why}); training eagerly")

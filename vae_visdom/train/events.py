@@ -43,6 +43,8 @@ class StepLog:
     kl: float
     lr: float
     batch_size: int
+    beta: float = 1.0  # the KL weight of the interval's last step
+    objective: float | None = None  # recon + beta * KL as trained, when the run weights KL (None: the loss)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class EpochRecord:
     images_per_second: float
     probe_seconds: float = 0.0  # the probes' work at the epoch's end (latent views, IW estimate), apart from the test
     extra: dict = field(default_factory=dict)  # e.g. {"test_iw_ll": ..., "test_iw_se": ...}
+    beta: float = 1.0  # the KL weight in force at the epoch's end (train_objective in extra when it is not 1)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -101,7 +104,7 @@ class Status:
     step: int
     epochs: int
     message: str = ""
-    values: dict = field(default_factory=dict)  # hyperparameters in force: lr, batch_size, epochs, log_interval
+    values: dict = field(default_factory=dict)  # the live settings in force: lr, batch_size, epochs, log_interval, beta
     reason: Reason = Reason.OTHER
 
 

@@ -23,6 +23,8 @@ What a graph cannot do, and how this step copes:
   which is graph-safe (philox seed/offset read from device memory at replay; each replay
   advances the generator's offset by the graph's total, as the eager kernels would).
   The warm-up's draws are undone, so the captured run draws what an eager run would.
+- The KL weight (kl_weight.py) is a device tensor too, filled before each replay; a run whose weight
+  has never left 1 captures the plain ELBO (the same kernels as before beta existed).
 - Warm-up steps would train on the warm-up batch: parameters, optimizer state and the
   CUDA RNG state are restored afterwards, so capturing costs no training step.
 """
@@ -60,8 +62,10 @@ class CapturedStep:
     """Callable `x -> (3,) sums` replaying one CUDA graph for batches of `batch_size`; anything else goes eager."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
-                 device: torch.device, fallback: StepFn | None = None, amp: bool = False):
+                 device: torch.device, fallback: StepFn | None = None, amp: bool = False, kl=None):
         self.model, self.optimizer, self.likelihood = model, optimizer, likelihood
+        self.kl = kl  # a KLWeight, or None: the ELBO
+        self._beta: torch.Tensor | None = None  # the captured KL weight, when the graph has one
         self.batch_size, self.device = batch_size, torch.device(device)
         self.amp = amp
         self._autocast = autocast_for("bf16" if amp else "fp32", self.device, captured=True)
@@ -76,7 +80,7 @@ class CapturedStep:
         self.broken: str | None = None  # why capture failed, if it did
 
     def _forward_backward(self, x: torch.Tensor) -> torch.Tensor:
-        return backward_and_step(self.model, self.optimizer, x, self._autocast)  # the step contract (step.py)
+        return backward_and_step(self.model, self.optimizer, x, self._autocast, self._beta)  # step.py's contract
 
     # -- capture ----------------------------------------------------------------------------------
     def _state_signature(self) -> list[int]:
@@ -91,6 +95,8 @@ class CapturedStep:
         had_state = {p: {k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)}
                      for p in params if self.optimizer.state.get(p)}
         rng = torch.cuda.get_rng_state(self.device)
+        weighted = self.kl is not None and self.kl.weighted
+        self._beta = torch.tensor(self.kl.current, device=self.device) if weighted else None
         # lr as device tensors, read by the kernels at replay time (a float would be frozen in);
         # set before the warm-up so that it runs the very code path that is captured
         self._lr_values = [float(g["lr"]) for g in self.optimizer.param_groups]
@@ -149,7 +155,8 @@ class CapturedStep:
         if self.broken is not None:
             self.fallbacks += 1
             return self.fallback(x)
-        if self.graph is None or self._state_ids != self._state_signature():
+        if self.graph is None or self._state_ids != self._state_signature() or (
+                self._beta is None and self.kl is not None and self.kl.weighted):
             try:
                 self._capture(x)  # first call, or the optimizer state was replaced (resume)
             except RuntimeError as err:  # a model doing something uncapturable: train on, eagerly
@@ -165,6 +172,8 @@ class CapturedStep:
             if g["lr"] != self._lr_values[i]:  # changed live (control panel): no sync, a fill kernel
                 self._lr_values[i] = float(g["lr"])
                 self._lr_tensors[i].fill_(self._lr_values[i])
+        if self._beta is not None:
+            self._beta.fill_(self.kl.current)  # no sync: a fill kernel
         self.graph.replay()
         self.replays += 1
         # a copy: the caller may keep it (the trainer sums intervals) while the next replay overwrites
@@ -172,7 +181,8 @@ class CapturedStep:
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
-              device: torch.device, *, fallback: StepFn | None = None, amp: bool = False) -> CapturedStep | None:
+              device: torch.device, *, fallback: StepFn | None = None, amp: bool = False,
+              kl=None) -> CapturedStep | None:
     """A captured training step for CUDA, or None where it does not apply (CPU, non-Adam optimizers).
 
     `fallback` takes batches of any other shape (pass the trainer's `_eager_step`); without one,
@@ -182,4 +192,4 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: st
     """
     if capture_unsupported(model, optimizer, device) is not None:
         return None
-    return CapturedStep(model, optimizer, likelihood, batch_size, device, fallback, amp)
+    return CapturedStep(model, optimizer, likelihood, batch_size, device, fallback, amp, kl)

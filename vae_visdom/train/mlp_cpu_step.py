@@ -2,7 +2,7 @@
 
 The same math as `backward_and_step` (step.py) for an MLPVAE with a Bernoulli decoder: the
 forward pass, the negative ELBO summed over the batch (cross-entropy from logits + analytic KL,
-one z ~ q(z|x) drawn with the same `randn_like` call), its gradient written straight into each
+its KL term weighted by beta: kl_weight.py; one z ~ q(z|x) drawn with the same `randn_like` call), its gradient written straight into each
 parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a 2-core CPU,
 where the step is otherwise matrix products at ~90% of the machine's peak: autograd's graph
 building and bookkeeping, a fresh gradient tensor per parameter per step, and the two small mu/logvar
@@ -46,8 +46,9 @@ def unsupported(model: torch.nn.Module, device: torch.device, precision: str) ->
 class MLPStep:
     """step(x) -> (3,) loss, recon, kl summed over the batch, as every step of step.py's contract returns."""
 
-    def __init__(self, model: MLPVAE, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: MLPVAE, optimizer: torch.optim.Optimizer, kl=None):
         self.model, self.optimizer = model, optimizer
+        self.kl = kl  # a KLWeight (kl_weight.py); None: the ELBO
         self.act_grad = _ACTIVATION_GRADS[model.act]
         self.params = list(model.parameters())
         self.grads: list[torch.Tensor] = []  # the .grad tensors this step writes, in self.params' order
@@ -100,10 +101,16 @@ class MLPStep:
         torch.mm(d3.t(), z, out=m.fc3.weight.grad)
         torch.sum(d3, 0, out=m.fc3.bias.grad)
         dz = d3 @ w3  # (B, L)
-        d2 = torch.empty_like(mulv)  # d/dmu = dz + mu (KL); d/dlogvar = dz * eps * std / 2 + (var - 1) / 2
-        torch.add(dz, mu, out=d2[:, :latent])
+        # d/dmu = dz + beta * mu (KL); d/dlogvar = dz * eps * std / 2 + beta * (var - 1) / 2
+        d2 = torch.empty_like(mulv)
+        beta = 1.0 if self.kl is None else self.kl.current
         torch.mul(dz, eps, out=d2[:, latent:])
-        d2[:, latent:].mul_(std).add_(var).sub_(1).mul_(0.5)
+        if beta == 1.0:  # the ELBO, in exactly the operations it had before beta existed
+            torch.add(dz, mu, out=d2[:, :latent])
+            d2[:, latent:].mul_(std).add_(var).sub_(1).mul_(0.5)
+        else:
+            torch.add(dz, mu, alpha=beta, out=d2[:, :latent])
+            d2[:, latent:].mul_(std).add_(var, alpha=beta).sub_(beta).mul_(0.5)
         torch.mm(d2.t(), h1, out=self.w2_grad)
         torch.sum(d2, 0, out=self.b2_grad)
         d1 = act_grad(d2 @ w2, a1, h1)

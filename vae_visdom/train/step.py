@@ -71,8 +71,12 @@ def autocast_for(precision: str, device: torch.device, captured: bool = False) -
                              **({"cache_enabled": False} if captured else {}))
 
 
-def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast) -> torch.Tensor:
+def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast,
+                      beta: float | torch.Tensor | None = None) -> torch.Tensor:
     """Forward, negative ELBO, backward, optimizer step; (3,) loss, recon, kl summed over the batch.
+
+    `beta` (None: 1, the ELBO, today's exact arithmetic) weights the KL term of the objective whose
+    gradient is taken (kl_weight.py); the loss returned stays the negative ELBO.
 
     The one training step's math, shared by the eager step and the captured CUDA graph (graph_step.py).
     Gradients must be cleared (or freshly allocated) by the caller.
@@ -84,16 +88,17 @@ def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Ten
                            model.log_sigma)
     recon_sum, kl_sum = recon.sum(), kl.sum()
     loss = recon_sum + kl_sum  # summed over the batch, as the seed does
-    loss.backward()
+    (loss if beta is None else recon_sum + beta * kl_sum).backward()
     optimizer.step()
     return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
 
 
-def eager_step(model: VAE, optimizer: torch.optim.Optimizer, autocast) -> StepFn:
-    """The autograd step: clear the gradients, then `backward_and_step`."""
+def eager_step(model: VAE, optimizer: torch.optim.Optimizer, autocast,
+               beta: Callable[[], float | torch.Tensor | None] = lambda: None) -> StepFn:
+    """The autograd step: clear the gradients, then `backward_and_step` with the KL weight `beta()`."""
     def step(x: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        return backward_and_step(model, optimizer, x, autocast)
+        return backward_and_step(model, optimizer, x, autocast, beta())
     return step
 
 

@@ -22,9 +22,10 @@ from vae_visdom.safe_io import RunWriteError
 from vae_visdom.train import checkpoint
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
-from vae_visdom.train.controller import Command, Controller
+from vae_visdom.train.controller import SETTINGS, Command, Controller
 from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, Probe, Reason, Status,
                                      StepLog)
+from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
 from vae_visdom.train.step import autocast_for, backward_and_step
 
@@ -49,6 +50,7 @@ class Trainer:
         # live settings: the controller may change these between steps
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
+        self.kl = KLWeight(cfg.beta, cfg.kl_warmup)  # the KL term's weight, read by every step
         self.state = "starting"
         self.data_gen = torch.Generator().manual_seed(cfg.seed)  # epoch permutations
         # fixed prior draws, from their own generator so they neither use nor disturb the global RNG
@@ -75,7 +77,7 @@ class Trainer:
     def status(self, message: str = "", reason: Reason = Reason.OTHER) -> Status:
         return Status(self.state, self.epoch, self.step, self.epochs, message,
                       dict(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
-                           log_interval=self.log_interval), reason)
+                           log_interval=self.log_interval, beta=self.kl.beta), reason)
 
     def _set_state(self, state: str, message: str, reason: Reason) -> None:
         self.state = state
@@ -83,8 +85,8 @@ class Trainer:
 
     # -- commands -------------------------------------------------------------------------------
     def apply_setting(self, name: str, value) -> None:
-        """Change one live setting (lr, batch_size, epochs, log_interval): the one path for the control
-        panel's commands and for the flags given with --resume."""
+        """Change one live setting (lr, batch_size, epochs, log_interval, beta): the one path for the
+        control panel's commands and for the flags given with --resume."""
         if name == "lr":
             for group in self.optimizer.param_groups:
                 group["lr"] = value
@@ -94,6 +96,8 @@ class Trainer:
                 self.choose_step()
         elif name in ("epochs", "log_interval"):
             setattr(self, name, value)
+        elif name == "beta":
+            self.kl.set_beta(value, self.step)
         else:
             raise KeyError(f"{name} is not a live setting")
 
@@ -101,12 +105,12 @@ class Trainer:
         if cmd.accepted:
             if cmd.name == "stop":
                 self._stop = True
-            elif cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
+            elif cmd.name in SETTINGS:
                 self.apply_setting(cmd.name, cmd.value)
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
                                               cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
-        if cmd.accepted and cmd.name in ("lr", "batch_size", "epochs", "log_interval"):
+        if cmd.accepted and cmd.name in SETTINGS:
             self._emit("on_status", self.status(cmd.message, Reason.SETTING))
 
     def poll(self) -> float:
@@ -132,7 +136,7 @@ class Trainer:
         """Choose the step (choose_step.py): once the run's state is loaded (optimizer flags come from the
         checkpoint), and again when the batch size changes on a GPU (a graph is shape-specialised)."""
         self.step_fn = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
-                                   self._eager_step)
+                                   self._eager_step, self.kl)
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(self.train_x.index_select(0, idx))  # (B, C, H, W) in [0, 1]
@@ -143,11 +147,13 @@ class Trainer:
     def _eager_step(self, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch; returns (3,) loss, recon, kl summed over the batch (on device)."""
         self.optimizer.zero_grad(set_to_none=True)
-        return backward_and_step(self.model, self.optimizer, x, self.autocast)
+        beta = self.kl.current  # exactly 1: the ELBO's own arithmetic, as before beta existed
+        return backward_and_step(self.model, self.optimizer, x, self.autocast, None if beta == 1.0 else beta)
 
     # -- epochs ---------------------------------------------------------------------------------
-    def train_epoch(self) -> tuple[torch.Tensor, float] | None:
-        """Train one epoch (or the rest of one). Returns (sums (3,), seconds) or None when stopped."""
+    def train_epoch(self) -> tuple[torch.Tensor, float, torch.Tensor | None] | None:
+        """Train one epoch (or the rest of one): (sums (3,), seconds, sum of beta * KL or None), or None
+        when stopped."""
         self.model.train()
         if self.step_fn is None:
             self.choose_step()
@@ -165,24 +171,19 @@ class Trainer:
                 return None
             idx = es.perm[es.pos:es.pos + self.batch_size]
             es.pos += len(idx)
-            stepsums = self.step_fn(self._batch(idx))
-            es.sums += stepsums
-            es.steps += 1
+            beta = self.kl.advance(self.step)
+            es.add(self.step_fn(self._batch(idx)), len(idx), beta if self.kl.weighted else None)
             self.step += 1
-            isum, icount = es.interval
-            es.interval = [stepsums if isum is None else isum + stepsums, icount + len(idx)]
             if es.steps % self.log_interval == 0 or es.pos >= self.n_train:
                 self._log_step(es)
         es.seconds += time.perf_counter() - t0 - paused
         self.epoch_state = None
-        return es.sums, es.seconds
+        return es.sums, es.seconds, es.wkl
 
     def _log_step(self, es: EpochState) -> None:
-        isum, icount = es.interval
-        loss, recon, kl = (isum / icount).tolist()  # the one host sync of a log interval
-        es.interval = [None, 0]
+        loss, recon, kl, objective = es.take_interval()
         self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
-                                      loss, recon, kl, self.lr, self.batch_size))
+                                      loss, recon, kl, self.lr, self.batch_size, self.kl.current, objective))
 
     @torch.no_grad()
     def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
@@ -240,11 +241,11 @@ class Trainer:
         result = self.train_epoch()
         if result is None:
             return False
-        train_sums, seconds = result
+        train_sums, seconds, wkl = result
         t0 = time.perf_counter()
         test_sums, images = self.test_pass()
         test_seconds = time.perf_counter() - t0
-        extra: dict = {}
+        extra: dict = {} if wkl is None else {"train_objective": float((train_sums[1] + wkl) / self.n_train)}
         figures: dict[str, Figure] = {}
         for probe in self.probes:  # timed apart from the test pass
             metrics, figs = probe.epoch_end(self.epoch)
@@ -255,7 +256,8 @@ class Trainer:
         te = (test_sums / len(self.test_x)).tolist()
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
-                             round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra)
+                             round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra,
+                             self.kl.current)
         for name, figure in figures.items():
             self._emit("on_figure", name, figure)
         self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row

@@ -1,0 +1,200 @@
+"""The "view" pane: step the image panes through every epoch of the run, and choose how the loss reads.
+
+Rows (the browser sends the row's index as `propertyId`):
+    0  images of epoch: <what is shown>          text: type an epoch and press Enter
+    1  one epoch back                             [<]
+    2  one epoch forward                          [>]
+    3  follow the newest epoch                    [newest]
+    4  loss y-axis: <fitted | everything>         [show all] / [fit]
+    5  smoothing: EMA weight of the train loss     text, 0 to 0.99 (0: no smoothed trace)
+
+Light on purpose: the page keeps one image per pane, as before. An earlier epoch is drawn from the
+run folder's own PNGs (reconstruction_N.png, sample_N.png: the same bytes the pane would encode),
+sent once per step the user takes; nothing is kept in memory but the list of epochs. The newest
+epoch is shown and followed until the user steps back, and again after [newest] or stepping past
+the last one. A visdom properties pane, as the control panel: visdom 0.2.4's image pane would
+swallow every key press on the page (windows.ImageGrid says why), this pane swallows none.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from pathlib import Path
+
+from vae_visdom.config import ConfigError, parse_value
+from vae_visdom.monitor.board import Board
+from vae_visdom.monitor.curves import Smoother
+from vae_visdom.monitor.event_socket import property_row
+from vae_visdom.runs.animate import gif_bytes
+from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
+
+ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
+FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}
+ANIMATION = ("samples.gif", "the prior samples, epoch by epoch")  # (the run's file, its pane's title)
+PAGE_FRAMES = 50  # the page's animation: every epoch up to 50, then 50 evenly spaced (the file has them all)
+
+
+def saved_epochs(run_dir: Path | None) -> list[int]:
+    """The epochs whose sample PNG is in the run folder, in order."""
+    if run_dir is None:
+        return []
+    found = (re.fullmatch(r"sample_(\d+)\.png", p.name) for p in run_dir.glob("sample_*.png"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def png_data_url(path: Path) -> tuple[str, int, int]:
+    """(data URL, width, height) of a PNG file, read as it is (no decoding)."""
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), width, height
+
+
+class EpochView:
+    """The view pane and what it steers: the two image panes, the loss plot's y-axis and its EMA."""
+
+    def __init__(self, board: Board, win: str, env: str, grids: dict[str, ImageGrid], plots: list[LinePlot],
+                 smoother: Smoother, run_dir: Path | None):
+        self.board, self.win, self.env, self.grids, self.plots = board, win, env, grids, plots
+        self.smoother, self.run_dir = smoother, run_dir
+        self.fits = {id(p): p.y_range for p in plots}  # the fitted ranges, put back after "show all"
+        self.epochs: list[int] = []
+        self.shown: int | None = None  # the epoch in the image panes
+        self.following = True
+        self.message = ""
+        self._flip = [False] * len(ROWS)
+        self.pane = board.add(PropertiesPane(win, TITLES["view"], self._rows,
+                                             width=460, height=270))
+
+    # -- training thread ------------------------------------------------------------------------
+    def start(self, last_epoch: int) -> None:
+        """A (resumed) run's epochs so far, from its folder; the newest shown at once."""
+        with self.board.lock:
+            self.epochs = [e for e in saved_epochs(self.run_dir) if e <= last_epoch]
+            if self.epochs:
+                self._show(self.epochs[-1])
+
+    def on_epoch(self, epoch: int, images: dict) -> None:
+        """A new epoch's images (pane kind -> tensor); drawn if the user follows the newest."""
+        with self.board.lock:
+            self.epochs = [e for e in self.epochs if e < epoch] + [epoch]
+            if self.following:
+                for kind, grid in self.grids.items():
+                    grid.set(images[kind], nrow=8, caption=self._caption(epoch))
+                self.shown = epoch
+            self.pane.touch()
+
+    def show_animation(self) -> None:
+        """The run's samples.gif (runs/animate.py, written as the run ends) in a pane of its own."""
+        path = None if self.run_dir is None else self.run_dir / ANIMATION[0]
+        if path is None or not path.exists():
+            return
+        n = len(saved_epochs(self.run_dir))
+        data = path.read_bytes() if n <= PAGE_FRAMES else gif_bytes(self.run_dir, max_frames=PAGE_FRAMES)
+        src = "data:image/gif;base64," + base64.b64encode(data).decode("ascii")
+        shown = f"{n} epochs" if n <= PAGE_FRAMES else f"{PAGE_FRAMES} of {n} epochs, evenly spaced"
+        html = (f'<img src="{src}" alt="{ANIMATION[1]}" style="width:100%;image-rendering:pixelated">'
+                f'<div style="color:#555;font-size:12px">{shown}; every epoch: {path}</div>')
+        with self.board.lock:
+            win = f"{self.win}-animation"
+            pane = self.board.windows.get(win) or self.board.add(TextPane(win, ANIMATION[1], width=480, height=560))
+            pane.set(html, urgent=True)
+
+    # -- socket thread --------------------------------------------------------------------------
+    def handle(self, event: dict) -> None:
+        """A browser event for this pane: step, jump, follow, axis, smoothing."""
+        row = property_row(event, self.win, self.env, ROWS)
+        if row is None:
+            return
+        with self.board.lock:
+            self.message = ""
+            getattr(self, f"_on_{row}")(event.get("value"))
+            self._flip[ROWS.index(row)] ^= True
+            self.pane.touch(urgent=True)
+        self.board.wake()
+
+    def _on_epoch(self, raw) -> None:
+        try:
+            epoch = parse_value("epochs", raw)  # a whole number, the rules' words
+        except ConfigError as err:
+            self.message = f"rejected: {str(err).split(': ', 1)[-1].split(';')[0]}"
+            return
+        if epoch not in self.epochs:
+            self.message = f"no epoch {epoch} yet" if self.epochs else "no epoch yet"
+            return
+        self._go(epoch)
+
+    def _on_back(self, raw) -> None:
+        earlier = [e for e in self.epochs if self.shown is None or e < self.shown]
+        if earlier:
+            self._go(earlier[-1])
+
+    def _on_forward(self, raw) -> None:
+        later = [e for e in self.epochs if self.shown is not None and e > self.shown]
+        if later:
+            self._go(later[0])
+
+    def _on_newest(self, raw) -> None:
+        if self.epochs:
+            self._go(self.epochs[-1])
+
+    def _on_y_axis(self, raw) -> None:
+        if not self.plots:
+            self.message = "the loss axis: in the live run's page only"
+        fitted = any(p.y_range is not None for p in self.plots)
+        for p in self.plots:
+            p.y_range = None if fitted else self.fits[id(p)]
+            p.touch(urgent=True)
+
+    def _on_smoothing(self, raw) -> None:
+        if not self.plots:
+            self.message = "smoothing: in the live run's page only"
+            return
+        try:
+            weight = float(str(raw).strip())
+        except ValueError:
+            weight = -1.0
+        if not 0.0 <= weight <= 0.99:
+            self.message = f"rejected: smoothing {str(raw)[:24]!r}; allowed: a number from 0 to 0.99"
+            return
+        self.smoother.reset(self.plots[0], weight)
+
+    # -- under the board's lock -----------------------------------------------------------------
+    def _go(self, epoch: int) -> None:
+        self.following = epoch == self.epochs[-1]
+        try:
+            self._show(epoch)
+        except OSError as err:
+            self.message = f"epoch {epoch}: {err.strerror or err}"
+
+    def _show(self, epoch: int) -> None:
+        """Draw the run folder's PNGs of `epoch` into the image panes."""
+        encoded = {k: png_data_url(self.run_dir / name.format(epoch)) for k, name in FILES.items()}
+        for kind, grid in self.grids.items():
+            grid.caption = self._caption(epoch)
+            grid.touch(urgent=True)
+            grid.store_encoded(grid.version, encoded[kind])
+        self.shown = epoch
+
+    def _caption(self, epoch: int) -> str:
+        return f"epoch {epoch}" + ("" if self.following else f" of {self.epochs[-1]} (stepped back)")
+
+    def _rows(self) -> list[dict]:
+        shown = "none yet" if self.shown is None else (
+            f"{self.shown} of {self.epochs[-1]}" + (", following the newest" if self.following else ""))
+        fitted = any(p.y_range is not None for p in self.plots)
+        rows = [
+            {"type": "text", "name": f"images of epoch ({shown}; type one, Enter)" +
+             (f" · {self.message}" if self.message else ""), "value": str(self.shown or "")},
+            {"type": "button", "name": "one epoch back", "value": "<"},
+            {"type": "button", "name": "one epoch forward", "value": ">"},
+            {"type": "button", "name": "follow the newest epoch", "value": "newest"},
+            {"type": "button", "name": "loss y-axis: " + ("fitted to the later half" if fitted else "everything"),
+             "value": "show all" if fitted else "fit"},
+            {"type": "text", "name": "smoothing: EMA weight of the train loss (0-0.99; 0: off)",
+             "value": f"{self.smoother.weight:g}"},
+        ]
+        for i, row in enumerate(rows):  # see panel._rows: a changed prop resets an edited input
+            if row["type"] == "text" and self._flip[i]:
+                row["value"] += " "
+        return rows

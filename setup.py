@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["vae_visdom", "vae_visdom.*"]),
-    package_data={"vae_visdom.serve": ["assets.json"]},
+    package_data={"vae_visdom.serve": ["assets-*.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

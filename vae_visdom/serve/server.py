@@ -48,7 +48,7 @@ from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
-from vae_visdom.serve import assets
+from vae_visdom.serve import assets, compat
 
 DETACH_TIMEOUT_S = 30.0
 EXIT_USAGE = 2  # busy port, refused address: the user must change the command line
@@ -98,7 +98,10 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
 
 
 def _ensure_assets() -> str | None:
-    """None when the UI files are in place (installing them if needed), else the error text."""
+    """None when visdom imports and its UI files are in place (installing them if needed), else the error text."""
+    problem = compat.visdom_problem()
+    if problem:
+        return problem
     try:
         if assets.missing():
             assets.install()

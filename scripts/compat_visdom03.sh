@@ -5,7 +5,7 @@
 # virtual environment, .venv-visdom03 (ignored by git), with visdom 0.3.0 and the same pins as .venv,
 # disables those two checks there only, installs this package into it, and runs the server, monitor, panel
 # and browser tests against it. Safe to run again: the venv is reused while its inputs are unchanged.
-# Usage: scripts/compat_visdom03.sh [pytest args]   (default: the visdom-facing test files)
+# Usage: scripts/compat_visdom03.sh [pytest args]   (the visdom-facing test files unless a tests/ path is given)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,8 +48,10 @@ done
 "$VENV/bin/vae-visdom" data prepare mnist
 say "venv ready in $((SECONDS - T0)) s; running the visdom-facing tests against visdom 0.3.0"
 
-[ $# -gt 0 ] || set -- tests/test_server.py tests/test_security_server.py tests/test_monitor.py tests/test_panel.py \
-  tests/test_e2e_browser.py tests/test_visdom_versions.py
+TESTS=(tests/test_server.py tests/test_security_server.py tests/test_monitor.py tests/test_panel.py
+       tests/test_e2e_browser.py tests/test_visdom_versions.py)
+for a in "$@"; do case $a in tests/*) TESTS=();; esac; done
+set -- "${TESTS[@]}" "$@"
 status=0
 VAE_VISDOM_EXPECT_VISDOM=0.3.0 "$VENV/bin/python" -m pytest "$@" || status=$?
 say "done in $((SECONDS - T0)) s"

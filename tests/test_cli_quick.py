@@ -139,3 +139,21 @@ def test_one_manifest_per_supported_visdom_version():
     assert set(new) - set(old) == {"react-resizable@3.1.3", "react-grid-layout@2.2.3", "mathjax@3.2.2"}
     assert new["mathjax@3.2.2"]["files"] == {"package/es5/tex-mml-svg.js": ["js/mathjax/3.2.2/es5/tex-mml-svg.js"]}
     assert assets.load_manifest()["visdom"] == compat.installed_version()
+
+
+def test_the_server_process_never_loads_torch(tmp_path):
+    port = find_free_port("127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "serve", "--port", str(port), "--env-path",
+                             str(tmp_path / "envs"), "--runs-dir", str(tmp_path / "runs")], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from tests.fixtures import until
+        from vae_visdom.serve.net import server_answers
+
+        until(lambda: server_answers("127.0.0.1", port, timeout=0.5) or proc.poll() is not None, "server up", 60)
+        assert proc.poll() is None
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps and "torch/_C" not in maps
+    finally:
+        proc.terminate()
+        proc.wait(30)

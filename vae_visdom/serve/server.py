@@ -230,11 +230,21 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+class _NoTorch:
+    """A meta-path finder under which `import torch` fails as where torch is not installed (sys.modules keeps no
+    placeholder for other libraries to trip on)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not loaded by the visdom server)", name=name)
+        return None
+
+
 def _without_torch() -> None:
     """The server never needs torch, but `import visdom` tries it (its client converts tensors): seconds and
-    ~200 MB saved by making that import fail as it does where torch is not installed. The server process only."""
-    if "torch" not in sys.modules:
-        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError; visdom expects it
+    ~200 MB saved by making that import fail. The server process only; a process that has torch keeps it."""
+    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoTorch())
 
 
 def _run_cli(args: argparse.Namespace) -> int:

@@ -18,6 +18,6 @@ setup(
         "tornado<6.6",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5"]},
+    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5", "build>=1"]},
     entry_points={"console_scripts": ["vae-visdom=vae_visdom.cli:main"]},
 )

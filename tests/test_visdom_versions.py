@@ -70,3 +70,22 @@ def test_the_page_loads_every_static_file_it_asks_for(visdom_server, browser):
     mathjax = [u for u in urls if "/js/mathjax/" in u]
     assert mathjax, "the page asked for no MathJax file"
     assert browser.execute_script("return typeof MathJax") == "object"
+
+
+def test_a_window_saved_without_a_version_key_takes_appends(visdom_server_factory, tmp_path):
+    """visdom 0.2.4 saves windows without the "version" key that 0.3's /update counts up: a user moving to
+    Python 3.12 keeps appending to the envs of ~/.visdom."""
+    env_path = tmp_path / "envs"
+    server = visdom_server_factory(env_path=env_path)
+    vis = server.client("old_env", use_incoming_socket=False)
+    vis.line(X=np.arange(3), Y=np.array([1.0, 2.0, 3.0]), win="old_loss", opts={"title": "loss"})
+    assert server.stop() == 0
+    saved = json.loads((env_path / "old_env.json").read_text())
+    for win in saved["jsons"].values():
+        win.pop("version", None)  # as visdom 0.2.4 writes it
+    (env_path / "old_env.json").write_text(json.dumps(saved))
+    server.start()
+    vis = server.client("old_env", use_incoming_socket=False)
+    vis.line(X=np.array([3, 4]), Y=np.array([4.0, 5.0]), win="old_loss", update="append")
+    data = json.loads(vis.get_window_data(win="old_loss", env="old_env"))["content"]["data"][0]
+    assert list(data["y"]) == [1.0, 2.0, 3.0, 4.0, 5.0]

@@ -9,6 +9,7 @@ import tornado.escape
 import tornado.web
 
 from vae_visdom.config import ConfigError, check_name
+from vae_visdom.serve import compat
 from vae_visdom.serve import envs as server_envs
 from vae_visdom.serve.origin import changes_state, host_refusal, origin_refusal, own_names, same_origin
 
@@ -87,6 +88,25 @@ def install_env_checks() -> None:
         module.escape_eid = checked_eid
     for module in (server_utils, web_handlers, socket_handlers, app):
         module.serialize_env = server_envs.serialize_env
+    if not compat.is_old_visdom() and not hasattr(web_handlers.update_window, "mended"):
+        _mend_visdom03(web_handlers)
+
+
+def _mend_visdom03(web_handlers) -> None:
+    """visdom 0.3: env files written through its store go the checked, atomic way too, and /update takes a
+    window saved by a 0.2.4 server (no "version" key, which 0.3's update_window counts up)."""
+    from visdom.data_model.json_store import JSONStore
+
+    JSONStore.serialize_env = lambda store, eid, env: bool(server_envs.serialize_env({eid: env}, [eid],
+                                                                                    store.env_path))
+    update_window = web_handlers.update_window
+
+    def mended(p, args):
+        p.setdefault("version", 1)
+        return update_window(p, args)
+
+    mended.mended = True
+    web_handlers.update_window = mended
 
 
 def _socket_eids(cmd, msg: dict) -> list:

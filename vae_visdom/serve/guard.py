@@ -93,12 +93,8 @@ def install_env_checks() -> None:
 
 
 def _mend_visdom03(web_handlers) -> None:
-    """visdom 0.3: env files written through its store go the checked, atomic way too, and /update takes a
-    window saved by a 0.2.4 server (no "version" key, which 0.3's update_window counts up)."""
-    from visdom.data_model.json_store import JSONStore
-
-    JSONStore.serialize_env = lambda store, eid, env: bool(server_envs.serialize_env({eid: env}, [eid],
-                                                                                    store.env_path))
+    """visdom 0.3: /update takes a window saved by a 0.2.4 server (no "version" key, which 0.3's update_window
+    counts up). Its env files are written by its JSONStore, which keeps them inside the env path itself."""
     update_window = web_handlers.update_window
 
     def mended(p, args):

@@ -35,10 +35,11 @@ def test_not_a_terminal_gets_one_plain_line_per_epoch_with_every_figure():
     text = out.getvalue()
     assert "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
-    assert len(lines) == 3
-    for epoch, line in enumerate(lines, 1):
-        assert line.startswith(f"====> Epoch: {epoch} Average loss: 128.1234  Test set loss: 127.6000")
-        assert "train recon 101.50 + KL 26.60" in line and "lr 0.0003" in line and "bs 64" in line
+    assert len(lines) == 6  # instead of the bar one line, then the seed's summary line, per epoch
+    for epoch in range(1, 4):
+        bar, summary = lines[2 * epoch - 2: 2 * epoch]
+        assert bar == f"epoch {epoch} 100.0%  loss   120.50  (recon 100.25 + KL 25.75)  lr 0.0003  bs 64"
+        assert summary.startswith(f"====> Epoch: {epoch} Average loss: 128.1234  Test set loss: 127.6000")
 
 
 def test_a_terminal_gets_a_redrawn_bar_with_percent_loss_terms_lr_and_batch_size():
@@ -49,4 +50,4 @@ def test_a_terminal_gets_a_redrawn_bar_with_percent_loss_terms_lr_and_batch_size
     assert "epoch 1" in text and " 50.0%" in text and "100.0%" in text
     assert "loss   125.50  (recon 100.25 + KL 25.75)  lr 0.0003  bs 64" in text
     assert text.rstrip().splitlines()[-1].strip().startswith("====> Epoch: 1 Average loss: 128.1234")
-    assert "train recon" not in text  # the bar showed those
+    assert "\nepoch 1 100.0%" not in text  # the plain line is for files and pipes only

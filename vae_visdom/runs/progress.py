@@ -11,13 +11,15 @@ from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRe
 
 class ProgressPrinter(Callback):
     """On a terminal: a tqdm bar per epoch (percent, loss, recon + KL, lr, batch size), then the seed's summary
-    line. Not a terminal (a log file, a pipe): no bar, one plain line per epoch holding the same figures."""
+    line. Not a terminal (a log file, a pipe): instead of the bar, one plain line per epoch with the same figures
+    (the epoch's last log interval), then the summary line."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.perf_counter()
         self.bar: tqdm | None = None
+        self.last: StepLog | None = None
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -35,26 +37,25 @@ class ProgressPrinter(Callback):
             self._print(f"  watch it live: {run.url}")
 
     def on_step(self, log: StepLog) -> None:
+        self.last = log
         if not self.tty:
-            return  # not a terminal: the epoch's line says it all
+            return  # not a terminal: one line at the epoch's end
         if self.bar is None:
             self.bar = tqdm(total=100.0, file=self.stream, desc=f"epoch {log.epoch}", leave=False, dynamic_ncols=True,
                             bar_format="{desc} |{bar:24}| {percentage:5.1f}%  {postfix}")
         self.bar.n = round(100.0 * (log.epoch_progress - (log.epoch - 1)), 1)
-        self.bar.set_postfix_str(f"loss {log.loss:8.2f}  (recon {log.recon:.2f} + KL {log.kl:.2f})  "
-                                 f"lr {log.lr:.3g}  bs {log.batch_size}", refresh=True)
+        self.bar.set_postfix_str(_figures(log), refresh=True)
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        line = (f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
-                f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
-                f"{record.images_per_second:,.0f} img/s)")
-        if not self.tty:  # the figures the bar showed, on the same line
-            line += (f"  train recon {record.train_recon:.2f} + KL {record.train_kl:.2f}  lr {record.lr:.3g}  "
-                     f"bs {record.batch_size}")
-        self._print(line)
+        if not self.tty and self.last is not None and self.last.epoch == record.epoch:
+            frac = self.last.epoch_progress - (record.epoch - 1)
+            self._print(f"epoch {record.epoch} {100 * frac:5.1f}%  {_figures(self.last)}")  # what the bar showed
+        self._print(f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
+                    f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
+                    f"{record.images_per_second:,.0f} img/s)")
 
     def on_command(self, event: CommandEvent) -> None:
         mark = "accepted" if event.accepted else "REJECTED"
@@ -67,3 +68,7 @@ class ProgressPrinter(Callback):
         if status.state == "failed":
             return  # said once, by the session (or by the traceback of a bug)
         self._print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)")
+
+
+def _figures(log: StepLog) -> str:
+    return f"loss {log.loss:8.2f}  (recon {log.recon:.2f} + KL {log.kl:.2f})  lr {log.lr:.3g}  bs {log.batch_size}"

@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["vae_visdom", "vae_visdom.*"]),
-    package_data={"vae_visdom.serve": ["assets.json"]},
+    package_data={"vae_visdom.serve": ["assets-*.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -18,6 +18,6 @@ setup(
         "tornado<6.6",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5"]},
+    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5", "build>=1"]},
     entry_points={"console_scripts": ["vae-visdom=vae_visdom.cli:main"]},
 )

@@ -43,8 +43,9 @@ def test_assets_missing_lists_every_ui_file_of_an_empty_static_dir(tmp_path):
     gone = assets.missing(tmp_path)
     targets = {t for p in assets.load_manifest()["packages"].values() for ts in p["files"].values() for t in ts}
     assert set(gone) == targets | {"version.built"}
-    # the files visdom's download_scripts checks by name, including the literal '#' one
-    assert {"js/plotly-plotly.min.js", "js/mathjax/2.7.5/MathJax.js", "fonts/classnames",
+    # the files visdom's download_scripts checks by name, including the literal '#' one (MathJax: the version's)
+    mathjax = {"0.2.4": "js/mathjax/2.7.5/MathJax.js", "0.3.0": "js/mathjax/3.2.2/es5/tex-mml-svg.js"}
+    assert {"js/plotly-plotly.min.js", mathjax[assets.visdom_version()], "fonts/classnames",
             "fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular"} <= set(gone)
 
 

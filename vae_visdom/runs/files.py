@@ -1,4 +1,4 @@
-"""The run folder's writer (RunFiles, an observer) and its reader (read_jsonl).
+"""The run folder's writer (RunFiles, an observer); its reader, read_jsonl, lives in jsonl.py (no torch).
 
 RUN_DIR/
   config.json          the run's TrainConfig (written by the session)
@@ -31,20 +31,7 @@ from vae_visdom import safe_io
 from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
 from vae_visdom.runs.animate import GIF_NAME, animate, sample_files
 from vae_visdom.runs.images import save_image
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSON-lines file, ignoring a torn line (a resume reports those: see resume.py)."""
-    rows = []
-    p = Path(path)
-    if not p.exists():
-        return rows
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+from vae_visdom.runs.jsonl import read_jsonl  # noqa: F401  (its home before runs/jsonl.py)
 
 
 class RunFiles(Callback):

@@ -1,60 +1,74 @@
-"""The terminal observer: a progress bar during an epoch and the seed's summary lines after it."""
+"""The terminal observer: a tqdm bar during an epoch on a terminal, one plain line per epoch elsewhere."""
 from __future__ import annotations
 
 import sys
 import time
 
+from tqdm import tqdm
+
 from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, RunInfo, Status, StepLog
 
 
 class ProgressPrinter(Callback):
-    """A progress bar during an epoch and the seed's summary lines after it."""
+    """On a terminal: a tqdm bar per epoch (percent, loss, recon + KL, lr, batch size), then the seed's summary
+    line. Not a terminal (a log file, a pipe): instead of the bar, one plain line per epoch with the same figures
+    (the epoch's last log interval), then the summary line."""
 
-    def __init__(self, stream=None, width: int = 24):
+    def __init__(self, stream=None):
         self.stream = stream or sys.stderr
-        self.width = width
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.perf_counter()
-        self._last_print = 0.0
+        self.bar: tqdm | None = None
+        self.last: StepLog | None = None
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)  # above the bar, which is drawn again below it
+        else:
+            print(text, file=self.stream, flush=True)
 
     def on_run_start(self, run: RunInfo) -> None:
         cfg = run.config
-        print(f"run {run.name}: {cfg['model']} on {run.dataset} ({run.n_train} train / {run.n_test} test, "
-              f"{run.data_source}), device {run.device}, {run.n_params:,} parameters", file=self.stream)
-        print(f"  lr {cfg['lr']:g}, batch size {cfg['batch_size']}, {cfg['optimizer']}, latent {cfg['latent_dim']}, "
-              f"epochs {cfg['epochs']}; files in {run.run_dir}", file=self.stream)
+        self._print(f"run {run.name}: {cfg['model']} on {run.dataset} ({run.n_train} train / {run.n_test} test, "
+                    f"{run.data_source}), device {run.device}, {run.n_params:,} parameters")
+        self._print(f"  lr {cfg['lr']:g}, batch size {cfg['batch_size']}, {cfg['optimizer']}, "
+                    f"latent {cfg['latent_dim']}, epochs {cfg['epochs']}; files in {run.run_dir}")
         if run.url:
-            print(f"  watch it live: {run.url}", file=self.stream)
+            self._print(f"  watch it live: {run.url}")
 
     def on_step(self, log: StepLog) -> None:
-        frac = log.epoch_progress - (log.epoch - 1)
-        now = time.perf_counter()
-        if not self.tty and frac < 1.0 and now - self._last_print < 10.0:
-            return  # in a log file, one line every 10 s is plenty
-        self._last_print = now
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "." * (self.width - filled)
-        line = (f"epoch {log.epoch} [{bar}] {100 * frac:5.1f}%  loss {log.loss:8.2f}  "
-                f"(recon {log.recon:.2f} + KL {log.kl:.2f})  lr {log.lr:.3g}  bs {log.batch_size}")
-        if self.tty:
-            self.stream.write("\r" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.last = log
+        if not self.tty:
+            return  # not a terminal: one line at the epoch's end
+        if self.bar is None:
+            self.bar = tqdm(total=100.0, file=self.stream, desc=f"epoch {log.epoch}", leave=False, dynamic_ncols=True,
+                            bar_format="{desc} |{bar:24}| {percentage:5.1f}%  {postfix}")
+        self.bar.n = round(100.0 * (log.epoch_progress - (log.epoch - 1)), 1)
+        self.bar.set_postfix_str(_figures(log), refresh=True)
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
-        if self.tty:
-            self.stream.write("\r" + " " * 100 + "\r")
-        print(f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
-              f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
-              f"{record.images_per_second:,.0f} img/s)", file=self.stream, flush=True)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if not self.tty and self.last is not None and self.last.epoch == record.epoch:
+            frac = self.last.epoch_progress - (record.epoch - 1)
+            self._print(f"epoch {record.epoch} {100 * frac:5.1f}%  {_figures(self.last)}")  # what the bar showed
+        self._print(f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
+                    f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
+                    f"{record.images_per_second:,.0f} img/s)")
 
     def on_command(self, event: CommandEvent) -> None:
         mark = "accepted" if event.accepted else "REJECTED"
-        print(f"\n[control] {mark}: {event.name} {event.value!r} -- {event.message}", file=self.stream, flush=True)
+        self._print(f"[control] {mark}: {event.name} {event.value!r} -- {event.message}")
 
     def on_run_end(self, status: Status) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         if status.state == "failed":
             return  # said once, by the session (or by the traceback of a bug)
-        print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)", file=self.stream,
-              flush=True)
+        self._print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)")
+
+
+def _figures(log: StepLog) -> str:
+    return f"loss {log.loss:8.2f}  (recon {log.recon:.2f} + KL {log.kl:.2f})  lr {log.lr:.3g}  bs {log.batch_size}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.jsonl import read_jsonl
 
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",

@@ -1,6 +1,7 @@
 """The tornado application `vae-visdom serve` runs: visdom's, behind the guard, with login and an info endpoint."""
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -8,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
+from vae_visdom.serve import compat
 from vae_visdom.serve.net import _connect_host, url_of
 
 def _credentials() -> tuple[str, str] | None:
@@ -26,8 +28,9 @@ def _prepare_login(user: str, password: str) -> dict:
         secret_file.parent.mkdir(parents=True, exist_ok=True)
         secret_file.write_text(secret or secrets.token_urlsafe(32))
         secret_file.chmod(0o600)
-    # the browser sends sha256(password); visdom stores sha256 of that
-    return {"username": user, "password": hash_password(hash_password(password))}
+    # the browser sends sha256hex(password); visdom checks its hash_password of that: plain sha256 in 0.2.4,
+    # salted PBKDF2 in 0.3 (which hashes the sent value again with the stored salt)
+    return {"username": user, "password": hash_password(hashlib.sha256(password.encode("utf-8")).hexdigest())}
 
 
 def _compare_handler():
@@ -75,7 +78,8 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
     from vae_visdom.serve import guard as server_guard  # late: tornado and visdom only when a server is built
 
     server_guard.install_env_checks()  # before Application(): it may write main.json
-    broken, mended = _compare_handler()
+    # visdom 0.3 fixed both compare bugs itself (and changed gather_envs/compare_envs): keep its handler there
+    broken, mended = _compare_handler() if compat.is_old_visdom() else (None, None)
     guard = server_guard.Guard(host)
     info = {"server": "vae-visdom", "pid": os.getpid(), "env_path": str(env_path), "url": url or url_of(host, port)}
 

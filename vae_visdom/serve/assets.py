@@ -6,8 +6,10 @@ dropping firewall it hangs (visdom issues #184, #705, #738). It skips the downlo
 every file exists and `static/version.built` holds exactly `visdom.__version__`.
 
 Every one of those files ships in an npm package. We `npm pack NAME@VERSION` each package
-we still need, check the tarball's sha512 against the value pinned in assets.json (the
+we still need, check the tarball's sha512 against the value pinned in the manifest (the
 registry's `dist.integrity`), and only then copy the listed members into visdom/static/.
+There is one manifest per supported visdom version (assets-VERSION.json: visdom 0.3.0 wants newer
+react-resizable and react-grid-layout CSS and MathJax 3), chosen by the installed version.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -26,8 +27,8 @@ import tempfile
 from pathlib import Path
 
 from vae_visdom.safe_io import atomic_write
+from vae_visdom.serve import compat
 
-MANIFEST = Path(__file__).with_name("assets.json")
 NPM_TIMEOUT_S = 600  # mathjax is a 21 MB tarball; a slow mirror can take minutes
 
 
@@ -36,19 +37,17 @@ class AssetError(RuntimeError):
 
 
 def _visdom_dir() -> Path:
-    # find_spec, not import: importing visdom pulls numpy/requests, and this runs from setup.sh
-    spec = importlib.util.find_spec("visdom")
-    if spec is None or spec.origin is None:
-        raise AssetError("visdom is not installed in this Python (pip install 'visdom>=0.2.4')")
-    return Path(spec.origin).parent
+    # found, not imported: importing visdom pulls numpy/requests, and this runs from setup.sh
+    folder = compat.visdom_dir()
+    if folder is None:
+        raise AssetError(f"visdom is not installed in this Python; vae-visdom supports {compat.supported_text()}")
+    return folder
 
 
 def visdom_version() -> str:
     """The string visdom compares `static/version.built` with (its `__version__`)."""
-    try:
-        return (_visdom_dir() / "VERSION").read_text().strip()
-    except OSError:
-        return "no_version_file"  # what visdom itself falls back to
+    _visdom_dir()
+    return compat.installed_version()
 
 
 def default_static_dir() -> Path:
@@ -56,9 +55,15 @@ def default_static_dir() -> Path:
     return _visdom_dir() / "static"
 
 
-def load_manifest() -> dict:
-    """assets.json: {"packages": {"name@version": {"integrity": "sha512-...", "files": {member: [targets]}}}}."""
-    return json.loads(MANIFEST.read_text())
+def load_manifest(version: str | None = None) -> dict:
+    """The installed visdom's (or `version`'s) manifest, assets-VERSION.json:
+    {"visdom": VERSION, "packages": {"name@version": {"integrity": "sha512-...", "files": {member: [targets]}}}}.
+
+    AssetError, naming the supported versions, for a visdom version without one."""
+    try:
+        return json.loads(compat.manifest_path(version).read_text())
+    except compat.UnsupportedVisdom as err:
+        raise AssetError(str(err)) from None
 
 
 def _targets(manifest: dict) -> dict[str, tuple[str, str]]:
@@ -129,8 +134,8 @@ def install(static_dir: str | os.PathLike | None = None, force: bool = False, *,
     """Install the missing UI files (all of them with force=True) from verified npm tarballs.
 
     Does nothing when `missing()` is empty and force is False. Raises AssetError when npm is
-    absent, fails, or a tarball's sha512 differs from assets.json; in that case no file of
-    that batch is written. `manifest` (default: assets.json) exists for tests.
+    absent, fails, or a tarball's sha512 differs from the manifest; in that case no file of
+    that batch is written. `manifest` (default: the installed visdom's) exists for tests.
     """
     static = Path(static_dir) if static_dir is not None else default_static_dir()
     manifest = manifest if manifest is not None else load_manifest()
@@ -167,6 +172,11 @@ def install(static_dir: str | os.PathLike | None = None, force: bool = False, *,
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    try:
+        load_manifest()
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.action == "check":
         gone = missing(args.static_dir)
         if gone:

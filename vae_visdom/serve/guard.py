@@ -2,100 +2,23 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
-from typing import Callable
-from urllib.parse import urlsplit
 
 import tornado.escape
 import tornado.web
 
 from vae_visdom.config import ConfigError, check_name
+from vae_visdom.serve import compat
 from vae_visdom.serve import envs as server_envs
+from vae_visdom.serve.origin import changes_state, host_refusal, origin_refusal, own_names, same_origin
+
+__all__ = ["Guard", "Refused", "guarded", "install_env_checks", "host_refusal", "same_origin"]
 
 log = logging.getLogger("vae_visdom.serve.server")
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-WILDCARDS = ("0.0.0.0", "::", "")
-# GETs that change state: websocket handshakes (the socket then carries commands), the polling socket's sign-up
-STATE_CHANGING_GETS = ("/socket", "/vis_socket", "/socket_wrap", "/vis_socket_wrap")
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
-
-# ---- the Host and Origin rule ------------------------------------------------------------------------
-
-def _name_and_port(netloc: str) -> tuple[str, int | None]:
-    """('host name', port or None) of a Host header or an origin's host part; ValueError when malformed."""
-    parts = urlsplit("//" + netloc)
-    name = (parts.hostname or "").rstrip(".")  # lowercased, IPv6 brackets gone
-    if not name or parts.username is not None or parts.path or parts.query or parts.fragment:
-        raise ValueError(netloc)
-    return name, parts.port  # .port raises ValueError for a non-number or one out of range
-
-
-def own_names(bind_host: str) -> tuple[str, ...]:
-    """The names this server answers to: loopback's, the --host given, and for a wildcard bind the machine's."""
-    bind = bind_host.strip("[]").lower().rstrip(".")
-    extra = {socket.gethostname().lower(), socket.getfqdn().lower()} if bind in WILDCARDS else {bind}
-    return tuple(sorted(set(LOOPBACK_NAMES) | extra))
-
-
-def host_refusal(host: str | None, bind_host: str, local_ip: Callable[[], str | None] | None = None,
-                 names: tuple[str, ...] | None = None) -> str | None:
-    """Why a request whose Host header is `host` is refused (DNS rebinding), or None to serve it.
-
-    Allowed: own_names(bind_host), any loopback address, and the address the request came in on (local_ip(),
-    asked only for an address not named already); any port."""
-    if host is None:  # HTTP/1.0 without Host: not a browser (browsers always send it)
-        return None
-    names = names or own_names(bind_host)
-    try:
-        name, _ = _name_and_port(host)
-    except ValueError:
-        return f"malformed Host header {host!r}"
-    if name in names:
-        return None
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    if ip is not None and (ip.is_loopback or (local_ip is not None and str(ip) == local_ip())):
-        return None
-    return f"Host {host!r} is not a name of this server ({', '.join(names)}; any port)"
-
-
-def same_origin(origin: str | None, host: str | None) -> bool:
-    """True when `origin` (scheme://name[:port]) is the page address the request's own Host header names."""
-    if not origin or not host or "://" not in origin:
-        return False  # "null" (sandboxed frames, no-referrer requests, file://) is never the server's page
-    scheme, _, rest = origin.partition("://")
-    default = DEFAULT_PORTS.get(scheme.lower())
-    try:
-        o_name, o_port = _name_and_port(rest)
-        h_name, h_port = _name_and_port(host)
-    except ValueError:
-        return False
-    return default is not None and o_name == h_name and (o_port or default) == (h_port or default)
-
-
-def changes_state(request) -> bool:
-    return (request.method not in ("GET", "HEAD", "OPTIONS") or request.path in STATE_CHANGING_GETS
-            or request.headers.get("Upgrade", "").lower() == "websocket")
-
-
-def origin_refusal(headers) -> str | None:
-    """Why a state-changing request with these headers is refused (it comes from another site), or None."""
-    site = headers.get("Sec-Fetch-Site", "").lower()
-    if site in ("cross-site", "same-site"):
-        return f"a {site} request (Sec-Fetch-Site) may not change anything here"
-    origin = headers.get("Origin")
-    if origin is None or same_origin(origin, headers.get("Host")):
-        return None  # no Origin: not from a browser page (browsers send it on every POST and websocket)
-    return (f"Origin {origin!r} is not this server's own page (Host {headers.get('Host')!r}); "
-            f"only the server's pages may change anything")
-
+# ---- the Host and Origin rule (origin.py), applied to every request -----------------------------------
 
 class Guard:
     """The rule for one server: refusal(request) is the reason to answer 403, or None."""
@@ -165,6 +88,21 @@ def install_env_checks() -> None:
         module.escape_eid = checked_eid
     for module in (server_utils, web_handlers, socket_handlers, app):
         module.serialize_env = server_envs.serialize_env
+    if not compat.is_old_visdom() and not hasattr(web_handlers.update_window, "mended"):
+        _mend_visdom03(web_handlers)
+
+
+def _mend_visdom03(web_handlers) -> None:
+    """visdom 0.3: /update takes a window saved by a 0.2.4 server (no "version" key, which 0.3's update_window
+    counts up). Its env files are written by its JSONStore, which keeps them inside the env path itself."""
+    update_window = web_handlers.update_window
+
+    def mended(p, args):
+        p.setdefault("version", 1)
+        return update_window(p, args)
+
+    mended.mended = True
+    web_handlers.update_window = mended
 
 
 def _socket_eids(cmd, msg: dict) -> list:
@@ -248,21 +186,19 @@ def _body(handler) -> dict:
     return body if isinstance(body, dict) else {}
 
 
-def _guarded(cls: type) -> type:
-    """A subclass of one of visdom's handler classes with the checks its route needs."""
-    from visdom.server.handlers import socket_handlers as sh
-    from visdom.server.handlers import web_handlers as wh
-    from visdom.utils.server_utils import broadcast_envs, extract_eid
+def _check_path_eids(self) -> None:
+    """prepare() of /env/NAME and /compare/A+B: a GET of /env/ alone is the page with no env chosen."""
+    names = self.path_args[0].split("+") if self.path_args else []
+    for eid in names:
+        if eid or self.request.method != "GET":
+            checked_eid(eid)
 
+
+def _env_page_checks(cls: type, wh) -> dict:
+    """The env ids of the env and compare pages: in the path, and in the body of /env's POST."""
     extra: dict = {}
     if issubclass(cls, (wh.EnvHandler, wh.CompareHandler)):
-        def prepare(self):  # /env/NAME, /compare/A+B: a GET of /env/ alone is the page with no env chosen
-            names = self.path_args[0].split("+") if self.path_args else []
-            for eid in names:
-                if eid or self.request.method != "GET":
-                    checked_eid(eid)
-
-        extra["prepare"] = prepare
+        extra["prepare"] = _check_path_eids
     if issubclass(cls, wh.EnvHandler):
         def post(self, args):  # visdom creates {"eid": ...} of the body as a new env, unchecked
             if "eid" in (body := _body(self)):
@@ -270,38 +206,67 @@ def _guarded(cls: type) -> type:
             cls.post(self, args)
 
         extra["post"] = post
-    if issubclass(cls, wh.DeleteEnvHandler):
-        def wrap_func(handler, args):
-            eid = extract_eid(args)  # checked: escape_eid is checked_eid
-            handler.state.pop(eid, None)
-            if handler.env_path is not None:
-                server_envs.remove_env(handler.env_path, eid)
-            broadcast_envs(handler)
+    return extra
 
-        extra["wrap_func"] = staticmethod(wrap_func)
+
+def _delete_env(handler, args) -> None:
+    """/delete_env: the checked id, its file removed only inside the env folder (server_envs.remove_env)."""
+    from visdom.utils.server_utils import broadcast_envs, extract_eid
+
+    eid = extract_eid(args)  # checked: escape_eid is checked_eid
+    handler.state.pop(eid, None)
+    if handler.env_path is not None:
+        server_envs.remove_env(handler.env_path, eid)
+    broadcast_envs(handler)
+
+
+def _on_screened_message(cls: type):
+    """on_message of the page's websocket: screened first; visdom's failure on it is one line, socket kept."""
+    def on_message(self, message):
+        passed = screen_socket_message(self, message)
+        if passed is not None:
+            try:
+                cls.on_message(self, passed)
+            except Exception as err:  # visdom's handler on a message it cannot take: one line, socket stays
+                log.warning("websocket message failed: %s: %s", type(err).__name__, err)
+
+    return on_message
+
+
+def _screened_wrap_post(cls: type):
+    """post of the polling socket: its "send" carries the same messages as the websocket, screened alike."""
+    def post(self):
+        args = _body(self)
+        sub = self.subs.get(args.get("sid"))
+        if args.get("message_type") == "send" and sub is not None and args.get("message") is not None:
+            if screen_socket_message(sub, args["message"]) is None:
+                self.write(json.dumps({"success": True}))
+                return
+        cls.post(self)
+
+    return post
+
+
+def _socket_checks(cls: type, sh) -> dict:
+    """Websockets and the polling socket: the Origin rule on the handshake, every page message screened."""
+    extra: dict = {}
     if issubclass(cls, (sh.SocketHandler, sh.VisSocketHandler)):
         extra["check_origin"] = lambda self, origin: same_origin(origin, self.request.headers.get("Host"))
     if issubclass(cls, sh.SocketHandler):
-        def on_message(self, message):
-            passed = screen_socket_message(self, message)
-            if passed is not None:
-                try:
-                    cls.on_message(self, passed)
-                except Exception as err:  # visdom's handler on a message it cannot take: one line, socket stays
-                    log.warning("websocket message failed: %s: %s", type(err).__name__, err)
-
-        extra["on_message"] = on_message
+        extra["on_message"] = _on_screened_message(cls)
     if issubclass(cls, sh.SocketWrap):
-        def post(self):  # the polling socket's "send" carries the same messages as the websocket
-            args = _body(self)
-            sub = self.subs.get(args.get("sid"))
-            if args.get("message_type") == "send" and sub is not None and args.get("message") is not None:
-                if screen_socket_message(sub, args["message"]) is None:
-                    self.write(json.dumps({"success": True}))
-                    return
-            cls.post(self)
+        extra["post"] = _screened_wrap_post(cls)
+    return extra
 
-        extra["post"] = post
+
+def _guarded(cls: type) -> type:
+    """A subclass of one of visdom's handler classes with the checks its route needs."""
+    from visdom.server.handlers import socket_handlers as sh
+    from visdom.server.handlers import web_handlers as wh
+
+    extra = {**_env_page_checks(cls, wh), **_socket_checks(cls, sh)}
+    if issubclass(cls, wh.DeleteEnvHandler):
+        extra["wrap_func"] = staticmethod(_delete_env)
     return type(cls.__name__, (_OneLineErrors, cls), extra)
 
 

@@ -48,7 +48,7 @@ from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
-from vae_visdom.serve import assets
+from vae_visdom.serve import assets, compat
 
 DETACH_TIMEOUT_S = 30.0
 EXIT_USAGE = 2  # busy port, refused address: the user must change the command line
@@ -98,7 +98,10 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
 
 
 def _ensure_assets() -> str | None:
-    """None when the UI files are in place (installing them if needed), else the error text."""
+    """None when visdom imports and its UI files are in place (installing them if needed), else the error text."""
+    problem = compat.visdom_problem()
+    if problem:
+        return problem
     try:
         if assets.missing():
             assets.install()
@@ -227,6 +230,23 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+class _NoTorch:
+    """A meta-path finder under which `import torch` fails as where torch is not installed (sys.modules keeps no
+    placeholder for other libraries to trip on)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not loaded by the visdom server)", name=name)
+        return None
+
+
+def _without_torch() -> None:
+    """The server never needs torch, but `import visdom` tries it (its client converts tensors): seconds and
+    ~200 MB saved by making that import fail. The server process only; a process that has torch keeps it."""
+    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoTorch())
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     if args.detach:
         return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir)
@@ -235,6 +255,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
     # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
     logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
+    _without_torch()
     return serve(args.host, args.port, args.env_path, args.login, args.runs_dir)
 
 

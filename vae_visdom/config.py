@@ -139,6 +139,7 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return None
 
 
+_schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
                live=True, applies="from the next optimizer step, to every parameter group"),
@@ -155,6 +156,8 @@ RULES: dict[str, Rule] = {
     "subset": Rule(_integer, _range(1, 10**8), "a whole number of images >= 1"),
     "iw_every": Rule(_integer, _range(0, 100000), "a whole number of epochs >= 0 (0: never)"),
     "iw_samples": Rule(_integer, _range(1, 100000), "a whole number of samples >= 1"),
+    "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
+                        "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
 }
 
 
@@ -195,6 +198,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the model's default
     lr: float | None = None  # None: the model's default
     optimizer: str | None = None  # None: the model's default
+    lr_schedule: str = "constant"  # constant | burda | burda:E (train/schedule.py); the lr given is its first level
     latent_dim: int | None = None
     hidden_dim: int | None = None
     likelihood: str | None = None
@@ -241,7 +245,7 @@ class TrainConfig:
             if value is not None and value not in allowed:
                 raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
         for name in ("lr", "batch_size", "epochs", "log_interval", "latent_dim", "hidden_dim", "seed",
-                     "test_fraction", "subset", "iw_every", "iw_samples"):
+                     "test_fraction", "subset", "iw_every", "iw_samples", "lr_schedule"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, parse_value(name, value))

@@ -28,6 +28,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=argparse_type("epochs"), default=None, help="default: 10")
     g.add_argument("--batch-size", type=argparse_type("batch_size"), default=None, help="default: the model's (128)")
     g.add_argument("--lr", type=argparse_type("lr"), default=None, help="default: the model's (mlp: 1e-3)")
+    g.add_argument("--lr-schedule", type=argparse_type("lr_schedule"), default=None,
+                   help="constant (default), burda or burda:E: Burda et al.'s lr stages, which the live lr rescales")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")
     g.add_argument("--seed", type=argparse_type("seed"), default=None, help="default: 1")
     g.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda when available)")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from vae_visdom.models.base import VAE, ModelSpec
 from vae_visdom.models.conv import CONV_MODELS, ConvVAE
+from vae_visdom.models.deep_mlp import DEEP_MLP_MODELS, DeepMLPVAE
 from vae_visdom.models.mlp import MLP_MODELS, MLPVAE
 
-__all__ = ["MODELS", "ModelSpec", "VAE", "MLPVAE", "ConvVAE", "build_model"]
+__all__ = ["MODELS", "ModelSpec", "VAE", "MLPVAE", "DeepMLPVAE", "ConvVAE", "build_model"]
 
 
-MODELS: dict[str, ModelSpec] = {**MLP_MODELS, **CONV_MODELS}  # built here, in plain sight
+MODELS: dict[str, ModelSpec] = {**MLP_MODELS, **DEEP_MLP_MODELS, **CONV_MODELS}  # built here, in plain sight
 
 
 def build_model(name: str, image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: int,

@@ -37,7 +37,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | None = None, device: str = "auto",
                  batch_size: int | None = None, seed: int | None = None, limit: int | None = None,
-                 max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
+                 max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False) -> IWResult:
     """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured."""
     dev = resolve_device(device)
     cfg, model, data = load_trained(run_dir, dev)
@@ -46,7 +46,8 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
     seed = cfg.seed if seed is None else seed
     test = data.test if limit is None else data.test[:limit]
     result = iw_log_likelihood(model, test, k, batch_size=batch_size, binarize=binarize,
-                               generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats)
+                               generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats,
+                               progress=progress)
     record = {"split": "test", "dataset": cfg.dataset, "model": cfg.model, "device": str(dev), "seed": seed,
               **result.to_dict()}
     atomic_write(Path(run_dir) / "eval.json", json.dumps(record, indent=2) + "\n")
@@ -57,7 +58,7 @@ def _cli(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(args.run_dir, k=args.iw_samples, binarize=args.binarize, device=args.device,
                               batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                              max_floats=int(args.max_floats))
+                              max_floats=int(args.max_floats), progress=args.progress)
     except (OSError, ValueError, RuntimeError, UsageError) as err:  # missing files, bad budget, no CUDA, ...
         print(f"vae-visdom eval: error: {err}", file=sys.stderr)
         return 1
@@ -85,5 +86,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="score only the first N test images")
     p.add_argument("--max-floats", type=float, default=DEFAULT_MAX_FLOATS,
                    help="floats live at once (default 2e7, ~80 MB)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar of the images scored, on stderr (default: on)")
     p.set_defaults(func=_cli)
     return p

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.train.objectives import recon_nll
@@ -134,11 +135,12 @@ def _draw(xb: torch.Tensor, k: int, latent_dim: int, key: int, first: int, binar
 def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int | None = None,
                       binarize: bool = False, generator: torch.Generator | None = None,
                       device: str | torch.device | None = None,
-                      max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
+                      max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False) -> IWResult:
     """L_K(x) for every image in x (N, C, H, W) (uint8, or float in [0, 1]); see the module docstring.
 
     At most about `max_floats` floats are live at once, whatever k (k=5000 included). `device` is
     where the batches are scored (default: the model's); the model must already be there.
+    `progress` shows a tqdm bar of the images scored (on stderr).
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -152,7 +154,8 @@ def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int
     key = int(torch.randint(0, 2**32, (1,), generator=generator, device=gen_device))
     ll = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
-    with eval_mode(model):
+    bar = tqdm(total=n, unit="img", desc=f"IW K={k}", disable=not progress, dynamic_ncols=True)
+    with eval_mode(model), bar:
         for start in range(0, n, b_max):
             eps, xb = _draw(to_unit_float(x[start:start + b_max].cpu()), k, d, key, start, binarize)
             xb, eps = xb.to(device), eps.to(device)  # (B, C, H, W), (B, k, D)
@@ -174,6 +177,7 @@ def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int
                 total += log_w.sum(dim=0)
             ll[start:start + b] = (lse - math.log(k)).cpu()
             elbo[start:start + b] = (total / k).cpu()
+            bar.update(b)
     stderr = float(ll.std() / math.sqrt(n)) if n > 1 else math.nan
     return IWResult(log_likelihood=float(ll.mean()), stderr=stderr, elbo=float(elbo.mean()), k=k, n=n,
                     binarized=binarize, seconds=time.perf_counter() - t0, examples_per_batch=b_max,

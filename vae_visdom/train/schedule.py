@@ -16,7 +16,7 @@ def stage_ends(total_epochs: int, stages: int = BURDA_STAGES) -> list[int]:
     """Last epoch (1-based) of each stage: geometric stage lengths (ratio r) that sum to total_epochs.
 
     r = 3 gives the paper's 1, 4, 13, 40, 121, 364, 1093, 3280; a shorter total keeps the shape with a
-    smaller ratio (r -> 1: equal stages). Every stage is at least one epoch long.
+    smaller ratio (r -> 1: equal stages). Every stage is at least one epoch long, none shorter than the one before.
     """
     if total_epochs < stages:
         raise ValueError(f"{total_epochs} epochs cannot hold {stages} stages")
@@ -36,7 +36,8 @@ def stage_ends(total_epochs: int, stages: int = BURDA_STAGES) -> list[int]:
         cum += r ** i
         ends.append(max(round(cum * total_epochs / total(r)), (ends[-1] + 1) if ends else 1))
     ends[-1] = total_epochs
-    return ends
+    lengths = sorted(b - a for a, b in zip([0] + ends, ends))  # rounding may not leave them growing
+    return [sum(lengths[:i + 1]) for i in range(stages)]
 
 
 def lr_factor(schedule: str, epoch: int) -> float:

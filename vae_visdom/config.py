@@ -71,7 +71,6 @@ def fit_name(text: str, limit: int = 100) -> str:
     if len(text) <= limit:
         return text
     import hashlib
-
     return text[:limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
@@ -183,7 +182,6 @@ def argparse_type(name: str) -> Callable[[str], Any]:
             return parse_value(name, raw)
         except ConfigError as err:
             raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
-
     convert.__name__ = name  # argparse names the type in its message
     return convert
 
@@ -294,7 +292,6 @@ def writable_dir(path: Path) -> Path:
 def resolve_device(name: str):
     """auto | cpu | cuda -> a torch.device; UsageError when CUDA is asked for and absent."""
     import torch  # late: config is read to print --help, which must not load torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -119,3 +119,14 @@ def test_k5000_in_chunks_equals_one_chunk_on_real_binarized_mnist(mnist):
     torch.testing.assert_close(chunked.per_example, whole.per_example, atol=1e-4, rtol=0)
     torch.testing.assert_close(chunked.per_example_elbo, whole.per_example_elbo, atol=1e-4, rtol=0)
     assert torch.all(whole.per_example >= whole.per_example_elbo)
+
+
+def test_progress_bar_counts_the_images_scored_on_stderr(capsys):
+    model = DeepMLPVAE(latent_dim=4, hidden_dims=(8, 8))
+    x = (torch.rand(6, 1, 28, 28) * 255).to(torch.uint8)
+    quiet = iw_log_likelihood(model, x, 50, generator=torch.Generator().manual_seed(2))
+    assert capsys.readouterr().err == ""
+    shown = iw_log_likelihood(model, x, 50, generator=torch.Generator().manual_seed(2), progress=True, batch_size=2)
+    err = capsys.readouterr().err
+    assert "IW K=50" in err and "6/6" in err
+    torch.testing.assert_close(shown.per_example, quiet.per_example, atol=0, rtol=0)  # the bar changes nothing

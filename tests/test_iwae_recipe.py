@@ -6,7 +6,7 @@ import torch
 
 from tests.test_trainer import At, metrics, run
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
-from vae_visdom.insight.iwae import floats_per_pair, iw_log_likelihood
+from vae_visdom.insight.iwae import floats_per_pair, format_result, iw_log_likelihood
 from vae_visdom.models import DeepMLPVAE, build_model
 from vae_visdom.train import mlp_cpu_step
 from vae_visdom.train.schedule import BURDA_EPOCHS, enter_epoch, lr_factor, stage_ends
@@ -130,3 +130,34 @@ def test_progress_bar_counts_the_images_scored_on_stderr(capsys):
     err = capsys.readouterr().err
     assert "IW K=50" in err and "6/6" in err
     torch.testing.assert_close(shown.per_example, quiet.per_example, atol=0, rtol=0)  # the bar changes nothing
+
+
+class InterruptedAt(DeepMLPVAE):
+    """Raises KeyboardInterrupt (Ctrl-C) on its `at`-th encode: the third batch of images, say."""
+
+    def __init__(self, at):
+        super().__init__(latent_dim=4, hidden_dims=(8, 8))
+        self.at, self.calls = at, 0
+
+    def encode(self, x):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().encode(x)
+
+
+def test_ctrl_c_keeps_the_images_scored_so_far_equal_to_a_limited_run():
+    torch.manual_seed(0)
+    model = InterruptedAt(at=3)
+    x = (torch.rand(6, 1, 28, 28) * 255).to(torch.uint8)
+    cut = iw_log_likelihood(model, x, 50, batch_size=2, generator=torch.Generator().manual_seed(4),
+                            partial_on_interrupt=True)
+    assert (cut.n, cut.n_requested) == (4, 6)
+    assert "interrupted: the first 4 of 6 images" in format_result(cut)
+    model.at = 0  # never again
+    limited = iw_log_likelihood(model, x[:4], 50, batch_size=2, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(cut.per_example, limited.per_example, atol=0, rtol=0)
+    assert cut.log_likelihood == limited.log_likelihood and "interrupted" not in format_result(limited)
+    model.calls, model.at = 0, 2
+    with pytest.raises(KeyboardInterrupt):  # by default Ctrl-C is Ctrl-C
+        iw_log_likelihood(model, x, 50, batch_size=2, generator=torch.Generator().manual_seed(4))

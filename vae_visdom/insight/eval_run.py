@@ -37,8 +37,12 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | None = None, device: str = "auto",
                  batch_size: int | None = None, seed: int | None = None, limit: int | None = None,
-                 max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False) -> IWResult:
-    """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured."""
+                 max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False,
+                 partial_on_interrupt: bool = False) -> IWResult:
+    """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured.
+
+    With `partial_on_interrupt` (the `eval` command), Ctrl-C keeps the images scored so far: eval.json
+    then holds n < n_requested, the numbers `--limit n` gives."""
     dev = resolve_device(device)
     cfg, model, data = load_trained(run_dir, dev)
     k = cfg.iw_samples if k is None else k
@@ -47,7 +51,7 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
     test = data.test if limit is None else data.test[:limit]
     result = iw_log_likelihood(model, test, k, batch_size=batch_size, binarize=binarize,
                                generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats,
-                               progress=progress)
+                               progress=progress, partial_on_interrupt=partial_on_interrupt)
     record = {"split": "test", "dataset": cfg.dataset, "model": cfg.model, "device": str(dev), "seed": seed,
               **result.to_dict()}
     atomic_write(Path(run_dir) / "eval.json", json.dumps(record, indent=2) + "\n")
@@ -58,7 +62,8 @@ def _cli(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(args.run_dir, k=args.iw_samples, binarize=args.binarize, device=args.device,
                               batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                              max_floats=int(args.max_floats), progress=args.progress)
+                              max_floats=int(args.max_floats), progress=args.progress,
+                              partial_on_interrupt=True)
     except (OSError, ValueError, RuntimeError, UsageError) as err:  # missing files, bad budget, no CUDA, ...
         print(f"vae-visdom eval: error: {err}", file=sys.stderr)
         return 1

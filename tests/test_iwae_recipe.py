@@ -1,5 +1,11 @@
 """Burda et al.'s benchmark pieces: the mlp-iwae model, the burda lr schedule, K=5000 evaluation in chunks."""
+import json
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -161,3 +167,50 @@ def test_ctrl_c_keeps_the_images_scored_so_far_equal_to_a_limited_run():
     model.calls, model.at = 0, 2
     with pytest.raises(KeyboardInterrupt):  # by default Ctrl-C is Ctrl-C
         iw_log_likelihood(model, x, 50, batch_size=2, generator=torch.Generator().manual_seed(4))
+
+
+def _tiny_run_dir(path):
+    cfg = TrainConfig(dataset="mnist", model="mlp-iwae", latent_dim=4, hidden_dim=8, seed=3).with_model_defaults()
+    path.mkdir()
+    (path / "config.json").write_text(cfg.to_json())
+    torch.manual_seed(0)
+    torch.save({"model": DeepMLPVAE(latent_dim=4, hidden_dims=(8, 8)).state_dict(), "epoch": 1}, path / "checkpoint.pt")
+    return path
+
+
+def test_shuffle_scores_a_seeded_random_subset(tmp_path, mnist):
+    from vae_visdom.insight.eval_run import evaluate_run, load_trained
+
+    run_dir = _tiny_run_dir(tmp_path / "run")
+    r = evaluate_run(run_dir, k=20, binarize=True, device="cpu", limit=30, shuffle=True)
+    _, model, _ = load_trained(run_dir)
+    picked = mnist.test[torch.randperm(10000, generator=torch.Generator().manual_seed(3))[:30]]
+    ref = iw_log_likelihood(model, picked, 20, binarize=True, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(r.per_example, ref.per_example, atol=0, rtol=0)
+    first = evaluate_run(run_dir, k=20, binarize=True, device="cpu", limit=30)
+    assert not torch.equal(first.per_example, r.per_example)
+    assert json.loads((run_dir / "eval.json").read_text())["order"] == "given"
+
+
+def test_ctrl_c_on_a_background_eval_writes_the_partial_estimate(tmp_path, mnist):
+    run_dir = _tiny_run_dir(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "vae_visdom", "eval", str(run_dir), "--iw-samples", "3000", "--batch-size", "1",
+           "--shuffle", "--device", "cpu"]
+    # started the way a shell starts a background job: SIGINT ignored
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    seen = b""
+    try:
+        while not re.search(rb" [1-9][0-9]*/10000", seen):
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"eval ended early: {seen[-300:]!r}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert 1 <= record["n"] < record["n_requested"] == 10000 and record["order"] == "random"
+    assert f"the first {record['n']} of 10000 images" in out.decode()

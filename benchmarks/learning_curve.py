@@ -38,7 +38,7 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
     for v in range(int(y_lo), int(y_hi) + 1, 5):
         d.line([(L - 4, sy(v)), (W - R, sy(v))], fill=(235, 235, 235) if v > y_lo else "black")
         d.text((8, sy(v) - 6), f"{v}", fill="black")
-    for e in sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3280) if e < n} | {n}):
+    for e in sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3280) if sx(e) < sx(n) - 30} | {n}):
         d.text((sx(e) - 8, H - B + 6), str(e), fill="black")
     d.line([(L, T), (L, H - B)], fill="black")
     d.text((W // 2 - 20, H - 22), "epoch (log scale)", fill="black")

@@ -32,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
-MODEL_NAMES = ("mlp", "mlp-paper", "conv", "conv64")  # models/ builds each (tests/test_config.py checks)
+MODEL_NAMES = ("mlp", "mlp-paper", "mlp-iwae", "conv", "conv64")  # models/ builds each (tests/test_config.py checks)
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 # MODELS lives in vae_visdom.models (it knows the builders and their defaults); config only checks names.
@@ -150,6 +150,7 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return None
 
 
+_schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
                live=True, applies="from the next optimizer step, to every parameter group"),
@@ -176,6 +177,8 @@ RULES: dict[str, Rule] = {
     "fast_step": _choice(FAST_STEPS),
     "likelihood": _choice(LIKELIHOODS),
     "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
+    "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
+                        "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
 }
 
 
@@ -199,7 +202,6 @@ def argparse_type(name: str) -> Callable[[str], Any]:
             return parse_value(name, raw)
         except ConfigError as err:
             raise argparse.ArgumentTypeError(str(err).split(": ", 1)[1]) from None
-
     convert.__name__ = name  # argparse names the type in its message
     return convert
 
@@ -214,6 +216,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the model's default
     lr: float | None = None  # None: the model's default
     optimizer: str | None = None  # None: the model's default
+    lr_schedule: str = "constant"  # constant | burda | burda:E (train/schedule.py); the lr given is its first level
     latent_dim: int | None = None
     hidden_dim: int | None = None
     likelihood: str | None = None

@@ -12,6 +12,7 @@ from vae_visdom.config import (DATASETS, DEFAULT_PORT, DEFAULT_SERVER, DEVICES, 
 MODEL_HELP = {
     "mlp": "the PyTorch example's VAE: 784-400-20, ReLU, Adam 1e-3",
     "mlp-paper": "Kingma & Welling's MNIST setup: sigmoid hidden units, 500 hidden, Adagrad",
+    "mlp-iwae": "Burda et al.'s IWAE-paper VAE: 784-200-200-50, tanh, Bernoulli (train with --binarize)",
     "conv": "conv encoder/decoder for 28x28 grey images (MNIST, Fashion-MNIST): 2 stride-2 stages",
     "conv64": "conv encoder/decoder for 64x64 grey or RGB images (ORL, image folders, CelebA): 4 stride-2 stages",
 }
@@ -40,6 +41,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the KL term (default 1: the ELBO; changeable live)")
     g.add_argument("--kl-warmup", type=argparse_type("kl_warmup"), default=None,
                    help="steps over which the KL weight rises linearly from 0 to --beta (default 0)")
+    g.add_argument("--lr-schedule", type=argparse_type("lr_schedule"), default=None,
+                   help="constant (default), burda or burda:E: Burda et al.'s lr stages, which the live lr rescales")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")
     g.add_argument("--seed", type=argparse_type("seed"), default=None, help="default: 1")
     g.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda when available)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -38,27 +39,40 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | None = None, device: str = "auto",
                  batch_size: int | None = None, seed: int | None = None, limit: int | None = None,
-                 max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
-    """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured."""
+                 max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False,
+                 partial_on_interrupt: bool = False, shuffle: bool = False) -> IWResult:
+    """Score a run's test set and write RUN_DIR/eval.json. None means: as the run was configured.
+
+    With `partial_on_interrupt` (the `eval` command), Ctrl-C keeps the images scored so far: eval.json
+    then holds n < n_requested, the numbers `--limit n` gives."""
     dev = resolve_device(device)
     cfg, model, data = load_trained(run_dir, dev)
     k = cfg.iw_samples if k is None else k
     binarize = cfg.binarize if binarize is None else binarize
     seed = cfg.seed if seed is None else seed
-    test = data.test if limit is None else data.test[:limit]
+    test = data.test
+    if shuffle:  # a seeded random order: --limit N (or a Ctrl-C) then keeps a random subset, not the first N
+        test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))]
+    test = test if limit is None else test[:limit]
     result = iw_log_likelihood(model, test, k, batch_size=batch_size, binarize=binarize,
-                               generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats)
+                               generator=torch.Generator().manual_seed(seed), device=dev, max_floats=max_floats,
+                               progress=progress, partial_on_interrupt=partial_on_interrupt)
     record = {"split": "test", "dataset": cfg.dataset, "model": cfg.model, "device": str(dev), "seed": seed,
+              "order": "random" if shuffle else "given",
               **result.to_dict()}
     atomic_write(Path(run_dir) / "eval.json", json.dumps(record, indent=2) + "\n")
     return result
 
 
 def _cli(args: argparse.Namespace) -> int:
+    # Ctrl-C (SIGINT) keeps the images scored so far, also for a run started in the background, where the
+    # shell hands Python SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = evaluate_run(args.run_dir, k=args.iw_samples, binarize=args.binarize, device=args.device,
                               batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                              max_floats=int(args.max_floats))
+                              max_floats=int(args.max_floats), progress=args.progress,
+                              partial_on_interrupt=True, shuffle=args.shuffle)
     except (OSError, ValueError, RuntimeError, UsageError) as err:  # missing files, bad budget, no CUDA, ...
         print(f"vae-visdom eval: error: {err}", file=sys.stderr)
         return 1
@@ -86,5 +100,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="score only the first N test images")
     p.add_argument("--max-floats", type=float, default=DEFAULT_MAX_FLOATS,
                    help="floats live at once (default 2e7, ~80 MB)")
+    p.add_argument("--shuffle", action="store_true",
+                   help="score the test images in a random order (seeded): --limit N or a Ctrl-C then keeps a "
+                        "random subset (MNIST's first 5000 test digits are the easier half)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar of the images scored, on stderr (default: on)")
     p.set_defaults(func=_cli)
     return p

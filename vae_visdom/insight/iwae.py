@@ -19,6 +19,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.train.objectives import recon_nll
@@ -41,6 +42,7 @@ class IWResult:
     samples_per_chunk: int
     per_example: torch.Tensor = field(repr=False)
     per_example_elbo: torch.Tensor = field(repr=False)
+    n_requested: int = 0  # images asked for; more than n when the evaluation was interrupted
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if not k.startswith("per_example")}
@@ -134,11 +136,14 @@ def _draw(xb: torch.Tensor, k: int, latent_dim: int, key: int, first: int, binar
 def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int | None = None,
                       binarize: bool = False, generator: torch.Generator | None = None,
                       device: str | torch.device | None = None,
-                      max_floats: int = DEFAULT_MAX_FLOATS) -> IWResult:
+                      max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False,
+                      partial_on_interrupt: bool = False) -> IWResult:
     """L_K(x) for every image in x (N, C, H, W) (uint8, or float in [0, 1]); see the module docstring.
 
     At most about `max_floats` floats are live at once, whatever k (k=5000 included). `device` is
     where the batches are scored (default: the model's); the model must already be there.
+    `progress` shows a tqdm bar of the images scored (on stderr). With `partial_on_interrupt`, Ctrl-C
+    after the first batch returns the estimate over the images scored so far (`n < n_requested`).
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -152,34 +157,51 @@ def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int
     key = int(torch.randint(0, 2**32, (1,), generator=generator, device=gen_device))
     ll = torch.empty(n, dtype=torch.float64)
     elbo = torch.empty(n, dtype=torch.float64)
-    with eval_mode(model):
-        for start in range(0, n, b_max):
-            eps, xb = _draw(to_unit_float(x[start:start + b_max].cpu()), k, d, key, start, binarize)
-            xb, eps = xb.to(device), eps.to(device)  # (B, C, H, W), (B, k, D)
-            b = xb.shape[0]
-            mu, logvar = model.encode(xb)  # (B, D) each
-            std = torch.exp(0.5 * logvar)
-            lse = torch.full((b,), -math.inf, dtype=torch.float64, device=device)
-            total = torch.zeros(b, dtype=torch.float64, device=device)
-            for s0 in range(0, k, s_max):
-                e = eps[:, s0:s0 + s_max].transpose(0, 1)  # (S, B, D)
-                s = e.shape[0]
-                z = mu + std * e  # (S, B, D)
-                # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2); the log(2 pi) terms cancel
-                log_prior_ratio = (0.5 * (e.pow(2) - z.pow(2)) + 0.5 * logvar).sum(-1)  # (S, B)
-                x_rep = xb.unsqueeze(0).expand(s, *xb.shape).reshape(s * b, *xb.shape[1:])  # (S*B, C, H, W)
-                log_px = log_px_given_z(model, x_rep, z.reshape(s * b, d)).view(s, b)
-                log_w = (log_px + log_prior_ratio).double()  # (S, B)
-                lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
-                total += log_w.sum(dim=0)
-            ll[start:start + b] = (lse - math.log(k)).cpu()
-            elbo[start:start + b] = (total / k).cpu()
-    stderr = float(ll.std() / math.sqrt(n)) if n > 1 else math.nan
-    return IWResult(log_likelihood=float(ll.mean()), stderr=stderr, elbo=float(elbo.mean()), k=k, n=n,
+    bar = tqdm(total=n, unit="img", desc=f"IW K={k}", disable=not progress, dynamic_ncols=True)
+    done = 0
+    with eval_mode(model), bar:
+        try:
+            for start in range(0, n, b_max):
+                eps, xb = _draw(to_unit_float(x[start:start + b_max].cpu()), k, d, key, start, binarize)
+                lse, total = _score_batch(model, xb.to(device), eps.to(device), s_max)
+                ll[start:start + len(xb)] = (lse - math.log(k)).cpu()
+                elbo[start:start + len(xb)] = (total / k).cpu()
+                done = start + len(xb)
+                bar.update(len(xb))
+        except KeyboardInterrupt:
+            if not partial_on_interrupt or done == 0:
+                raise
+            ll, elbo = ll[:done], elbo[:done]  # the first `done` images: what --limit done would give
+    stderr = float(ll.std() / math.sqrt(done)) if done > 1 else math.nan
+    return IWResult(log_likelihood=float(ll.mean()), stderr=stderr, elbo=float(elbo.mean()), k=k, n=done,
                     binarized=binarize, seconds=time.perf_counter() - t0, examples_per_batch=b_max,
-                    samples_per_chunk=s_max, per_example=ll, per_example_elbo=elbo)
+                    samples_per_chunk=s_max, per_example=ll, per_example_elbo=elbo, n_requested=n)
+
+
+def _score_batch(model: nn.Module, xb: torch.Tensor, eps: torch.Tensor, s_max: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logsumexp of the K log weights, their sum) per image of xb (B, C, H, W), noise eps (B, K, D)."""
+    b, d = xb.shape[0], eps.shape[-1]
+    mu, logvar = model.encode(xb)  # (B, D) each
+    std = torch.exp(0.5 * logvar)
+    lse = torch.full((b,), -math.inf, dtype=torch.float64, device=xb.device)
+    total = torch.zeros(b, dtype=torch.float64, device=xb.device)
+    for s0 in range(0, eps.shape[1], s_max):
+        e = eps[:, s0:s0 + s_max].transpose(0, 1)  # (S, B, D)
+        s = e.shape[0]
+        z = mu + std * e  # (S, B, D)
+        # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2); the log(2 pi) terms cancel
+        log_prior_ratio = (0.5 * (e.pow(2) - z.pow(2)) + 0.5 * logvar).sum(-1)  # (S, B)
+        x_rep = xb.unsqueeze(0).expand(s, *xb.shape).reshape(s * b, *xb.shape[1:])  # (S*B, C, H, W)
+        log_px = log_px_given_z(model, x_rep, z.reshape(s * b, d)).view(s, b)
+        log_w = (log_px + log_prior_ratio).double()  # (S, B)
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+        total += log_w.sum(dim=0)
+    return lse, total
 
 
 def format_result(result: IWResult) -> str:
+    cut = (f" (interrupted: the first {result.n} of {result.n_requested} images)"
+           if result.n < result.n_requested else "")
     return (f"test log-likelihood (IW, K={result.k}): {result.log_likelihood:.2f} ± {result.stderr:.2f} nats; "
-            f"ELBO: {result.elbo:.2f} nats")
+            f"ELBO: {result.elbo:.2f} nats{cut}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 from vae_visdom.config import TrainConfig
 from vae_visdom.models.base import VAE, ModelSpec
 from vae_visdom.models.conv import CONV_MODELS, ConvVAE
+from vae_visdom.models.deep_mlp import DEEP_MLP_MODELS, DeepMLPVAE
 from vae_visdom.models.mlp import MLP_MODELS, MLPVAE
 
-__all__ = ["MODELS", "ModelSpec", "VAE", "MLPVAE", "ConvVAE", "build_model", "with_model_defaults"]
+__all__ = ["MODELS", "ModelSpec", "VAE", "MLPVAE", "DeepMLPVAE", "ConvVAE", "build_model", "with_model_defaults"]
 
 
-MODELS: dict[str, ModelSpec] = {**MLP_MODELS, **CONV_MODELS}  # built here, in plain sight
+MODELS: dict[str, ModelSpec] = {**MLP_MODELS, **DEEP_MLP_MODELS, **CONV_MODELS}  # built here, in plain sight
 
 
 def with_model_defaults(cfg: TrainConfig) -> TrainConfig:

@@ -19,7 +19,7 @@ from vae_visdom.data import ImageData
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
 from vae_visdom.safe_io import RunWriteError
-from vae_visdom.train import checkpoint
+from vae_visdom.train import checkpoint, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import SETTINGS, Command, Controller
@@ -61,6 +61,7 @@ class Trainer:
         self._stop = False
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
+        schedule.configure_optimizer(cfg.lr_schedule, optimizer)  # a resumed run's own settings load over these
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -238,6 +239,7 @@ class Trainer:
             return False
         if self.epoch_state is None:
             self.epoch += 1
+            schedule.enter_epoch(self.cfg.lr_schedule, self.optimizer, self.epoch)  # scales the lr in force
         result = self.train_epoch()
         if result is None:
             return False

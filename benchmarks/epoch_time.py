@@ -41,7 +41,7 @@ from torch import nn  # noqa: E402
 from vae_visdom.config import TrainConfig  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
 from vae_visdom.train.events import Callback  # noqa: E402
-from vae_visdom.models import build_model  # noqa: E402
+from vae_visdom.models import build_model, with_model_defaults  # noqa: E402
 from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
 
@@ -191,7 +191,7 @@ def seed_worker(args) -> int:
     """`--seed-worker`: the other end of SeedProcess. Only its answers go to stdout."""
     answers, sys.stdout = sys.stdout, sys.stderr
     data, dataset = load_data(args.model, args.limit)
-    cfg = TrainConfig(dataset=dataset, model=args.model).validate().with_model_defaults()
+    cfg = with_model_defaults(TrainConfig(dataset=dataset, model=args.model).validate())
     loop = SeedLoop(data, args.model, args.batch_size, 1e-3, torch.device(args.device), args.seed,
                     lambda: build_model(args.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood))
     print(json.dumps("ready"), file=answers, flush=True)

@@ -13,14 +13,14 @@ import torch
 from tests.test_trainer import At, metrics, run
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
 from vae_visdom.insight.iwae import floats_per_pair, format_result, iw_log_likelihood
-from vae_visdom.models import DeepMLPVAE, build_model
+from vae_visdom.models import DeepMLPVAE, build_model, with_model_defaults
 from vae_visdom.train import mlp_cpu_step
 from vae_visdom.train.schedule import BURDA_EPOCHS, enter_epoch, lr_factor, stage_ends
 from vae_visdom.train.step import make_optimizer
 
 
 def test_mlp_iwae_is_784_200_200_50_tanh_with_the_paper_parameter_count():
-    cfg = TrainConfig(model="mlp-iwae").with_model_defaults()
+    cfg = with_model_defaults(TrainConfig(model="mlp-iwae"))
     assert (cfg.latent_dim, cfg.hidden_dim, cfg.batch_size, cfg.lr, cfg.optimizer) == (50, 200, 20, 1e-3, "adam")
     model = build_model("mlp-iwae", (1, 28, 28), cfg.latent_dim, cfg.hidden_dim, cfg.likelihood)
     widths = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -170,7 +170,7 @@ def test_ctrl_c_keeps_the_images_scored_so_far_equal_to_a_limited_run():
 
 
 def _tiny_run_dir(path):
-    cfg = TrainConfig(dataset="mnist", model="mlp-iwae", latent_dim=4, hidden_dim=8, seed=3).with_model_defaults()
+    cfg = with_model_defaults(TrainConfig(dataset="mnist", model="mlp-iwae", latent_dim=4, hidden_dim=8, seed=3))
     path.mkdir()
     (path / "config.json").write_text(cfg.to_json())
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vae_visdom import sweep
+from vae_visdom import launch, sweep
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConfig, UsageError
 from vae_visdom.data import DataError, mnist
 from vae_visdom.flags import add_train_arguments, config_from_args
@@ -31,6 +31,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc_per_node:
+        return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
+    launch.resume_after_restart(args)
     base = None
     if args.resume:
         run_dir = Path(args.resume)
@@ -53,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a VAE. With no flags: the PyTorch example's VAE on MNIST for 10 epochs, "
                                    f"streaming to the visdom server on {DEFAULT_HOST}:{DEFAULT_PORT}.")
     add_train_arguments(p)
+    launch.add_arguments(p)
     p.set_defaults(func=cmd_train)
     for add_cli in (server.add_cli, assets.add_cli, mnist.add_cli, add_replay_cli, eval_run.add_cli, tables.add_cli,
                     add_compare_cli, sweep.add_cli):

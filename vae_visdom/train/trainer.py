@@ -19,7 +19,7 @@ from vae_visdom.data import ImageData
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
 from vae_visdom.safe_io import RunWriteError
-from vae_visdom.train import checkpoint
+from vae_visdom.train import checkpoint, distributed
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import Command, Controller
@@ -59,6 +59,7 @@ class Trainer:
         self._stop = False
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
+        self.dist = distributed.SOLO  # under torchrun: each step's share of the batch, global sums
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -165,7 +166,7 @@ class Trainer:
                 return None
             idx = es.perm[es.pos:es.pos + self.batch_size]
             es.pos += len(idx)
-            stepsums = self.step_fn(self._batch(idx))
+            stepsums = self.step_fn(self._batch(self.dist.shard(idx)))
             es.sums += stepsums
             es.steps += 1
             self.step += 1
@@ -179,7 +180,7 @@ class Trainer:
 
     def _log_step(self, es: EpochState) -> None:
         isum, icount = es.interval
-        loss, recon, kl = (isum / icount).tolist()  # the one host sync of a log interval
+        loss, recon, kl = (self.dist.reduce(isum) / icount).tolist()  # the one host sync of a log interval
         es.interval = [None, 0]
         self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
                                       loss, recon, kl, self.lr, self.batch_size))
@@ -190,8 +191,8 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, device=self.device)
         first = None
-        for i in range(0, len(self.test_x), TEST_BATCH):
-            x = to_unit_float(self.test_x[i:i + TEST_BATCH])  # (B, C, H, W)
+        for x in self.dist.shard(self.test_x).split(TEST_BATCH):  # this rank's share; rank 0's comes first
+            x = to_unit_float(x)  # (B, C, H, W)
             if self.cfg.binarize:
                 x = torch.bernoulli(x)
             logits, mu, logvar = self.model(x)
@@ -200,7 +201,7 @@ class Trainer:
             if first is None:
                 first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
         samples = self.model.sample_images(self.z_fixed).float().cpu()
-        return sums, EpochImages(first[0], first[1], samples)
+        return self.dist.reduce(sums), EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop.
@@ -251,7 +252,7 @@ class Trainer:
             extra.update(metrics)
             figures.update(figs)
         probe_seconds = time.perf_counter() - t0 - test_seconds if self.probes else 0.0
-        tr = (train_sums / self.n_train).tolist()
+        tr = (self.dist.reduce(train_sums) / self.n_train).tolist()
         te = (test_sums / len(self.test_x)).tolist()
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
@@ -268,6 +269,7 @@ class Trainer:
         """The final status (finished, or stopped with a checkpoint), told to every observer."""
         if self._stop:
             self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint", Reason.STOPPING)
+            self.dist.settle(self.epoch_state)  # the unfinished epoch's sums, global
             self.save_checkpoint()
             final = self.status("stopped by request; checkpoint written", Reason.STOPPED)
             final.state = "stopped"

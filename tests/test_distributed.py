@@ -117,3 +117,78 @@ def test_the_panel_steers_both_ranks_at_the_same_step(server, page, tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == r0[-1]["step"] and ckpt["live"]["batch_size"] == 64
     assert json.loads((out / "status.json").read_text())["state"] == "stopped"
+
+
+def image_folder(root: Path, n: int = 1200) -> Path:
+    """n small generated grey PNGs (the loader resizes them to 64x64): a fast data set for fault tests."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 32 * 32).reshape(32, 32)
+    for i in range(n):
+        arr = (base * rng.uniform(0.3, 1.0) + rng.normal(0, 20, (32, 32))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(arr, "L").save(root / f"{i:05d}.png")
+    return root
+
+
+def rank_pid(tag: str, rank: int) -> int | None:
+    """The pid of the worker of this test (its environment carries TAG) with RANK=rank."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"I14_TAG={tag}".encode() in environ and f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_killed_rank_restarts_the_group_which_resumes_and_a_resume_on_one_rank_goes_on(tmp_path):
+    """kill -9 of rank 1 mid-epoch 2 -> torchrun --max-restarts 1 restarts both ranks -> they resume from the
+    epoch-1 checkpoint: every epoch exactly once in metrics.jsonl; then --resume on 1 rank adds an epoch."""
+    folder, out, tag = image_folder(tmp_path / "images"), tmp_path / "run", str(tmp_path)
+    extra = dict(I14_TAG=tag, VAE_VISDOM_CACHE=str(tmp_path / "cache"))
+    train = ["-m", "vae_visdom", "train", "--dataset", "folder", "--data-dir", str(folder), "--model", "mlp",
+             "--batch-size", "8", "--log-interval", "5", "--no-visdom", "--no-views", "--out", str(out)]
+    log = open(tmp_path / "job.log", "w")
+    proc = subprocess.Popen([*TORCHRUN, "--max-restarts=1", *train, "--epochs", "3"], cwd=REPO, env=env(**extra),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: any(r["epoch"] == 2 for r in jsonl(out / "steps.jsonl")), 180, proc)
+        os.kill(rank_pid(tag, 1), signal.SIGKILL)
+        killed_at = jsonl(out / "steps.jsonl")[-1]
+        assert proc.wait(300) == 0, (tmp_path / "job.log").read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    text = (tmp_path / "job.log").read_text()
+    print(f"killed rank 1 at epoch {killed_at['epoch']}, step {killed_at['step']}")
+    assert "resuming" in text and "from its checkpoint" in text
+    assert [r["epoch"] for r in jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+    steps = [r["step"] for r in jsonl(out / "steps.jsonl")]
+    assert steps == sorted(set(steps))  # no step logged twice
+    run([sys.executable, *train, "--resume", str(out), "--epochs", "4"], **extra)  # one rank now
+    rows = jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[3]["step"] == 4 * rows[0]["step"]  # the same global batch: the same steps per epoch
+
+
+def test_an_exception_on_one_rank_ends_the_job_with_its_message(tmp_path):
+    folder, out = image_folder(tmp_path / "images", 300), tmp_path / "run"
+    cmd = [*TORCHRUN, str(REPO / "tests" / "dist_fail.py"), "train", "--dataset", "folder", "--data-dir", str(folder),
+           "--model", "mlp", "--batch-size", "8", "--epochs", "50", "--no-visdom", "--no-views", "--out", str(out)]
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, cwd=REPO, env=env(VAE_VISDOM_CACHE=str(tmp_path / "cache")), capture_output=True,
+                          text=True, timeout=180)
+    text = done.stdout + done.stderr
+    print(f"the job ended {time.monotonic() - t0:.1f} s after it started, exit code {done.returncode}")
+    assert done.returncode != 0
+    assert "[rank1]: RuntimeError: rank 1 cannot go on: the disk is on fire" in text
+    assert json.loads((out / "status.json").read_text())["state"] == "failed"  # rank 0 says so in the run folder

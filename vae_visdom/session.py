@@ -80,8 +80,8 @@ class TrainingSession:
             note = resuming.start_afresh(self.run_dir)
             if note:
                 print(f"note: {note}", file=sys.stderr)
-        self.data = data or load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
-                                         subset=cfg.subset)
+        self.data = data or self.group.first(lambda: load_dataset(  # rank 0 fills the cache, the others read it
+            cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction, subset=cfg.subset))
         if cfg.batch_size > len(self.data.train):
             raise ConfigError(f"batch_size: {cfg.batch_size} larger than the training set "
                               f"({len(self.data.train)} examples)")

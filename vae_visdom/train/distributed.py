@@ -57,6 +57,9 @@ class Solo:
     def share(self, obj):
         return obj
 
+    def first(self, load):
+        return load()
+
     def describe(self, device: torch.device) -> str:
         return str(device)
 
@@ -94,6 +97,15 @@ class Group(Solo):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def first(self, load):
+        """`load()` on rank 0, then on the others: a folder is decoded into the cache once, and read from it."""
+        if self.is_face:
+            out = load()
+            self.share(None)
+            return out
+        self.share(None)
+        return load()
+
     def describe(self, device: torch.device) -> str:
         """"2 ranks (gloo): cpu@host, cpu@host" for the run pane: every rank calls it."""
         where = [None] * self.world
@@ -111,8 +123,12 @@ def join(device: torch.device) -> tuple[Solo, torch.device]:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        timeout = float(os.environ.get(ENV_TIMEOUT, "1800"))
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        timeout = timedelta(seconds=float(os.environ.get(ENV_TIMEOUT, "1800")))
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun keeps its store across restarts: a restarted group's keys get a prefix of their own,
+        # or a rank may read the address a dead rank published in the round before and fail to connect
+        store = dist.PrefixStore(f"vae_visdom/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return Group(dist.get_rank(), dist.get_world_size(), backend), device
 
 

@@ -50,7 +50,7 @@ def worker(args) -> None:
     data = ImageData(full.name, full.train[:args.examples], full.test[:2000], source=full.source)
     out = Path(tempfile.mkdtemp(prefix="scaling-"))
     cfg = TrainConfig(visdom=False, views=False, epochs=1, batch_size=args.batch_size, device=args.device,
-                      out=str(out / "run"), log_interval=10 ** 6)
+                      out=str(out / "run"), log_interval=100000)
     session = TrainingSession(cfg, data=data, progress=False)
     t0 = time.perf_counter()
     session.run()
@@ -68,7 +68,8 @@ def launch(ranks: int, args) -> dict:
           str(args.batch_size), "--device", args.device]
     pre = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                f"--nproc-per-node={ranks}"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ranks))}
+    threads = args.threads or max(1, (os.cpu_count() or 1) // ranks)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([*pre, *me], capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
@@ -83,11 +84,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128, help="the global batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, default=0, help="torch threads per rank (default: CPUs / ranks)")
     args = p.parse_args()
     if args.worker:
         return worker(args)
     print(f"{torch.__version__}, {os.cpu_count()} CPUs, device {args.device}, {args.examples} images, "
-          f"global batch {args.batch_size}")
+          f"global batch {args.batch_size}, threads per rank {args.threads or 'CPUs / ranks'}")
     rows = [launch(n, args) for n in args.ranks]
     print(f"{'ranks':>5} {'ms/step':>8} {'comm':>6} {'epoch s':>8} {'60k epoch s':>11} {'train loss':>10}")
     for r in rows:

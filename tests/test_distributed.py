@@ -204,3 +204,28 @@ def test_the_front_hands_everything_but_its_own_flags_to_torchrun():
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("--max-restarts needs --out or --name, so a "
                                                                  "restarted group finds its run folder")
+
+
+def test_a_run_stopped_mid_epoch_on_one_rank_resumes_on_two(tmp_path):
+    """Checkpoints do not depend on the world size: the unfinished epoch's sums are carried by rank 0 alone."""
+    folder, out = image_folder(tmp_path / "images", 800), tmp_path / "run"
+    extra = dict(VAE_VISDOM_CACHE=str(tmp_path / "cache"))
+    train = ["-m", "vae_visdom", "train", "--dataset", "folder", "--data-dir", str(folder), "--model", "mlp",
+             "--batch-size", "8", "--log-interval", "5", "--no-visdom", "--no-views", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, *train, "--epochs", "3"], cwd=REPO, env=env(**extra),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(r["step"] >= 140 for r in jsonl(out / "steps.jsonl")), 180, proc)  # 90 steps an epoch
+        proc.send_signal(signal.SIGINT)  # stop: finish the step, checkpoint mid-epoch
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stopped = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert stopped["epoch_state"] is not None and 400 <= stopped["epoch_state"]["pos"] < 720  # most of epoch 2
+    run([*TORCHRUN, *train, "--resume", str(out)], **extra)
+    rows = jsonl(out / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[2]["step"] == 3 * rows[0]["step"]
+    losses = [r["train_loss"] for r in rows]
+    print(f"train losses {losses}, stopped at example {stopped['epoch_state']['pos']} of epoch 2")
+    assert abs(losses[1] - (losses[0] + losses[2]) / 2) < 0.25 * losses[1]  # epoch 2 counted once, not carried twice

@@ -60,7 +60,8 @@ def child(mode: str, folder: str, cache: str) -> None:
     kids_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     uint8 = (data.train.numel() + data.test.numel()) / MB
     print(json.dumps(dict(mode=mode, images=n, seconds=seconds, per_s=n / seconds, peak_mb=self_peak,
-                          worker_peak_mb=kids_peak, rss_mb=rss_mb(), added_mb=rss_mb() - before, uint8_mb=uint8, float_mb=4 * uint8)))
+                          worker_peak_mb=kids_peak, rss_mb=rss_mb(), added_mb=rss_mb() - before, uint8_mb=uint8,
+                          float_mb=4 * uint8)))
 
 
 def measure(mode: str, workers: int, folder: Path, cache: Path) -> dict:
@@ -93,7 +94,8 @@ def main() -> None:
               f"(+{r['added_mb']:.0f} MB by the load); "
               f"uint8 data {r['uint8_mb']:.0f} MB, as float32 {r['float_mb']:.0f} MB")
     print(f"all workers / 1 worker: x{rows[1]['per_s'] / rows[0]['per_s']:.2f} images/s")
-    print(f"a rank's RSS added by loading from the cache / the uint8 data: x{rows[2]['added_mb'] / rows[2]['uint8_mb']:.2f} "
+    print("a rank's RSS added by loading from the cache / the uint8 data: "
+          f"x{rows[2]['added_mb'] / rows[2]['uint8_mb']:.2f} "
           f"(a float32 copy would add x4)")
 
 

@@ -1,4 +1,4 @@
-"""`vae-visdom train ARGS` on every rank torchrun starts, except that rank 1 raises at its 5th step (tests/test_distributed.py)."""
+"""`vae-visdom train ARGS` on every rank torchrun starts, but rank 1 raises at its 5th step (test_distributed.py)."""
 import os
 import sys
 

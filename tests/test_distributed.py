@@ -197,7 +197,8 @@ def test_an_exception_on_one_rank_ends_the_job_with_its_message(tmp_path):
 def test_the_front_hands_everything_but_its_own_flags_to_torchrun():
     from vae_visdom.launch import torchrun_command
 
-    cmd = torchrun_command(["train", "--epochs", "3", "--nproc-per-node", "4", "--max-restarts=2", "--lr", "1e-3"], 4, 2)
+    argv = ["train", "--epochs", "3", "--nproc-per-node", "4", "--max-restarts=2", "--lr", "1e-3"]
+    cmd = torchrun_command(argv, 4, 2)
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "--max-restarts=2",
                        "-m", "vae_visdom", "train", "--epochs", "3", "--lr", "1e-3"]
     done = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--nproc-per-node", "2", "--max-restarts", "1"],

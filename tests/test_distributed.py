@@ -230,3 +230,20 @@ def test_a_run_stopped_mid_epoch_on_one_rank_resumes_on_two(tmp_path):
     losses = [r["train_loss"] for r in rows]
     print(f"train losses {losses}, stopped at example {stopped['epoch_state']['pos']} of epoch 2")
     assert abs(losses[1] - (losses[0] + losses[2]) / 2) < 0.25 * losses[1]  # epoch 2 counted once, not carried twice
+
+
+def test_a_two_rank_run_learns_as_a_one_rank_run_of_the_same_global_batch(tmp_path):
+    """The loss curves of 1 and 2 ranks (same seed, same global batch; other noise draws) agree within noise."""
+    folder = image_folder(tmp_path / "images", 800)
+    extra = dict(VAE_VISDOM_CACHE=str(tmp_path / "cache"))
+    train = ["-m", "vae_visdom", "train", "--dataset", "folder", "--data-dir", str(folder), "--model", "mlp",
+             "--batch-size", "16", "--epochs", "3", "--no-visdom", "--no-views"]
+    run([sys.executable, *train, "--out", str(tmp_path / "one")], **extra)
+    run([*TORCHRUN, *train, "--out", str(tmp_path / "two")], **extra)
+    one, two = jsonl(tmp_path / "one" / "metrics.jsonl"), jsonl(tmp_path / "two" / "metrics.jsonl")
+    for key in ("train_loss", "test_loss"):
+        a, b = [r[key] for r in one], [r[key] for r in two]
+        print(f"{key}: 1 rank {[round(x, 1) for x in a]}, 2 ranks {[round(x, 1) for x in b]}")
+        assert all(abs(x - y) < 0.02 * x for x, y in zip(a, b))
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    assert one[-1]["test_loss"] < one[0]["test_loss"] and two[-1]["test_loss"] < two[0]["test_loss"]

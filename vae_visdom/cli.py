@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from vae_visdom import launch
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConfig, UsageError
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.runs import tables
@@ -54,9 +55,12 @@ class Subcommands(argparse._SubParsersAction):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc_per_node:
+        return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
     from vae_visdom.runs import fork  # late: torch (checkpoints) only when a run starts, not for --help
     from vae_visdom.session import TrainingSession  # late: torch only when a run starts, not for --help
 
+    launch.resume_after_restart(args)
     base = None
     if args.fork or args.at_epoch:  # a new folder from the parent's checkpoint; then the same path as --resume
         args.resume = str(fork.start(args))
@@ -79,6 +83,7 @@ def add_train_cli(sub) -> None:
                        description="Train a VAE. With no flags: the PyTorch example's VAE on MNIST for 10 epochs, "
                                    f"streaming to the visdom server on {DEFAULT_HOST}:{DEFAULT_PORT}.")
     add_train_arguments(p)
+    launch.add_arguments(p)
     p.set_defaults(func=cmd_train)
 
 

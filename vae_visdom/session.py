@@ -22,6 +22,7 @@ from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.lock import RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
+from vae_visdom.train import distributed
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, RunInfo, Status
 from vae_visdom.train.step import make_optimizer, resolve_device
@@ -35,14 +36,17 @@ class TrainingSession:
                  progress: bool = True, monitor: Callback | None = None):
         self.cfg = with_model_defaults(cfg.validate())
         self.resume = resume
-        self.device = resolve_device(cfg.device)
+        self.group, self.device = distributed.join(resolve_device(cfg.device))  # SOLO unless under torchrun
+        face = self.group.is_face  # only rank 0 writes the run folder, streams and owns the panel
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
-        self.run_dir = writable_dir(Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name)
+        self.run_dir = Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name
+        self.run_dir = writable_dir(self.run_dir) if face else self.run_dir
         cfg.out = str(self.run_dir)
         cfg.env = cfg.env or cfg.name
         self.lock = RunLock(self.run_dir)
         try:
-            self.lock.acquire()  # before anything in the folder is read or changed
+            if face:
+                self.lock.acquire()  # before anything in the folder is read or changed
         except RunFolderBusy as err:
             raise UsageError(str(err)) from None
         except OSError as err:  # a file system without flock (some network mounts)
@@ -51,9 +55,9 @@ class TrainingSession:
         try:
             self._build(cfg, resume, overrides, controller, data)
             self.monitor = monitor
-            if self.monitor is None and cfg.visdom:
+            if self.monitor is None and cfg.visdom and face:
                 self.monitor = self._make_monitor()
-            self.files = RunFiles(self.run_dir)
+            self.files = RunFiles(self.run_dir) if face else None
         except safe_io.RunWriteError as err:
             self.lock.release()
             raise UsageError(f"{err} (choose another --out, or make room)") from None
@@ -61,24 +65,24 @@ class TrainingSession:
             self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
             raise
         family = self._family_view() if self.monitor is not None and cfg.parent else None
-        for cb in [self.files, *(callbacks or []), self.monitor, family, ProgressPrinter() if progress else None]:
+        for cb in [self.files, *(callbacks or []), self.monitor, family, ProgressPrinter() if progress and face else None]:
             if cb is not None:
                 self.trainer.add_callback(cb)
 
     def _build(self, cfg: TrainConfig, resume: bool, overrides: dict | None, controller: Controller | None,
                data: ImageData | None) -> None:
-        point = None
-        if resume:
+        point, face = None, self.group.is_face
+        if resume and face:
             try:  # read (and judged) before the data is loaded: a bad folder is said at once
                 point = resuming.choose(self.run_dir, map_location=self.device)
             except resuming.NothingToResume as err:
                 raise UsageError(str(err)) from None
-        else:
+        elif face:
             note = resuming.start_afresh(self.run_dir)
             if note:
                 print(f"note: {note}", file=sys.stderr)
-        self.data = data or load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
-                                         subset=cfg.subset)
+        self.data = data or self.group.first(lambda: load_dataset(  # rank 0 fills the cache, the others read it
+            cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction, subset=cfg.subset))
         if cfg.batch_size > len(self.data.train):
             raise ConfigError(f"batch_size: {cfg.batch_size} larger than the training set "
                               f"({len(self.data.train)} examples)")
@@ -93,22 +97,26 @@ class TrainingSession:
         self.controller.context.setdefault("n_train", len(self.data.train))  # a caller's own controller too
         probes = [InsightProbe(model, self.data, self.device, views=cfg.views, iw_every=cfg.iw_every,
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
-                  ] if cfg.views or cfg.iw_every else []
+                  ] if (cfg.views or cfg.iw_every) and face else []
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
-                               run_dir=str(self.run_dir), run_name=cfg.name, probes=probes)
-        if point is not None:
+                               run_dir=str(self.run_dir) if face else None, run_name=cfg.name, probes=probes)
+        state = self.group.share(point and point.state) if resume else None  # rank 0's read of the checkpoint
+        if state is not None:
             try:
-                self.trainer.load_state_dict(point.state)  # the live values in force when it stopped, too
+                self.trainer.load_state_dict(state)  # the live values in force when it stopped, too
             except (KeyError, RuntimeError, ValueError, TypeError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                raise UsageError(f"--resume {self.run_dir}: {point.name} does not fit this run's model "
-                                 f"({first})") from None
-            self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
-            notes = point.notes + resuming.reconcile(self.run_dir, point.state)
-            resuming.report(self.run_dir, point.state, notes)
+                raise UsageError(f"--resume {self.run_dir}: {point.name if point else 'its checkpoint'} does not fit "
+                                 f"this run's model ({first})") from None
+            if face:
+                self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
+                notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+                resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
+        distributed.attach(self.trainer, self.group)  # nothing for a single process
         self.trainer.choose_step()  # once, with the run's state and live values in place
-        safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
+        if face:
+            safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
 
     def _apply_overrides(self, overrides: dict) -> None:
         """Flags given with --resume win over the values the checkpoint had in force."""
@@ -155,7 +163,7 @@ class TrainingSession:
             self.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        unsaid = self.files.status_error
+        unsaid = self.files.status_error if self.files else None
         if status.state == "failed":
             also = "" if unsaid is None else f"; status.json could not be written either ({unsaid})"
             print(f"run failed: {status.message}{also}", file=sys.stderr, flush=True)
@@ -169,8 +177,8 @@ class TrainingSession:
         t = self.trainer
         info = RunInfo(
             name=t.run_name, run_dir=str(t.run_dir), env=self.cfg.env if self.monitor else None,
-            config=dataclasses.asdict(self.cfg), device=str(t.device), dataset=self.cfg.dataset, n_train=t.n_train,
-            n_test=len(t.test_x), image_shape=tuple(t.train_x.shape[1:]),
+            config=dataclasses.asdict(self.cfg), device=self.group.describe(t.device), dataset=self.cfg.dataset,
+            n_train=t.n_train, n_test=len(t.test_x), image_shape=tuple(t.train_x.shape[1:]),
             n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
             start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
         for cb in self.trainer.callbacks:

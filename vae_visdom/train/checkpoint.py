@@ -55,10 +55,11 @@ class EpochState:
         isum, icount = self.interval
         self.interval = [stepsums if isum is None else isum + stepsums, icount + n]
 
-    def take_interval(self) -> tuple[float, float, float, float | None]:
-        """(loss, recon, kl, objective or None) per example since the last log point; starts the next."""
+    def take_interval(self, reduce=lambda t: t) -> tuple[float, float, float, float | None]:
+        """(loss, recon, kl, objective or None) per example since the last log point; starts the next.
+        `reduce` makes the sums global (under torchrun: a sum over the ranks)."""
         isum, icount = self.interval
-        both = isum if self.interval_wkl is None else torch.cat([isum, self.interval_wkl.reshape(1)])
+        both = reduce(isum if self.interval_wkl is None else torch.cat([isum, self.interval_wkl.reshape(1)]))
         values = (both / icount).tolist()  # the one host sync of a log interval
         self.interval, self.interval_wkl = [None, 0], None
         return values[0], values[1], values[2], (values[1] + values[3] if len(values) == 4 else None)

@@ -19,7 +19,7 @@ from vae_visdom.data import ImageData
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.models.base import VAE
 from vae_visdom.safe_io import RunWriteError
-from vae_visdom.train import checkpoint, schedule
+from vae_visdom.train import checkpoint, distributed, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import SETTINGS, Command, Controller
@@ -62,6 +62,7 @@ class Trainer:
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
         schedule.configure_optimizer(cfg.lr_schedule, optimizer)  # a resumed run's own settings load over these
+        self.dist = distributed.SOLO  # under torchrun: each step's share of the batch, global sums
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
@@ -173,7 +174,7 @@ class Trainer:
             idx = es.perm[es.pos:es.pos + self.batch_size]
             es.pos += len(idx)
             beta = self.kl.advance(self.step)
-            es.add(self.step_fn(self._batch(idx)), len(idx), beta if self.kl.weighted else None)
+            es.add(self.step_fn(self._batch(self.dist.shard(idx))), len(idx), beta if self.kl.weighted else None)
             self.step += 1
             if es.steps % self.log_interval == 0 or es.pos >= self.n_train:
                 self._log_step(es)
@@ -182,7 +183,7 @@ class Trainer:
         return es.sums, es.seconds, es.wkl
 
     def _log_step(self, es: EpochState) -> None:
-        loss, recon, kl, objective = es.take_interval()
+        loss, recon, kl, objective = es.take_interval(self.dist.reduce)
         self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
                                       loss, recon, kl, self.lr, self.batch_size, self.kl.current, objective))
 
@@ -192,8 +193,8 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, device=self.device)
         first = None
-        for i in range(0, len(self.test_x), TEST_BATCH):
-            x = to_unit_float(self.test_x[i:i + TEST_BATCH])  # (B, C, H, W)
+        for x in self.dist.shard(self.test_x).split(TEST_BATCH):  # this rank's share; rank 0's comes first
+            x = to_unit_float(x)  # (B, C, H, W)
             if self.cfg.binarize:
                 x = torch.bernoulli(x)
             logits, mu, logvar = self.model(x)
@@ -202,7 +203,7 @@ class Trainer:
             if first is None:
                 first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
         samples = self.model.sample_images(self.z_fixed).float().cpu()
-        return sums, EpochImages(first[0], first[1], samples)
+        return self.dist.reduce(sums), EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop.
@@ -244,6 +245,7 @@ class Trainer:
         if result is None:
             return False
         train_sums, seconds, wkl = result
+        train_sums, wkl = self.dist.reduce(train_sums), None if wkl is None else self.dist.reduce(wkl)  # global
         t0 = time.perf_counter()
         test_sums, images = self.test_pass()
         test_seconds = time.perf_counter() - t0
@@ -272,6 +274,7 @@ class Trainer:
         """The final status (finished, or stopped with a checkpoint), told to every observer."""
         if self._stop:
             self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint", Reason.STOPPING)
+            self.dist.settle(self.epoch_state)  # the unfinished epoch's sums, global
             self.save_checkpoint()
             final = self.status("stopped by request; checkpoint written", Reason.STOPPED)
             final.state = "stopped"

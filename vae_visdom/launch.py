@@ -1,0 +1,78 @@
+"""`vae-visdom train --nproc-per-node N`: a thin front that execs torch's own launcher (torch.distributed.run).
+
+It adds nothing of its own: `vae-visdom train --nproc-per-node 2 --max-restarts 1 ARGS` becomes
+`python -m torch.distributed.run --standalone --nproc-per-node 2 --max-restarts 1 -m vae_visdom train ARGS`.
+Several nodes: call torchrun yourself with its rendezvous flags (README, "Scaling out").
+Also here, for the workers torchrun starts: a rank other than 0 never imports visdom (`quiet_rank`),
+and a group torchrun restarts after a fault resumes its run folder from the last checkpoint
+(`resume_after_restart`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vae_visdom.config import UsageError
+
+FRONT_FLAGS = ("--nproc-per-node", "--max-restarts")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale out (data-parallel, through torch.distributed.run)")
+    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="start N ranks on this machine under torchrun (gloo on the CPU, nccl with one GPU per rank); "
+                        "--batch-size is the global batch")
+    g.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="with --nproc-per-node: restart the group up to K times after a rank dies; it resumes "
+                        "from its last checkpoint (give --out or --name so the restart finds it)")
+
+
+def torchrun_command(argv: list[str], nproc: int, max_restarts: int) -> list[str]:
+    """The torch.distributed.run command line for `vae-visdom ARGV` (ARGV starts with "train")."""
+    rest, skip = [], False
+    for arg in argv[argv.index("train") + 1:]:
+        if skip:
+            skip = False
+        elif arg in FRONT_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f + "=" for f in FRONT_FLAGS)):
+            rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            f"--max-restarts={max_restarts}", "-m", "vae_visdom", "train", *rest]
+
+
+def exec_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Replace this process by torch's launcher (never returns unless the arguments are wrong)."""
+    if args.nproc_per_node < 1 or args.max_restarts < 0:
+        raise UsageError("--nproc-per-node must be >= 1 and --max-restarts >= 0")
+    if args.max_restarts and not (args.out or args.name or args.resume):
+        raise UsageError("--max-restarts needs --out or --name, so a restarted group finds its run folder")
+    cmd = torchrun_command(list(sys.argv[1:] if argv is None else argv), args.nproc_per_node, args.max_restarts)
+    print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 1  # not reached
+
+
+def quiet_rank() -> None:
+    """Under torchrun, a rank other than 0 must not import visdom: block it, so the CLI's optional
+    imports of the visdom subcommands are skipped (as where visdom is not installed)."""
+    if os.environ.get("RANK", "0") != "0":
+        sys.modules.setdefault("visdom", None)  # type: ignore[arg-type]  # `import visdom` now raises ImportError
+
+
+def resume_after_restart(args: argparse.Namespace) -> None:
+    """In a group torchrun restarted after a fault, continue the run folder from its checkpoint."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0 or args.resume:
+        return
+    if not (args.out or args.name):
+        print("warning: restarted by torchrun without --out or --name: a new run starts", file=sys.stderr)
+        return
+    run_dir = Path(args.out) if args.out else Path(args.runs_dir or "runs") / args.name
+    if (run_dir / "checkpoint.pt").exists():
+        args.resume = str(run_dir)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming {run_dir} from its checkpoint",
+                  file=sys.stderr, flush=True)

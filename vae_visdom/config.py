@@ -123,9 +123,7 @@ class Rule:
 
 def _range(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any, dict], str | None]:
     def check(v: Any, ctx: dict) -> str | None:
-        if (v <= lo if lo_open else v < lo) or v > hi:
-            return "out of range"
-        return None
+        return "out of range" if (v <= lo if lo_open else v < lo) or v > hi else None
 
     return check
 
@@ -140,14 +138,10 @@ def _choice(choices: tuple[str, ...]) -> Rule:
 
 
 def _batch_check(v: int, ctx: dict) -> str | None:
-    if v < 1:
-        return "out of range"
     n_train = ctx.get("n_train")
-    if n_train is not None and v > n_train:
+    if n_train is not None and v > n_train >= 1:
         return f"larger than the training set ({n_train} examples)"
-    if v > 65536:
-        return "out of range"
-    return None
+    return "out of range" if v < 1 or v > 65536 else None
 
 
 _schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"

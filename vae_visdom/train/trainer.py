@@ -1,12 +1,8 @@
 """The training loop: polls a Controller between steps, hands events to callbacks, calls probes.
 
-It knows no consumer: visdom, the run files and the inspection probes reach it only through
-the Callback and Probe protocols of events.py.
-
-Data path: the whole dataset lives on the training device as one uint8 tensor;
-each epoch draws a permutation and slices batches from it by indexing, so no
-per-sample PIL or DataLoader work happens. Loss sums stay on the device and are
-read (`.item()`) only at log intervals and epoch ends.
+It knows no consumer: visdom, the run files and the probes reach it only through the Callback and Probe
+protocols of events.py. The dataset lives on the device as one uint8 tensor; each epoch slices batches
+from a permutation by indexing (no DataLoader); loss sums stay on the device until a log point.
 """
 from __future__ import annotations
 
@@ -206,10 +202,8 @@ class Trainer:
         return self.dist.reduce(sums), EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
-        """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop.
-
-        A run-folder write that fails (disk full, folder gone) ends the run as "failed", with the
-        file and the reason in the status: not an exception, since it is no bug of ours."""
+        """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop. A failed
+        run-folder write (disk full) ends the run as "failed" with the file and reason, not an exception."""
         try:
             self.begin()
             while self.run_epoch():

@@ -139,7 +139,7 @@ def _choice(choices: tuple[str, ...]) -> Rule:
 
 def _batch_check(v: int, ctx: dict) -> str | None:
     n_train = ctx.get("n_train")
-    if n_train is not None and v > n_train >= 1:
+    if v >= 1 and n_train is not None and v > n_train:
         return f"larger than the training set ({n_train} examples)"
     return "out of range" if v < 1 or v > 65536 else None
 

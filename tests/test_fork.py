@@ -91,4 +91,6 @@ def test_fork_mistakes_get_one_line_and_make_nothing(parent, tmp_path, capsys):
     assert "no checkpoint of epoch 7; kept epochs: 1, 2, 3" in err and "Traceback" not in err
     assert main(["train", "--at-epoch", "2", "--no-visdom"]) == 2
     assert "--at-epoch goes with --fork" in capsys.readouterr().err
+    assert main(["train", "--fork", str(parent), "--nproc-per-node", "2", "--no-visdom"]) == 2  # not once per rank
+    assert "fork it first" in capsys.readouterr().err
     assert set(parent.parent.iterdir()) == made

@@ -7,6 +7,7 @@ refusing visdom breaks only the commands that need it (each says so in one line)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,9 @@ class Subcommands(argparse._SubParsersAction):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.fork and (args.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise UsageError("--fork runs in one process; to train a fork on several ranks, fork it first, then "
+                         "`vae-visdom train --resume FORK_DIR --nproc-per-node N`")
     if args.nproc_per_node:
         return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
     from vae_visdom.runs import fork  # late: torch (checkpoints) only when a run starts, not for --help

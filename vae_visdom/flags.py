@@ -20,6 +20,11 @@ MODEL_HELP = {
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The training flags. Defaults are None where the model's defaults fill them in (see models/__init__.py)."""
+    for add in (_what_to_train, _how_to_train, _where_results_go, _live_monitoring):
+        add(p)
+
+
+def _what_to_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--dataset", choices=DATASETS, default=None, help="default: mnist")
     g.add_argument("--model", choices=list(MODEL_HELP), default=None,
@@ -33,6 +38,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subset", type=argparse_type("subset"), default=None, help="celeba, folder: use the first N images (sorted names)")
     g.add_argument("--binarize", action="store_true", default=None,
                    help="dynamically binarized pixels (the setting of published MNIST likelihoods)")
+
+
+def _how_to_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("how to train (lr, batch size, epochs, log interval and beta can change live)")
     g.add_argument("--epochs", type=argparse_type("epochs"), default=None, help="default: 10")
     g.add_argument("--batch-size", type=argparse_type("batch_size"), default=None, help="default: the model's (128)")
@@ -59,6 +67,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="samples per test image for --iw-every (default 100)")
     g.add_argument("--no-views", dest="views", action="store_false", default=None,
                    help="skip the latent views and the PCA baseline")
+
+
+def _where_results_go(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where results go")
     g.add_argument("--out", default=None, help="the run directory (default: RUNS_DIR/NAME)")
     g.add_argument("--runs-dir", default=None, help="where runs live (default: ./runs)")
@@ -71,6 +82,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --fork: start from the parent's checkpoint of epoch E (kept by --keep-checkpoints)")
     g.add_argument("--keep-checkpoints", action="store_true", default=None,
                    help="also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (one checkpoint's size each)")
+
+
+def _live_monitoring(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live monitoring")
     g.add_argument("--no-visdom", dest="visdom", action="store_false", default=None, help="do not stream to visdom")
     g.add_argument("--server", default=None, help=f"visdom server (default: {DEFAULT_SERVER})")

@@ -126,7 +126,7 @@ def test_a_beta_sent_as_the_browser_sends_it_is_applied_and_marked(server, page,
         until(lambda: any(e["name"] == "beta" for e in read_jsonl(tmp_path / "live" / "events.jsonl")),
               "the beta command applied", 20)
     finally:
-        session.controller.resume()
+        session.controller.submit("resume", source="test")
         done.join(120)
     (ev,) = [e for e in read_jsonl(tmp_path / "live" / "events.jsonl") if e["name"] == "beta"]
     assert ev["accepted"] and ev["value"] == 3.0 and ev["source"] == "panel"

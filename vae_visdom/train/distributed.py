@@ -19,6 +19,7 @@ numbers are bit for bit those of a run before this module existed. Under torchru
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -133,7 +134,15 @@ def join(device: torch.device) -> tuple[Solo, torch.device]:
         # or a rank may read the address a dead rank published in the round before and fail to connect
         store = dist.PrefixStore(f"vae_visdom/restart{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+        atexit.register(_leave)  # a group left to the interpreter's exit can abort in gloo's threads (SIGABRT)
     return Group(dist.get_rank(), dist.get_world_size(), backend), device
+
+
+def _leave() -> None:
+    try:
+        dist.destroy_process_group()
+    except Exception:  # already gone (a failed peer): nothing left to release
+        pass
 
 
 def attach(trainer, group: Solo) -> None:
@@ -158,6 +167,8 @@ def attach(trainer, group: Solo) -> None:
         if es is not None:  # a resumed epoch's carried sums are global: rank 0 alone carries them
             es.sums.zero_()
             es.interval[0] = None if es.interval[0] is None else es.interval[0] * 0
+            es.wkl = None if es.wkl is None else es.wkl * 0  # the KL weighted by beta, likewise
+            es.interval_wkl = None if es.interval_wkl is None else es.interval_wkl * 0
 
 
 def sum_gradients(params: list[torch.Tensor]) -> None:

@@ -287,3 +287,27 @@ def test_a_very_long_value_leaves_every_control_inside_the_pane_even_after_a_rel
     assert outside().startswith("0/"), outside()
     assert "100000 characters" in rows["message"]["name"] and len(rows["message"]["name"]) < 200
     m.close()
+
+
+def test_a_run_command_from_another_client_steers_this_run_alone(server, tmp_path):
+    """What the runs home sends over its own /vis_socket (visdom's "echo"): pause, resume and stop reach the
+    run it names and no other; anything else is refused with a verdict."""
+    import websocket
+
+    from vae_visdom.monitor.event_socket import run_command_message
+
+    a, ctl_a = started(server, tmp_path, "home-a", "a")
+    b, ctl_b = started(server, tmp_path, "home-b", "b")
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/vis_socket", timeout=5)
+    try:
+        for name in ("pause", "resume", "stop"):
+            ws.send(json.dumps(run_command_message("home-a", tmp_path / "a", name, source="home")))
+            (cmd,) = commands(ctl_a)
+            assert (cmd.name, cmd.accepted, cmd.source) == (name, True, "home")
+        assert ctl_a.stop_requested and commands(ctl_b, timeout=0.3) == []
+        ws.send(json.dumps(run_command_message("home-b", tmp_path / "b", "lr=1", source="home")))
+        rows = panel(server, b, lambda r: "unknown command" in r["message"]["name"])
+        assert "rejected: unknown command" in rows["message"]["name"] and commands(ctl_b, timeout=0.3) == []
+    finally:
+        ws.close()
+        a.close(), b.close()

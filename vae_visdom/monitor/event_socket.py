@@ -107,3 +107,26 @@ def property_row(event: dict, win: str, env: str, rows: tuple[str, ...]) -> str 
         return rows[int(event.get("propertyId"))]
     except (TypeError, ValueError, IndexError):
         return None
+
+
+RUN_COMMAND = "RunCommand"  # our own event type: sent by a Python client (the runs home) through visdom's "echo"
+
+
+def run_command_message(env: str, run_dir, command: str, source: str = "home") -> dict:
+    """The message a Python client sends on /vis_socket to steer a run from outside its page (pause, resume,
+    stop): visdom's "echo" hands it to every Python client, and the run's panel (its window id comes from the
+    run folder, windows.window_prefix) is the one that answers."""
+    from pathlib import Path
+
+    from vae_visdom.monitor.windows import window_prefix
+
+    return {"cmd": "echo", "event_type": RUN_COMMAND, "eid": env,
+            "target": f"{window_prefix(env, Path(run_dir))}-control", "command": str(command), "source": source}
+
+
+def run_command(event: dict, win: str, env: str) -> tuple[str, str] | None:
+    """(command, source) of a RunCommand for pane `win` in env `env`; None for anything else."""
+    if event.get("target") != win or event.get("eid") != env or event.get("event_type") != RUN_COMMAND:
+        return None
+    source = "".join(c for c in str(event.get("source") or "client") if c.isalnum() or c in "-_")[:20]
+    return str(event.get("command"))[:80], source or "client"

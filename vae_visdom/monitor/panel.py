@@ -24,11 +24,11 @@ import html
 import time
 from typing import Any
 
-from vae_visdom.config import RULES
-from vae_visdom.train.controller import SETTINGS, Command, Controller
+from vae_visdom.config import RULES, shown
+from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller
 from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
-from vae_visdom.monitor.event_socket import property_row
+from vae_visdom.monitor.event_socket import property_row, run_command
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
 
@@ -97,11 +97,22 @@ class ControlPanel:
     def handle(self, event: dict) -> None:
         """A browser event forwarded by the server; only this run's panel in this env counts."""
         row = property_row(event, self.win, self.env, ROWS)
-        if row is None:
+        order = run_command(event, self.win, self.env)  # pause/resume/stop from the runs home
+        if row is None and order is None:
             return
         value = event.get("value")
         cmd = None
-        if row == "message":
+        if row is None:
+            row = "message"
+            if self.controller is None:
+                verdict = "read-only: this monitor has no controller"
+            elif self.ended:
+                verdict = f"the run has {self.status.state}; nothing to control"
+            elif order[0] not in ACTIONS:  # a run's values change from its own panel only
+                verdict = f"rejected: unknown command {shown(order[0])} from {order[1]}; allowed: {', '.join(ACTIONS)}"
+            else:
+                cmd = self.controller.submit(order[0], source=order[1])
+        elif row == "message":
             verdict = ""
         elif self.controller is None:
             verdict = "read-only: this monitor has no controller"
@@ -118,7 +129,7 @@ class ControlPanel:
                 verdict = cmd.message
                 if cmd.accepted and cmd.name in SETTINGS:
                     self.shown[cmd.name] = cmd.value
-                self._add_entry((cmd.wall_time, cmd.name, cmd.source), cmd.wall_time, "panel", cmd.accepted,
+                self._add_entry((cmd.wall_time, cmd.name, cmd.source), cmd.wall_time, cmd.source, cmd.accepted,
                                 self._describe(cmd))
                 self.events.set(self._events_html(), urgent=True)
             if verdict is not None:

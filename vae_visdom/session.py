@@ -20,6 +20,7 @@ from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model, with_model_defaults
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
+from vae_visdom.runs.fork import ForkLauncher
 from vae_visdom.runs.lock import RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.train import distributed
@@ -65,7 +66,11 @@ class TrainingSession:
             self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
             raise
         family = self._family_view() if self.monitor is not None and cfg.parent else None
-        for cb in [self.files, *(callbacks or []), self.monitor, family, ProgressPrinter() if progress and face else None]:
+        launcher = ForkLauncher(self.run_dir) if face and self.group.world == 1 else None
+        self.controller.context["fork_refused"] = None if launcher else \
+            f"a run of {self.group.world} processes forks from the command line (train --fork RUN_DIR)"
+        for cb in [self.files, launcher, *(callbacks or []), self.monitor, family,
+                   ProgressPrinter() if progress and face else None]:
             if cb is not None:
                 self.trainer.add_callback(cb)
 

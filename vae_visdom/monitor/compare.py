@@ -81,9 +81,24 @@ def curves(runs: Sequence[RunRecord], labels: Sequence[str], win: str) -> tuple[
         steps = rec.steps()
         per_step.append(Trace(label, "lines", {"line": {"color": color, "width": 1.5}},
                               [num(s.get("epoch_progress")) for s in steps], [num(s.get("loss")) for s in steps]))
+    marks = fork_points(runs, labels)
+    if marks is not None:
+        per_epoch.append(marks)
     ylabel = "-ELBO, nats per example"
     return (LinePlot(f"{win}-epochs", TITLES["epochs"], per_epoch, "epoch", ylabel, width=620, height=460),
             LinePlot(f"{win}-steps", TITLES["steps"], per_step, "epoch", ylabel, width=620, height=460))
+
+
+def fork_points(runs: Sequence[RunRecord], labels: Sequence[str]) -> Trace | None:
+    """A marker where each fork leaves its parent's curve (config's forked_at: epochs complete then), or None."""
+    xs, ys, texts = [], [], []
+    for rec, label in zip(runs, labels):
+        at = rec.config.get("forked_at")
+        row = next((r for r in rec.metrics if isinstance(at, dict) and r.get("epoch") == at.get("epoch")), None)
+        if row is not None:
+            xs.append(row["epoch"]), ys.append(num(row.get("test_loss"))), texts.append(f"fork: {label}")
+    style = {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"}, "textposition": "top center"}
+    return Trace("fork points", "markers+text", style, xs, ys, text=texts) if xs else None
 
 
 def table_html(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:

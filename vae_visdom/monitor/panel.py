@@ -8,7 +8,9 @@ Rows (the browser sends the row's index as `propertyId`):
     4  epochs: ...                                text
     5  log_interval: ...                          text
     6  beta: ... (the KL weight)                  text
-    7  message: <the last verdict>                [Clear]
+    7  fork with: what the fork changes           text, e.g. "lr=3e-4 bs=64" (empty: nothing)
+    8  fork this run at the current step          [Fork]: a new run of its own (runs/fork.py)
+    9  message: <the last verdict>                [Clear]
 
 All values are `text` inputs: visdom's `number` input takes only digits and '.', so it
 could not hold 1e-3. An edit is checked by Controller.submit (the CLI's rules) on the
@@ -23,16 +25,17 @@ import dataclasses
 import html
 import time
 from typing import Any
+from urllib.parse import quote
 
-from vae_visdom.config import RULES, shown
-from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller
+from vae_visdom.config import RULES, ConfigError, shown
+from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
 from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.event_socket import property_row, run_command
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
 
-ROWS = ("status", "stop", *SETTINGS, "message")  # row i of the pane; "status" carries Pause/Resume
+ROWS = ("status", "stop", *SETTINGS, "fork_with", "fork", "message")  # row i; "status" carries Pause/Resume
 LIVE_STATES = ("starting", "running", "paused")
 MAX_EVENTS = 300  # entries kept in the events pane (events.jsonl keeps them all)
 
@@ -40,13 +43,14 @@ MAX_EVENTS = 300  # entries kept in the events pane (events.jsonl keeps them all
 class ControlPanel:
     def __init__(self, board: Board, win: str, events_win: str, controller: Controller | None, env: str):
         self.board, self.win, self.env, self.controller = board, win, env, controller
-        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=360))
+        self.pane = board.add(PropertiesPane(win, "control", self._rows, width=460, height=420))
         self.pane.log_every = 30.0  # its step counter changes all the time; epoch ends and close log it anyway
         self.events = board.add(TextPane(events_win, "events", width=460, height=300))
         self.status = Status("starting", 0, 0, 0)
         self.values: dict[str, Any] = {}  # in force, as the trainer last reported them
         self.shown: dict[str, Any] = {}  # in force, or accepted and on its way
         self.message = "edit a value and press Enter; buttons act at the next step"
+        self.fork_with = ""  # as typed: checked when typed, and again by the Fork itself
         self.ended = False
         self._flip = [False] * len(ROWS)  # see _rows
         self._entries: list[list] = []  # [key, html], oldest first
@@ -88,7 +92,11 @@ class ControlPanel:
             if entry is None:
                 self._add_entry(key, ev.time, ev.source, ev.accepted, ev.message)
                 entry = self._entries[-1]
-            if ev.accepted:
+            if ev.name == "fork":
+                entry[1] += " " + fork_html(ev)
+                self.message = ev.message
+                self._refresh(urgent=True)
+            elif ev.accepted:
                 lat = "" if ev.latency_ms is None else f", {ev.latency_ms:.0f} ms after the request"
                 entry[1] += f' <span style="color:#1a7f37">applied at epoch {ev.epoch}, step {ev.step}{lat}</span>'
             self.events.set(self._events_html(), urgent=True)
@@ -100,30 +108,7 @@ class ControlPanel:
         order = run_command(event, self.win, self.env)  # pause/resume/stop from the runs home
         if row is None and order is None:
             return
-        value = event.get("value")
-        cmd = None
-        if row is None:
-            row = "message"
-            if self.controller is None:
-                verdict = "read-only: this monitor has no controller"
-            elif self.ended:
-                verdict = f"the run has {self.status.state}; nothing to control"
-            elif order[0] not in ACTIONS:  # a run's values change from its own panel only
-                verdict = f"rejected: unknown command {shown(order[0])} from {order[1]}; allowed: {', '.join(ACTIONS)}"
-            else:
-                cmd = self.controller.submit(order[0], source=order[1])
-        elif row == "message":
-            verdict = ""
-        elif self.controller is None:
-            verdict = "read-only: this monitor has no controller"
-        elif self.ended:
-            verdict = f"the run has {self.status.state}; nothing to control"
-        elif row == "status":  # its button: Pause or Resume, whichever the controller's state calls for
-            cmd = self.controller.submit("resume" if self.controller.paused else "pause", source="panel")
-        elif row == "stop":
-            cmd = self.controller.submit("stop", source="panel")
-        else:
-            cmd = self.controller.submit(row, value, source="panel")
+        cmd, verdict = self._order(*order) if row is None else self._edit(row, event.get("value"))
         with self.board.lock:
             if cmd is not None:
                 verdict = cmd.message
@@ -134,9 +119,45 @@ class ControlPanel:
                 self.events.set(self._events_html(), urgent=True)
             if verdict is not None:
                 self.message = verdict
-            self._flip[ROWS.index(row)] ^= True
+            self._flip[ROWS.index(row or "message")] ^= True
             self._refresh(urgent=True)
         self.board.wake()
+
+    def _closed(self) -> str | None:
+        """Why no command can reach this run now, or None."""
+        if self.controller is None:
+            return "read-only: this monitor has no controller"
+        if self.ended:
+            return f"the run has {self.status.state}; nothing to control"
+        return None
+
+    def _order(self, name: str, source: str) -> tuple[Command | None, str | None]:
+        """A RunCommand from another client: an action only (a run's values change from its own panel)."""
+        if (closed := self._closed()) is not None:
+            return None, closed
+        if name not in ACTIONS:
+            return None, f"rejected: unknown command {shown(name)} from {source}; allowed: {', '.join(ACTIONS)}"
+        return self.controller.submit(name, source=source), None
+
+    def _edit(self, row: str, value) -> tuple[Command | None, str | None]:
+        """An edit or a click in the pane: (the command submitted, or None; the verdict when there is none)."""
+        if row == "message":
+            return None, ""
+        if (closed := self._closed()) is not None:
+            return None, closed
+        ctl = self.controller
+        if row == "status":  # its button: Pause or Resume, whichever the controller's state calls for
+            return ctl.submit("resume" if ctl.paused else "pause", source="panel"), None
+        if row == "fork_with":  # kept as typed, checked now and again when Fork is pressed
+            self.fork_with = str(value if value is not None else "").strip()[:200]
+            try:
+                parse_fork(self.fork_with, ctl.context)
+            except ConfigError as err:
+                return None, f"rejected: {err}"
+            return None, f"fork with {self.fork_with or 'the values in force'}: press Fork"
+        if row in ("stop", "fork"):
+            return ctl.submit(row, self.fork_with if row == "fork" else None, source="panel"), None
+        return ctl.submit(row, value, source="panel"), None
 
     # -- rendering (under the board's lock) -----------------------------------------------------
     def _describe(self, cmd: Command) -> str:
@@ -180,6 +201,10 @@ class ControlPanel:
         for name in SETTINGS:
             rows.append({"type": "text", "name": f"{name}: applies {RULES[name].applies}",
                          "value": format_value(self.shown.get(name), name)})
+        rows.append({"type": "text", "name": "fork with: what the fork changes (e.g. lr=3e-4 bs=64)",
+                     "value": self.fork_with})
+        rows.append({"type": "button", "name": "fork this run at the current step (this run goes on)",
+                     "value": "Fork" if live and not stopping else "-"})
         rows.append({"type": "button", "name": f"message: {self.message}", "value": "Clear"})
         # visdom's text input shows the typed text until its value prop changes; a rejected edit
         # would stay on screen when the value in force is sent back unchanged. A trailing space,
@@ -191,3 +216,12 @@ class ControlPanel:
 
     def _refresh(self, urgent: bool = False) -> None:
         self.pane.touch(urgent=urgent)
+
+
+def fork_html(ev: CommandEvent) -> str:
+    """How a fork went, for the events pane: a link to the new run's env, or the reason it failed."""
+    if not ev.accepted:
+        return f'<span style="color:#cf222e">{html.escape(ev.message)}</span>'
+    env = (ev.value or {}).get("env") if isinstance(ev.value, dict) else None
+    link = f'<a href="/env/{quote(env)}" target="_blank">open {html.escape(env)}</a>: ' if env else ""
+    return f'<span style="color:#1a7f37">{link}{html.escape(ev.message)}</span>'

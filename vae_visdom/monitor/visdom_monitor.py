@@ -199,16 +199,18 @@ class VisdomMonitor(Callback):
     @_guarded
     def on_command(self, event: CommandEvent) -> None:
         self.panel.on_command(event)
-        if event.accepted and event.name in SETTINGS:
+        if event.accepted and (event.name in SETTINGS or event.name == "fork"):
             old, new = self.values.get(event.name), event.value
             x, y = self._last_point
-            label = f"{event.name} {format_value(old, event.name)} -> {format_value(new, event.name)}"
+            label = f"fork: {new.get('env')}" if event.name == "fork" else \
+                f"{event.name} {format_value(old, event.name)} -> {format_value(new, event.name)}"
             with self.board.lock:
                 if y is None:
                     self._unplaced.append(label)
                 else:
                     self.loss.add("changes", x, y, text=label)
-                self.values[event.name] = new
+                if event.name in SETTINGS:
+                    self.values[event.name] = new
                 self._render_run()
 
     @_guarded

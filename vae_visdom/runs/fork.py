@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.safe_io import atomic_write
+from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
+from vae_visdom.train.events import Callback, ForkPoint
 
 COPIED = ("metrics.jsonl", "steps.jsonl", "events.jsonl")
 PNG = re.compile(r"(?:sample|reconstruction)_\d+\.png")
@@ -55,14 +57,15 @@ def source_checkpoint(parent: Path, at_epoch: int | None) -> Path:
 
 
 def create(parent: str | Path, at_epoch: int | None, runs_dir: str | Path, name: str | None = None,
-           out: str | None = None) -> tuple[Path, TrainConfig]:
-    """Make the fork's folder; returns (its folder, its config). Raises UsageError."""
+           out: str | None = None, state: dict | None = None) -> tuple[Path, TrainConfig]:
+    """Make the fork's folder from the parent's checkpoint (or from `state`, a live trainer's, for a fork
+    from the panel); returns (its folder, its config). Raises UsageError."""
     parent = Path(parent)
     if not (parent / "config.json").is_file():
         raise UsageError(f"--fork {parent}: no config.json there (not a run directory)")
-    src = source_checkpoint(parent, at_epoch)
+    src = source_checkpoint(parent, at_epoch) if state is None else None
     try:
-        state = checkpoint.read(src)
+        state = checkpoint.read(src) if state is None else state
     except checkpoint.CheckpointError as err:
         raise UsageError(f"--fork {parent}: {err}") from None
     cfg = TrainConfig.load(parent / "config.json")
@@ -74,7 +77,10 @@ def create(parent: str | Path, at_epoch: int | None, runs_dir: str | Path, name:
     if child.exists() and any(child.iterdir()):
         raise UsageError(f"--fork: {child} exists and is not empty; give another --name")
     child.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, child / checkpoint.CHECKPOINT)
+    if src is not None:
+        shutil.copyfile(src, child / checkpoint.CHECKPOINT)
+    else:
+        checkpoint.save(child, state, rotate=False)
     for f in COPIED:
         if (parent / f).is_file():
             shutil.copyfile(parent / f, child / f)
@@ -112,3 +118,48 @@ def start(args) -> Path:
 def _at(child: Path) -> str:
     at = TrainConfig.load(child / "config.json").forked_at or {}
     return f"epoch {at.get('epoch')}, step {at.get('step')}"
+
+
+class ForkLauncher(Callback):
+    """Starts the forks asked for from the panel (point 5 of the design: who owns the processes).
+
+    The trainer that is forked makes the new run's folder (create, from its state at the current step,
+    without stopping) and starts `vae-visdom train --resume CHILD --lr ...` as a process of its own: its own
+    session (a Ctrl-C or the end of the parent does not reach it), its output in CHILD/train.log, its own
+    lock, env and panel. It outlives the parent and the server like any run; the parent only reaps it
+    (no zombie) if it ends first. `vae-visdom runs` and the runs home learn that it died from its lock.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.children: list[subprocess.Popen] = []
+
+    def on_fork(self, point: ForkPoint) -> None:
+        try:
+            child, cfg = create(self.run_dir, None, self.run_dir.parent, state=point.state)
+            proc = spawn(child, point.changes)
+        except (UsageError, OSError, RunWriteError) as err:  # a verdict in the panel, never a stopped parent
+            point.outcome = f"fork failed: {err}"
+            return
+        self.children.append(proc)
+        point.child, point.env = str(child), cfg.name
+        point.outcome = f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step {point.state['step']} " \
+                        f"(pid {proc.pid}, output in {child.name}/{LOG}): env {cfg.name}"
+
+    def on_epoch_end(self, record, images) -> None:
+        self.children = [p for p in self.children if p.poll() is None]  # reap the ones that ended
+
+    def close(self) -> None:
+        self.on_epoch_end(None, None)  # the living ones go on: they are runs of their own
+
+
+LOG = "train.log"
+
+
+def spawn(child: Path, changes: dict) -> subprocess.Popen:
+    """`vae-visdom train --resume CHILD` with the changed values as flags, detached, output to CHILD/train.log."""
+    flags = [arg for k, v in changes.items() for arg in (f"--{k.replace('_', '-')}", repr(v))]
+    with open(child / LOG, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "vae_visdom", "train", "--resume", str(child), *flags],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)

@@ -19,7 +19,26 @@ from typing import Any
 from vae_visdom.config import RULES, ConfigError, parse_value, shown
 
 ACTIONS = ("pause", "resume", "stop")
-SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval
+SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval, beta
+FORK = "fork"  # a new run from this one's state at the current step (runs/fork.py: ForkLauncher)
+SHORT = {"bs": "batch_size", "batch": "batch_size", "batch_size": "batch_size", "log": "log_interval"}
+
+
+def parse_fork(raw: Any, ctx: dict | None = None) -> dict[str, Any]:
+    """What a fork changes, as typed: "lr=3e-4 batch_size=64" (commas or spaces between; bs for batch_size);
+    empty for a fork with the values in force. Every value is checked by its rule; ConfigError otherwise."""
+    text = "" if raw is None else str(raw).strip()
+    out: dict[str, Any] = {}
+    for part in text.replace(",", " ").split():
+        name, sep, value = part.partition("=")
+        name = name.strip().lower().replace("-", "_")
+        name = SHORT.get(name, name)
+        if not sep or not value.strip():
+            raise ConfigError(f"fork: {shown(part)} is not name=value; e.g. lr=3e-4 batch_size=64")
+        if name not in SETTINGS:
+            raise ConfigError(f"fork: {shown(name)} cannot be changed by a fork; allowed: {', '.join(SETTINGS)}")
+        out[name] = parse_value(name, value, ctx)
+    return out
 
 
 @dataclass
@@ -49,6 +68,8 @@ class Controller:
         now_m, now_w = time.monotonic(), time.time()
         if name in ACTIONS:
             cmd = Command(name, None, True, name, source, now_m, now_w)
+        elif name == FORK:
+            cmd = self._fork(raw, source, now_m, now_w)
         elif name in SETTINGS:
             try:
                 value = parse_value(name, raw, self.context)
@@ -61,7 +82,7 @@ class Controller:
                 cmd = Command(name, value, True, f"{name} = {value}: applies {RULES[name].applies}",
                               source, now_m, now_w)
         else:
-            allowed = ", ".join(ACTIONS + SETTINGS)
+            allowed = ", ".join(ACTIONS + SETTINGS + (FORK,))
             cmd = Command(name, raw, False, f"rejected: unknown command {shown(name)}; allowed: {allowed}",
                           source, now_m, now_w)
         with self._cond:
@@ -75,6 +96,18 @@ class Controller:
             self._queue.append(cmd)
             self._cond.notify_all()
         return cmd
+
+    def _fork(self, raw: Any, source: str, now_m: float, now_w: float) -> Command:
+        refused = self.context.get("fork_refused")  # why this run cannot fork (set by the session)
+        if refused:
+            return Command(FORK, raw, False, f"rejected: fork: {refused}", source, now_m, now_w)
+        try:
+            changes = parse_fork(raw, self.context)
+        except ConfigError as err:
+            return Command(FORK, raw, False, f"rejected: {err}", source, now_m, now_w)
+        said = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+        return Command(FORK, changes, True, f"fork{' with ' + said if said else ''}: starts at the next step",
+                       source, now_m, now_w)
 
     def pause(self, source: str = "api") -> Command:
         return self.submit("pause", source=source)

@@ -151,6 +151,23 @@ class NumbersFigure:
 Figure = ImageFigure | ScatterFigure | NumbersFigure
 
 
+@dataclass
+class ForkPoint:
+    """A fork asked for at a step: the trainer's whole state there (a checkpoint's content) and the values
+    the new run changes. The observer that starts the new run (runs/fork.py) fills in the outcome."""
+    state: dict
+    changes: dict
+    child: str | None = None  # the new run's folder, once made
+    env: str | None = None  # its visdom env
+    outcome: str = "nobody started the fork (no run folder, or no launcher)"
+
+    def answer(self, cmd) -> None:
+        """The fork command as it went: accepted once a run was started, with the outcome as its message
+        and, as its value, what changed and where the new run lives."""
+        cmd.accepted, cmd.message = self.child is not None, self.outcome
+        cmd.value = {"changes": self.changes, "run": self.child, "env": self.env}
+
+
 class Callback:
     """Base observer: override the hooks you need."""
 
@@ -166,6 +183,11 @@ class Callback:
         that it exists. Called after on_epoch_end of the epoch it covers."""
 
     def on_status(self, status: Status) -> None: ...
+
+    def on_fork(self, point: ForkPoint) -> None:
+        """A fork of this run at the current step was asked for (the panel's Fork): the one observer
+        that starts runs makes it and says how it went in point.child/env/outcome. Called before the
+        fork command's on_command, which carries that outcome."""
 
     def on_command(self, event: CommandEvent) -> None: ...
 

@@ -18,9 +18,9 @@ from vae_visdom.safe_io import RunWriteError
 from vae_visdom.train import checkpoint, distributed, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
-from vae_visdom.train.controller import SETTINGS, Command, Controller
-from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, Probe, Reason, Status,
-                                     StepLog)
+from vae_visdom.train.controller import FORK, SETTINGS, Command, Controller
+from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ForkPoint, Probe,
+                                     Reason, Status, StepLog)
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
 from vae_visdom.train.step import autocast_for, backward_and_step
@@ -41,8 +41,7 @@ class Trainer:
         self.run_dir, self.run_name = run_dir, run_name
         self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
         self.test_x = data.test.to(device)  # (M, C, H, W) uint8
-        self.data = data
-        self.n_train = len(data.train)
+        self.data, self.n_train = data, len(data.train)
         # live settings: the controller may change these between steps
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
@@ -105,6 +104,10 @@ class Trainer:
                 self._stop = True
             elif cmd.name in SETTINGS:
                 self.apply_setting(cmd.name, cmd.value)
+            elif cmd.name == FORK:
+                point = ForkPoint(self.state_dict(), dict(cmd.value))  # the state at this step, as a stop saves it
+                self._emit("on_fork", point)
+                point.answer(cmd)  # accepted once a run was started; its outcome is the command's message
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
                                               cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
@@ -159,8 +162,7 @@ class Trainer:
         if es is None:
             perm = torch.randperm(self.n_train, generator=self.data_gen).to(self.device)
             es = self.epoch_state = EpochState(perm, sums=torch.zeros(3, device=self.device))
-        t0 = time.perf_counter()
-        paused = 0.0
+        t0, paused = time.perf_counter(), 0.0
         while es.pos < self.n_train:
             if self.controller.has_pending() or self.controller.paused:
                 paused += self.poll()
@@ -187,12 +189,9 @@ class Trainer:
     def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
         """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass."""
         self.model.eval()
-        sums = torch.zeros(3, device=self.device)
-        first = None
+        sums, first = torch.zeros(3, device=self.device), None
         for x in self.dist.shard(self.test_x).split(TEST_BATCH):  # this rank's share; rank 0's comes first
-            x = to_unit_float(x)  # (B, C, H, W)
-            if self.cfg.binarize:
-                x = torch.bernoulli(x)
+            x = torch.bernoulli(to_unit_float(x)) if self.cfg.binarize else to_unit_float(x)  # (B, C, H, W)
             logits, mu, logvar = self.model(x)
             recon, kl = elbo_terms(logits, x, mu, logvar, self.model.likelihood, self.model.log_sigma)
             sums += torch.stack([(recon + kl).sum(), recon.sum(), kl.sum()])

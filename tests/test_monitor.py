@@ -137,7 +137,7 @@ def test_every_window_shows_what_the_trainer_reported(server, tmp_path):
         assert fact in run
     assert m.hook_errors == []
     control = panes[m.windows["control"]]["content"]
-    assert [r["value"] for r in control if r["type"] == "text"] == ["0.0003", "64", "3", "10", "1"]  # + beta
+    assert [r["value"] for r in control if r["type"] == "text"] == ["0.0003", "64", "3", "10", "1", ""]  # + beta, fork with
     assert "applied at epoch 2, step 40" in panes[m.windows["events"]]["content"]
 
 

@@ -7,6 +7,7 @@ the bytes of every HTTP body the monitor's client posts (the window messages; th
 idle). Prints each tree's bytes, bytes per epoch, and the ratio to the baseline.
 
     .venv/bin/python benchmarks/stream_bytes.py --baseline /path/to/old/checkout [--epochs 200] [--pace 0.25]
+        [--browser]     (and a headless Chromium watching each page: its CPU seconds, and their ratio)
 """
 from __future__ import annotations
 
@@ -22,7 +23,43 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def measure(epochs: int, pace: float) -> dict:
+class Watcher:
+    """Headless Chromium showing the run's page; the CPU seconds of all its processes while it watches
+    (utime + stime from /proc, the processes found by their profile folder in the command line)."""
+
+    def __init__(self, url: str, profile: Path):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = "/usr/bin/chromium"
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", f"--user-data-dir={profile}"):
+            opts.add_argument(flag)
+        self.profile = str(profile)
+        self.driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
+        self.driver.get(url)
+        time.sleep(3)  # the page loaded and drawn: what follows is watching
+        self.t0, self.cpu0 = time.perf_counter(), self.cpu()
+
+    def cpu(self) -> float:
+        total = 0.0
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and self.profile in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:  # gone meanwhile
+                pass
+        return total
+
+    def stop(self) -> dict:
+        out = {"browser_cpu_s": round(self.cpu() - self.cpu0, 1), "watched_s": round(time.perf_counter() - self.t0, 1)}
+        self.driver.quit()
+        return out
+
+
+def measure(epochs: int, pace: float, browser: bool = False) -> dict:
     """In this process (PYTHONPATH: the tree measured): one run, its bytes posted."""
     import torch
 
@@ -52,8 +89,14 @@ def measure(epochs: int, pace: float) -> dict:
     board._Client._handle_post = counting
 
     class Pace(Callback):
+        """Holds each epoch to `pace` s; with --browser, opens the run's page after epoch 1 (the env exists)."""
+        watcher = None
+
         def on_epoch_end(self, record, images):
             time.sleep(pace)
+            if browser and record.epoch == 1:
+                self.watcher = Watcher(f"http://127.0.0.1:{port}/env/bytes", tmp / "chromium")
+
 
     tmp = Path(tempfile.mkdtemp(prefix="bytes-"))
     port = find_free_port()
@@ -71,17 +114,20 @@ def measure(epochs: int, pace: float) -> dict:
         cfg = TrainConfig(epochs=epochs, batch_size=128, hidden_dim=64, latent_dim=8, log_interval=1, views=False,
                           port=port, env="bytes", out=str(tmp / "run"), device="cpu")
         t0 = time.perf_counter()
-        TrainingSession(cfg, data=data, callbacks=[Pace()], progress=False).run()
-        return {**posted, "seconds": round(time.perf_counter() - t0, 1), "epochs": epochs, "by_window": kinds}
+        pacer = Pace()
+        TrainingSession(cfg, data=data, callbacks=[pacer], progress=False).run()
+        watched = pacer.watcher.stop() if pacer.watcher else {}
+        return {**posted, "seconds": round(time.perf_counter() - t0, 1), "epochs": epochs, "by_window": kinds,
+                **watched}
     finally:
         server.terminate()
         server.wait(30)
 
 
-def run_trees(trees: dict[str, Path], epochs: int, pace: float) -> dict[str, dict]:
+def run_trees(trees: dict[str, Path], epochs: int, pace: float, browser: bool = False) -> dict[str, dict]:
     """Each tree in its own process, all at once (the same load on each)."""
     procs = {name: subprocess.Popen([sys.executable, __file__, "--inner", "--epochs", str(epochs), "--pace",
-                                     str(pace)], env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
+                                     str(pace), *(["--browser"] if browser else [])], env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, tree in trees.items()}
     results = {}
@@ -98,20 +144,28 @@ def main() -> int:
     p.add_argument("--baseline", type=Path, help="the tree to compare with (a checkout of an earlier commit)")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--pace", type=float, default=0.25, help="seconds each epoch is held (default 0.25)")
+    p.add_argument("--browser", action="store_true", help="also a headless Chromium watching each run's page: "
+                   "its CPU seconds while it watches")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.inner:
-        print(json.dumps(measure(args.epochs, args.pace)))
+        print(json.dumps(measure(args.epochs, args.pace, args.browser)))
         return 0
     trees = dict(([("baseline", args.baseline)] if args.baseline else []) + [("this tree", REPO)])
-    results = run_trees(trees, args.epochs, args.pace)
+    results = run_trees(trees, args.epochs, args.pace, args.browser)
     for name, r in results.items():
         print(f"{name:>10}: {r['bytes']:,} bytes in {r['posts']:,} posts over {r['epochs']} epochs "
               f"({r['bytes'] / r['epochs'] / 1024:.1f} KiB an epoch; {r['seconds']} s)")
         print("            by window: " + ", ".join(f"{k} {v / 1024:,.0f} KiB" for k, v in
                                              sorted(r["by_window"].items(), key=lambda kv: -kv[1])))
+        if "browser_cpu_s" in r:
+            print(f"            browser: {r['browser_cpu_s']} CPU s over {r['watched_s']} s watched "
+                  f"({r['browser_cpu_s'] / max(r['watched_s'], 1e-9):.1%} of a core)")
     if args.baseline:
         print(f"ratio this tree / baseline: {results['this tree']['bytes'] / results['baseline']['bytes']:.3f}")
+        if "browser_cpu_s" in results["baseline"]:
+            print(f"browser CPU ratio this tree / baseline: "
+                  f"{results['this tree']['browser_cpu_s'] / max(results['baseline']['browser_cpu_s'], 1e-9):.3f}")
     return 0
 
 

@@ -98,3 +98,37 @@ def test_step_back_follow_resume_and_replay_browse(server, page, tmp_path):  # n
     finally:
         stop.set()
         t.join(20)
+
+
+def test_stepping_back_works_after_a_server_restart(visdom_server_factory, tmp_path):
+    """The server is killed and started again (envs from its last save): the trainer's monitor reconnects,
+    and a step back in the page is answered with the epoch's images from the run folder."""
+    import json
+
+    import websocket
+
+    srv = visdom_server_factory()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    files = RunFiles(run_dir)
+    m = VisdomMonitor(port=srv.port, env="restarted", run_dir=run_dir)
+    m.on_run_start(run_info(run_dir))
+    for e in (1, 2, 3):
+        epoch(m, files, e)
+    assert m.flush(10) and m.wait_connected(10)
+    w = m.windows
+    srv.kill()
+    srv.start()
+    until(lambda: m.board.wait_connected(0.2) and w["view"] in window_data(srv, "restarted"),
+          "the monitor back on the restarted server", 30)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{srv.port}/socket", timeout=5)
+    try:
+        ws.send(json.dumps({"cmd": "forward_to_vis", "data": {"target": w["view"], "eid": "restarted",
+                                                             "event_type": "PropertyUpdate",
+                                                             "propertyId": ROWS.index("back"), "value": ""}}))
+        png = (run_dir / "sample_2.png").read_bytes()
+        until(lambda: showing(srv, "restarted", w["samples"], "epoch 2 of 3 (stepped back)", png),
+              "epoch 2 after the restart", 20)
+    finally:
+        ws.close()
+        m.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,59 @@ def test_a_live_status_without_a_lock_holder_is_crashed_and_without_evidence_sta
     assert load_run(run).state == "running"  # another machine's lock says nothing here
     (run / "status.json").write_text(json.dumps({"state": "finished"}))
     assert load_run(run).state == "finished"
+
+
+def test_a_tick_names_the_row_the_page_showed_not_one_that_moved_under_it(tmp_path):
+    """Rows are append-only; and where visdom sends the pane as the page showed it (0.3's pane_data), the
+    name shown there decides. A command without a connection is said, not pretended."""
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+
+    runs = tmp_path / "runs"
+    for name in ("x", "y"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "port": 1}))
+        (runs / name / "status.json").write_text(json.dumps({"state": "running"}))
+    home = RunsHome(runs, port=1)
+    home.scan()
+    first = home.order[0]
+
+    def tick(i: int, value=True, shown: list | None = None) -> None:
+        event = {"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate", "propertyId": i,
+                 "value": value}
+        if shown is not None:
+            event["pane_data"] = {"content": shown}
+        home.handle(event)
+
+    tick(len(ACTION_ROWS))
+    assert home.selected == {first}
+    (runs / "a-new").mkdir()
+    (runs / "a-new" / "config.json").write_text(json.dumps({"name": "a-new"}))
+    home.scan()
+    assert home.order[0] == first and home.order[2] == "a-new"  # new runs get new rows at the end
+    tick(len(ACTION_ROWS), False)  # the same row index: still the same run
+    assert home.selected == set()
+    page = home._rows()
+    page[len(ACTION_ROWS)], page[len(ACTION_ROWS) + 1] = page[len(ACTION_ROWS) + 1], page[len(ACTION_ROWS)]
+    tick(len(ACTION_ROWS), True, page)  # a page that showed another order: its name wins
+    assert home.selected == {home.order[1]}
+    tick(ACTION_ROWS.index("stop"))
+    assert "not sent (no connection to the server)" in home.message
+    tick(ACTION_ROWS.index("compare"))
+    assert home.message == "tick at least two runs to compare"
+
+
+def test_a_home_that_fails_is_one_server_log_line_and_the_server_stays(caplog):
+    import logging
+
+    from vae_visdom.serve.home_process import HomeProcess
+
+    home = HomeProcess(Path("."), "http://127.0.0.1", 1)
+    home.cmd = [sys.executable, "-c", "import sys; print('warming up', file=sys.stderr); sys.exit('boom: a bug')"]
+    with caplog.at_level(logging.INFO, logger="vae_visdom.serve.server"):
+        home.start()
+        home._watch.join(20)
+    (line,) = [r.getMessage() for r in caplog.records if "exited" in r.getMessage()]
+    assert "exited with code 1" in line and "boom: a bug" in line and "goes on without it" in line
 
 
 def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factory, browser, tmp_path):
@@ -147,6 +201,10 @@ def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factor
         assert "stop sent to b-running" in message and "a-finished is finished" in message, message
         (event,) = [e for e in read_jsonl(runs / "b-running" / "events.jsonl") if e["name"] == "stop"]
         assert event["source"] == "home" and event["accepted"]
+
+        home_pid = int(re.search(r"runs home: env runs for .* \(pid (\d+)\)", server.log_path.read_text()).group(1))
+        assert server.stop() == 0
+        assert not Path(f"/proc/{home_pid}").exists(), "the runs home outlived its server"
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -112,9 +112,9 @@ class RunsHome:
         newest = sorted(self.records, key=lambda n: -self.created[n])
         html = table_html([self.records[n] for n in newest], str(self.runs_dir), self.envs(), self.comparison)
         with self.board.lock:
-            self.table.height = min(900, 170 + 28 * max(1, len(newest)))
+            self.table.height = min(900, 130 + 26 * max(1, len(newest)))
             self.table.set(html)
-            self.actions.height = min(900, 230 + 34 * len(self.order))
+            self.actions.height = min(900, 200 + 24 * len(self.order))
         self.board.wake()
 
     def run(self) -> None:

@@ -19,6 +19,7 @@ log = logging.getLogger("vae_visdom.serve.server")
 
 class HomeProcess:
     def __init__(self, runs_dir: Path, server: str, port: int):
+        self.runs_dir = runs_dir
         self.cmd = [sys.executable, "-m", "vae_visdom", "home", "--runs-dir", str(runs_dir), "--server", server,
                     "--port", str(port)]
         self.proc: subprocess.Popen | None = None
@@ -37,7 +38,7 @@ class HomeProcess:
             os.setpriority(os.PRIO_PROCESS, self.proc.pid, 10)
         except OSError:
             pass
-        log.info("runs home: env runs for %s (pid %d)", self.cmd[self.cmd.index("--runs-dir") + 1], self.proc.pid)
+        log.info("runs home: env runs for %s (pid %d)", self.runs_dir, self.proc.pid)
         self._watch = threading.Thread(target=self._wait, name="runs-home", daemon=True)
         self._watch.start()
         return self

@@ -123,6 +123,19 @@ def test_a_home_that_fails_is_one_server_log_line_and_the_server_stays(caplog):
     assert "exited with code 1" in line and "boom: a bug" in line and "goes on without it" in line
 
 
+def test_a_server_with_login_keeps_its_home_too(visdom_server_factory, tmp_path):
+    """The home logs in with the credentials the server was given (it failed silently before)."""
+    server = visdom_server_factory(args=["--login", "--runs-dir", str(tmp_path)],
+                                   env={"VISDOM_USERNAME": "ada", "VISDOM_PASSWORD": "s3cret"})
+    client = server.client("runs", use_incoming_socket=False, username="ada", password="s3cret")
+
+    def panes() -> set[str]:
+        raw = client.get_window_data(env="runs")
+        return set(json.loads(raw)) if raw.startswith("{") else set()
+
+    until(lambda: panes() == {"runs-home-table", "runs-home-actions"}, "the home's panes behind a login", 20)
+
+
 def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factory, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -53,7 +53,7 @@ class RunsHome:
                  password: str | None = None):
         self.runs_dir, self.server, self.port, self.env = Path(runs_dir), server, port, env
         self.interval, self.username, self.password = interval, username, password
-        self.board = Board(server, port, env, log_path=None)
+        self.board = Board(server, port, env, log_path=None, username=username, password=password)
         self.table = self.board.add(TextPane(TABLE_WIN, "runs", width=1180, height=260))
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
         self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,

@@ -70,6 +70,19 @@ def test_a_live_status_without_a_lock_holder_is_crashed_and_without_evidence_sta
     assert load_run(run).state == "finished"
 
 
+def test_everything_a_run_folder_says_is_escaped(tmp_path):
+    from vae_visdom.monitor.home_table import table_html
+
+    run = tmp_path / "r"
+    run.mkdir()
+    evil = '<img src=x onerror="alert(1)">'
+    (run / "config.json").write_text(json.dumps({"name": evil, "env": evil, "model": evil, "dataset": evil,
+                                                 "parent": f"/x/{evil}", "lr": evil, "epochs": 1}))
+    (run / "status.json").write_text(json.dumps({"state": evil, "values": {"batch_size": evil}}))
+    html = table_html([load_run(run)], evil, envs={evil})
+    assert "<img" not in html and "&lt;img" in html
+
+
 def test_a_tick_names_the_row_the_page_showed_not_one_that_moved_under_it(tmp_path):
     """Rows are append-only; and where visdom sends the pane as the page showed it (0.3's pane_data), the
     name shown there decides. A command without a connection is said, not pretended."""
@@ -205,6 +218,10 @@ def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factor
         until(lambda: both(compared()), "a comparison with both runs' curves", 30)
         until(lambda: f'href="/env/{env}"' in browser.page_source, "a link to the comparison on the home page")
 
+        press("Pause selected")
+        until(lambda: table().get("b-running") == "paused", f"b paused in the table (shows {table()})", 30, every=0.3)
+        press("Resume selected")
+        until(lambda: table().get("b-running") == "running", f"b running again (shows {table()})", 30, every=0.3)
         press("Stop selected")
         assert procs["b-running"].wait(60) == 0, (tmp_path / "b-running.log").read_text()[-2000:]
         assert state(runs / "b-running") == "stopped" and (runs / "b-running" / "checkpoint.pt").exists()
@@ -214,6 +231,7 @@ def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factor
         assert "stop sent to b-running" in message and "a-finished is finished" in message, message
         (event,) = [e for e in read_jsonl(runs / "b-running" / "events.jsonl") if e["name"] == "stop"]
         assert event["source"] == "home" and event["accepted"]
+        assert [e["name"] for e in read_jsonl(runs / "b-running" / "events.jsonl")] == ["pause", "resume", "stop"]
 
         home_pid = int(re.search(r"runs home: env runs for .* \(pid (\d+)\)", server.log_path.read_text()).group(1))
         assert server.stop() == 0

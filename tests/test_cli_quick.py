@@ -69,7 +69,8 @@ def test_the_listed_help_of_each_subcommand_is_its_modules_own():
         sub.build(name)
     built = {a.dest: a.help for a in sub._choices_actions}
     assert listed == built
-    assert set(built) == {"train", "serve", "assets", "data", "replay", "eval", "runs", "compare", "sweep", "animate"}
+    assert set(built) == {"train", "serve", "assets", "data", "replay", "eval", "runs", "compare", "home", "sweep",
+                          "animate"}
 
 
 def test_a_lazy_subcommand_parses_as_before():

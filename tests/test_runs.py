@@ -222,7 +222,8 @@ def test_a_run_killed_mid_epoch_resumes_without_duplicated_points(visdom_server,
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1]
-    assert load_run(run_dir).state == "running"  # it could not say otherwise
+    assert load_run(run_dir).status["state"] == "running"  # it could not say otherwise,
+    assert load_run(run_dir).state == "crashed"  # but its trainer.lock is free and its pid gone
 
     proc = _train("--resume", str(run_dir), log=log)
     assert proc.wait(300) == 0, log.read_text()[-3000:]

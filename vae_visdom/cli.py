@@ -1,4 +1,4 @@
-"""`vae-visdom` command line: train, serve, replay, eval, runs, compare, sweep, data, assets. Nothing imports it.
+"""`vae-visdom` command line: train, serve, replay, eval, runs, compare, home, sweep, data, assets. Nothing imports it.
 
 The parser is quick: each subcommand's module is imported (below, by name) only when that subcommand is
 the one given, so `vae-visdom --help`, `train --help` and `runs` never import torch, and a missing or
@@ -130,6 +130,14 @@ def add_compare_cli(sub) -> None:
     add_cli(sub)
 
 
+def add_home_cli(sub) -> None:
+    compat.without_torch()  # before visdom, which tries torch: the home never needs it (seconds, ~200 MB)
+    _need_visdom("home")
+    from vae_visdom.monitor.home import add_cli  # late: visdom
+
+    add_cli(sub)
+
+
 def _need_visdom(command: str) -> None:
     problem = compat.visdom_problem()
     if problem:
@@ -143,10 +151,12 @@ HELP = {  # the list `vae-visdom --help` shows; tests/test_cli_quick.py holds ea
     "replay": "draw a run's visdom windows again from RUN_DIR/visdom.log",
     "eval": "importance-weighted test log-likelihood of a finished run",
     "compare": "lay runs side by side in a visdom env",
+    "home": "keep the env `runs`: every run, its status, and actions on them",
     "sweep": "train a grid of runs (comma lists) and compare them",
     "animate": "the prior samples epoch by epoch as an animated GIF",
 }
 LAZY = {"data": add_data_cli, "replay": add_replay_cli, "eval": add_eval_cli, "compare": add_compare_cli,
+        "home": add_home_cli,
         "sweep": add_sweep_cli, "animate": add_animate_cli}
 
 
@@ -156,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_cli(sub)
     server.add_cli(sub)  # serve/ imports tornado and visdom only when a server starts
     assets.add_cli(sub)
-    for name in ("data", "replay", "eval", "runs", "compare", "sweep", "animate"):  # the order `--help` lists them in
+    for name in ("data", "replay", "eval", "runs", "compare", "home", "sweep", "animate"):  # the order `--help` lists them in
         if name == "runs":
             tables.add_cli(sub)  # light: the runs' files are JSON
         else:

@@ -4,9 +4,16 @@
     replay(run_dir, server, port, env)                      draw a run again from RUN_DIR/visdom.log
     add_cli(subparsers)                                     registers `vae-visdom replay`
 
+VisdomMonitor and TITLES are imported on first use (PEP 562), not with the package: the runs
+home (monitor/home.py) runs in a process that never imports torch, and visdom_monitor does.
 Importing this package imports visdom (the CLI skips it where visdom is missing).
 """
-from vae_visdom.monitor.replay import add_cli, replay
-from vae_visdom.monitor.visdom_monitor import TITLES, VisdomMonitor
+import importlib
 
-__all__ = ["VisdomMonitor", "replay", "add_cli", "TITLES"]
+from vae_visdom.monitor.replay import add_cli, replay
+
+
+def __getattr__(name: str):
+    if name in ("VisdomMonitor", "TITLES"):
+        return getattr(importlib.import_module("vae_visdom.monitor.visdom_monitor"), name)
+    raise AttributeError(f"module 'vae_visdom.monitor' has no attribute {name!r}")

@@ -32,6 +32,7 @@ from vae_visdom.monitor.windows import ImageGrid, Message, Window, encode_grid
 
 log = logging.getLogger(__name__)
 SENDER_NICE = 10  # the sender thread's niceness: streaming must not take CPU from training
+LOG_NAME = "visdom.log"  # the windows as JSON lines in the run folder: what `vae-visdom replay` draws again
 POST_TIMEOUT = (3.05, 15.0)  # connect, read: a server that hangs must not hang the sender forever
 
 

@@ -44,6 +44,19 @@ class EventSocket:
         self._thread.start()
         return self
 
+    def send(self, msg: dict) -> bool:
+        """Send one JSON message on the socket (e.g. run_command_message); False while it is not connected.
+        Any thread: websocket-client serialises frames under its own lock."""
+        app = self._app
+        if app is None or not self.connected.is_set():
+            return False
+        try:
+            app.send(json.dumps(msg))
+        except Exception as err:  # closed half-way: the caller says it did not go
+            log.debug("event socket send: %s", err)
+            return False
+        return True
+
     def close(self, timeout: float = 2.0) -> None:
         self._closed.set()
         app = self._app

@@ -10,8 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vae_visdom.monitor.board import connect
-from vae_visdom.monitor.visdom_monitor import LOG_NAME
+from vae_visdom.monitor.board import LOG_NAME, connect
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
-from vae_visdom.monitor.board import Board, preload
+from vae_visdom.monitor.board import LOG_NAME, Board, preload
 from vae_visdom.monitor.content import (figure_html, figure_title, restore_from_rows, run_html,
                                         scatter_traces)
 from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, ensure, fit_range
@@ -32,7 +32,6 @@ from vae_visdom.train.controller import SETTINGS, Controller
 from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ImageFigure, NumbersFigure,
                                      RunInfo, ScatterFigure, Status, StepLog)
 
-LOG_NAME = "visdom.log"
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.
 # Measured with a headless Chromium watching on the 2-core machine: they were ~40% of its CPU.

@@ -67,24 +67,59 @@ class RunLock:
 
 def holder(run_dir: str | Path) -> str | None:
     """Who holds the folder ("pid 123 on host, since ..."), or None when nobody does or it cannot
-    be told. For listings (`vae-visdom runs`: a "running" run whose lock is free was killed).
+    be told. For listings and messages."""
+    if not is_held(run_dir):
+        return None
+    try:
+        return describe((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8"))
+    except OSError:
+        return "a trainer"
+
+
+def is_held(run_dir: str | Path) -> bool | None:
+    """True while a trainer holds the folder, False when there is evidence that none does, None when it
+    cannot be told (no /proc/locks, no lock file, a lock taken on another host, a trainer that could not
+    lock). What `vae-visdom runs` and the runs home use to tell a crashed run from a running one.
+
     Reads /proc/locks (Linux) rather than trying the lock, which could make a trainer starting at
-    that instant find the folder busy."""
+    that instant find the folder busy. /proc/locks lists the locks of this machine (and, in a
+    container, of its namespace): a lock file that names another host says nothing here."""
     path = Path(run_dir) / LOCK_NAME
     try:
         st = path.stat()
         table = Path("/proc/locks").read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError:
         return None
     me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in table.splitlines():
         fields = line.split()
         if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == me:
-            try:
-                return describe(path.read_text(encoding="utf-8"))
-            except OSError:
-                return "a trainer"
-    return None
+            return True
+    try:  # an empty file: a trainer that got no flock (e.g. NFS) runs unlocked, or one is starting right now
+        info = json.loads(text)
+        pid, started, mine = int(info["pid"]), float(info["started"]), info.get("host") == socket.gethostname()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    # no lock seen: the holder's process must be gone too, since on some file systems (overlay) the device
+    # /proc/locks names is not the one stat() gives, and a missed entry must not read as a crash
+    return False if mine and _gone(pid, started) else None
+
+
+def _gone(pid: int, started: float) -> bool:
+    """The process that wrote the lock file at `started` has ended: no such pid, a zombie, or the pid now
+    belongs to a process started later (pids are reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except FileNotFoundError:  # (/proc itself is there: is_held read /proc/locks)
+        return True
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime field 22
+    born = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return fields[0] in ("Z", "X") or born > started + 2.0  # btime is whole seconds: a margin
 
 
 def describe(text: str) -> str:

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vae_visdom.runs.jsonl import read_jsonl
+from vae_visdom.runs.lock import is_held
 
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",
                        "latent_dim": "latent", "epochs": "epochs", "hidden_dim": "hidden", "likelihood": "lik",
                        "binarize": "bin", "seed": "seed", "beta": "beta"}
+LIVE_STATES = ("starting", "running", "paused", "stopping")  # status.json states of a trainer still at work
 LISTED = ("model", "dataset", "lr", "batch_size", "optimizer", "latent_dim")  # columns of `vae-visdom runs`
 
 
@@ -37,14 +39,17 @@ class RunRecord:
     status: dict = field(default_factory=dict)  # status.json ({} before the first write)
     metrics: list[dict] = field(default_factory=list)  # metrics.jsonl: one row per epoch, by epoch
     updated: float | None = None  # newest modification time of the run's files (time.time() scale)
+    held: bool | None = None  # its trainer.lock held by a live trainer (lock.is_held); None: cannot be told
 
     @property
     def state(self) -> str:
-        """starting | running | paused | stopping | stopped | finished | failed, or unknown.
+        """starting | running | paused | stopping | stopped | finished | failed | crashed, or unknown.
 
-        A process killed with SIGKILL cannot say so: its status stays "running" and only
-        `updated` (which stops moving) tells the difference."""
-        return str(self.status.get("state") or "unknown")
+        A process killed with SIGKILL cannot say so: its status.json keeps a live state. "crashed" is
+        that state with evidence that no trainer holds the folder any more (lock.is_held is False);
+        without evidence (no /proc/locks, another host) the status.json state stands."""
+        state = str(self.status.get("state") or "unknown")
+        return "crashed" if state in LIVE_STATES and self.held is False else state
 
     @property
     def epochs_done(self) -> int:
@@ -93,16 +98,26 @@ def load_run(run_dir: str | Path) -> RunRecord:
         raise FileNotFoundError(f"{d}: no config.json (not a run directory)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
-    status: dict = {}
-    try:
-        status = json.loads((d / "status.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        pass  # not written yet, or torn: the listing says "unknown"
+    status = _read_status(d)
+    held = None
+    if status.get("state") in LIVE_STATES:
+        held = is_held(d)
+        if held is False:  # the run may have ended between the two reads: its last word counts
+            status = _read_status(d)
     by_epoch = {int(r["epoch"]): r for r in read_jsonl(d / "metrics.jsonl") if "epoch" in r}
     mtimes = [p.stat().st_mtime for p in (d / n for n in ("config.json", "status.json", "metrics.jsonl",
                                                             "steps.jsonl", "events.jsonl")) if p.exists()]
     return RunRecord(name=str(config.get("name") or d.name), run_dir=d, config=config, status=status,
-                     metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None)
+                     metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None,
+                     held=held)
+
+
+def _read_status(d: Path) -> dict:
+    try:
+        status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # not written yet, or torn: the listing says "unknown"
+    return status if isinstance(status, dict) else {}
 
 
 def find_runs(runs_dir: str | Path) -> list[RunRecord]:

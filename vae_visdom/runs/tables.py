@@ -73,8 +73,10 @@ def add_cli(subparsers) -> None:
     """Register `vae-visdom runs`."""
     p = subparsers.add_parser("runs", help="list the runs in a runs directory",
                               description="List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
-                                          "key hyperparameters. A run killed hard still says 'running': "
-                                          "UPDATED tells when its files last changed.")
+                                          "key hyperparameters. A run whose trainer is gone without a word "
+                                          "(kill -9, a power cut) says 'crashed' where this machine can tell "
+                                          "(its trainer.lock is free: Linux, same host); elsewhere it keeps "
+                                          "its last status, and UPDATED tells when its files last changed.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
     p.set_defaults(func=cmd_runs)
@@ -87,7 +89,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     records = find_runs(args.runs_dir)
     if args.json:
         for r in records:
-            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state,
+            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state, "held": r.held,
                               "epochs_done": r.epochs_done, "epochs_total": r.epochs_total, "best": r.best,
                               "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated}))
         return 0

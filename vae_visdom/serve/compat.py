@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 # visdom version -> the Python it installs on (visdom 0.3 refuses to import below Python 3.12)
@@ -61,3 +62,21 @@ def visdom_problem() -> str | None:
     except UnsupportedVisdom as err:
         return str(err)
     return None
+
+
+class _NoTorch:
+    """A meta-path finder under which `import torch` fails as where torch is not installed (sys.modules keeps no
+    placeholder for other libraries to trip on)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not loaded by the visdom server)", name=name)
+        return None
+
+
+def without_torch() -> None:
+    """The server and the runs home never need torch, but `import visdom` tries it (its client converts
+    tensors): seconds and ~200 MB saved by making that import fail. For those processes only (call it before
+    visdom is imported); a process that has torch keeps it."""
+    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoTorch())

@@ -16,7 +16,7 @@ from vae_visdom.safe_io import atomic_write
 log = logging.getLogger("vae_visdom.serve.server")
 
 LOCK_NAME = "vae_visdom_server.lock"  # no ".json" in it: visdom loads every *.json* file of the folder as an env
-RUN_LOG = "visdom.log"  # the monitor's replay log in a run folder (vae_visdom.monitor.visdom_monitor.LOG_NAME)
+RUN_LOG = "visdom.log"  # the monitor's replay log in a run folder (vae_visdom.monitor.board.LOG_NAME)
 
 
 # ---- env files --------------------------------------------------------------------------------------

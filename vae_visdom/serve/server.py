@@ -28,6 +28,10 @@ What differs from `python -m visdom.server` (visdom 0.2.4), and why:
   the server already answering keeps its envs elsewhere.
 - Catch-up: after it starts listening, the server replays (`vae-visdom replay`, in the background)
   every run under --runs-dir whose visdom.log is newer than the env saved for it.
+- Runs home: beside it runs `vae-visdom home` for --runs-dir (serve/home_process.py), which keeps the
+  env `runs` (http://127.0.0.1:8097/env/runs): every run with its true status, and buttons to compare,
+  pause, resume or stop the ticked runs. A child process, ended with the server; if it fails, the
+  server logs one line and goes on. --no-home leaves it out.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from pathlib import Path
 
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
+from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
 from vae_visdom.serve import assets, compat
@@ -68,7 +73,7 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 
 
 async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None,
-               runs_dir: Path) -> int:
+               runs_dir: Path, home: bool = True) -> int:
     import threading
 
     from tornado.httpserver import HTTPServer
@@ -88,10 +93,13 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     catching_up = threading.Thread(target=catch_up, args=(runs_dir, env_path, server_address, port, stopping),
                                    name="catch-up", daemon=True)
     catching_up.start()
+    runs_home = HomeProcess(runs_dir, server_address, port).start() if home else None
     await stop.wait()
     stopping.set()
     server.stop()
     catching_up.join(5)
+    if runs_home is not None:
+        runs_home.stop()
     saved = save_envs(app)
     log.info("%s: saved %d env(s) to %s: %s", signal.Signals(got[0]).name, len(saved), env_path, ", ".join(saved))
     return 0
@@ -111,7 +119,7 @@ def _ensure_assets() -> str | None:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-          login: bool = False, runs_dir: str | os.PathLike = "runs") -> int:
+          login: bool = False, runs_dir: str | os.PathLike = "runs", home: bool = True) -> int:
     """Run the server in this process until SIGINT/SIGTERM; returns the exit code."""
     env_path = Path(env_path or default_env_path()).expanduser().resolve()
     runs_dir = Path(runs_dir).expanduser().resolve()
@@ -145,7 +153,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os
             else:
                 print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir))
+        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir, home))
     finally:
         os.close(lock)  # after the exit save: the next server must not load envs half written
 
@@ -167,7 +175,7 @@ def _check_access(host: str, login: bool) -> dict | None | int:
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
            log_file: str | os.PathLike | None = None, login: bool = False,
-           runs_dir: str | os.PathLike = "runs") -> int:
+           runs_dir: str | os.PathLike = "runs", home: bool = True) -> int:
     """Make sure a visdom server answers on host:port, starting one in the background if needed.
 
     A server already answering is reused, unless --env-path was given and it keeps its envs elsewhere."""
@@ -187,6 +195,7 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
     cmd = [sys.executable, "-m", "vae_visdom.serve.server", "--host", host, "--port", str(port),
            "--env-path", str(env_path), "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     cmd += ["--login"] if login else []
+    cmd += [] if home else ["--no-home"]
     with open(log_path, "ab") as out:
         # new session: the server outlives this shell and its Ctrl-C; credentials travel in the env
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -230,33 +239,16 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-class _NoTorch:
-    """A meta-path finder under which `import torch` fails as where torch is not installed (sys.modules keeps no
-    placeholder for other libraries to trip on)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError(f"No module named {name!r} (not loaded by the visdom server)", name=name)
-        return None
-
-
-def _without_torch() -> None:
-    """The server never needs torch, but `import visdom` tries it (its client converts tensors): seconds and
-    ~200 MB saved by making that import fail. The server process only; a process that has torch keeps it."""
-    if "torch" not in sys.modules and not any(isinstance(f, _NoTorch) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoTorch())
-
-
 def _run_cli(args: argparse.Namespace) -> int:
     if args.detach:
-        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir)
+        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir, not args.no_home)
     logging.basicConfig(level=logging.INFO, filename=args.log,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
     # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
     logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
-    _without_torch()
-    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir)
+    compat.without_torch()
+    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir, not args.no_home)
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
@@ -267,7 +259,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where envs are saved and loaded (default ~/.visdom); one server per folder")
     p.add_argument("--runs-dir", default="runs",
                    help="after starting, replay (in the background) each run here whose visdom.log is newer than "
-                        "its saved env, e.g. a run that went on while the server was down (default: ./runs)")
+                        "its saved env, e.g. a run that went on while the server was down; and list them all in the "
+                        "env `runs` (default: ./runs)")
+    p.add_argument("--no-home", action="store_true",
+                   help="do not keep the env `runs` (the runs home: every run in --runs-dir, with actions)")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

@@ -1,0 +1,243 @@
+"""The runs home (env `runs`, started by `vae-visdom serve`): real trainer processes, a real server, real
+Chromium. A finished, a running and a kill -9'ed run show their true status; two ticked runs make a
+comparison env with both; Stop selected stops the running run, which ends `stopped` with a checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import REPO, screenshot, until
+from tests.test_e2e_browser import keep_for_docs
+from tests.test_monitor import window_data
+from vae_visdom.runs.jsonl import read_jsonl
+from vae_visdom.runs.lock import RunLock, is_held
+from vae_visdom.runs.records import find_runs, load_run
+
+
+def image_folder(root: Path, n: int = 48) -> Path:
+    """n small generated grey PNGs: a data set that trains in a blink."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), "L").save(root / f"{i:03d}.png")
+    return root
+
+
+def trainer(runs: Path, name: str, data: Path, port: int, epochs: int, visdom: bool) -> subprocess.Popen:
+    """A `vae-visdom train` process, niced: the browser and the server come first on 2 cores."""
+    cmd = ["nice", "-n", "15", sys.executable, "-m", "vae_visdom", "train", "--dataset", "folder", "--data-dir",
+           str(data), "--model", "mlp", "--batch-size", "16", "--log-interval", "1", "--no-views", "--epochs",
+           str(epochs), "--out", str(runs / name), "--port", str(port), *([] if visdom else ["--no-visdom"])]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "VAE_VISDOM_CACHE": str(runs.parent / "cache")}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(runs.parent / f"{name}.log", "wb"))
+
+
+def state(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "status.json").read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_live_status_without_a_lock_holder_is_crashed_and_without_evidence_stays(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "r", "epochs": 3}))
+    (run / "status.json").write_text(json.dumps({"state": "running"}))
+    lock = RunLock(run).acquire()
+    assert is_held(run) is True and load_run(run).state == "running"
+    lock.release()  # the lock file still names this (live) process: no evidence yet that the run is gone
+    assert is_held(run) is None and load_run(run).state == "running"
+    info = json.loads((run / "trainer.lock").read_text())
+    (run / "trainer.lock").write_text(json.dumps({**info, "pid": 2**22 + 7}))  # above pid_max: gone
+    assert is_held(run) is False and load_run(run).state == "crashed"
+    (run / "trainer.lock").write_text(json.dumps({**info, "pid": 2**22 + 7, "host": "elsewhere"}))
+    assert load_run(run).state == "running"  # another machine's lock says nothing here
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    assert load_run(run).state == "finished"
+
+
+def test_everything_a_run_folder_says_is_escaped(tmp_path):
+    from vae_visdom.monitor.home_table import table_html
+
+    run = tmp_path / "r"
+    run.mkdir()
+    evil = '<img src=x onerror="alert(1)">'
+    (run / "config.json").write_text(json.dumps({"name": evil, "env": evil, "model": evil, "dataset": evil,
+                                                 "parent": f"/x/{evil}", "lr": evil, "epochs": 1}))
+    (run / "status.json").write_text(json.dumps({"state": evil, "values": {"batch_size": evil}}))
+    html = table_html([load_run(run)], evil, envs={evil})
+    assert "<img" not in html and "&lt;img" in html
+
+
+def test_a_tick_names_the_row_the_page_showed_not_one_that_moved_under_it(tmp_path):
+    """Rows are append-only; and where visdom sends the pane as the page showed it (0.3's pane_data), the
+    name shown there decides. A command without a connection is said, not pretended."""
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+
+    runs = tmp_path / "runs"
+    for name in ("x", "y"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "port": 1}))
+        (runs / name / "status.json").write_text(json.dumps({"state": "running"}))
+    home = RunsHome(runs, port=1)
+    home.scan()
+    first = home.order[0]
+
+    def tick(i: int, value=True, shown: list | None = None) -> None:
+        event = {"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate", "propertyId": i,
+                 "value": value}
+        if shown is not None:
+            event["pane_data"] = {"content": shown}
+        home.handle(event)
+
+    tick(len(ACTION_ROWS))
+    assert home.selected == {first}
+    (runs / "a-new").mkdir()
+    (runs / "a-new" / "config.json").write_text(json.dumps({"name": "a-new"}))
+    home.scan()
+    assert home.order[0] == first and home.order[2] == "a-new"  # new runs get new rows at the end
+    tick(len(ACTION_ROWS), False)  # the same row index: still the same run
+    assert home.selected == set()
+    page = home._rows()
+    page[len(ACTION_ROWS)], page[len(ACTION_ROWS) + 1] = page[len(ACTION_ROWS) + 1], page[len(ACTION_ROWS)]
+    tick(len(ACTION_ROWS), True, page)  # a page that showed another order: its name wins
+    assert home.selected == {home.order[1]}
+    tick(ACTION_ROWS.index("stop"))
+    assert "not sent (no connection to the server)" in home.message
+    tick(ACTION_ROWS.index("compare"))
+    assert home.message == "tick at least two runs to compare"
+
+
+def test_a_home_that_fails_is_one_server_log_line_and_the_server_stays(caplog):
+    import logging
+
+    from vae_visdom.serve.home_process import HomeProcess
+
+    home = HomeProcess(Path("."), "http://127.0.0.1", 1)
+    home.cmd = [sys.executable, "-c", "import sys; print('warming up', file=sys.stderr); sys.exit('boom: a bug')"]
+    with caplog.at_level(logging.INFO, logger="vae_visdom.serve.server"):
+        home.start()
+        home._watch.join(20)
+    (line,) = [r.getMessage() for r in caplog.records if "exited" in r.getMessage()]
+    assert "exited with code 1" in line and "boom: a bug" in line and "goes on without it" in line
+
+
+def test_a_server_with_login_keeps_its_home_too(visdom_server_factory, tmp_path):
+    """The home logs in with the credentials the server was given (it failed silently before)."""
+    server = visdom_server_factory(args=["--login", "--runs-dir", str(tmp_path)],
+                                   env={"VISDOM_USERNAME": "ada", "VISDOM_PASSWORD": "s3cret"})
+    client = server.client("runs", use_incoming_socket=False, username="ada", password="s3cret")
+
+    def panes() -> set[str]:
+        raw = client.get_window_data(env="runs")
+        return set(json.loads(raw)) if raw.startswith("{") else set()
+
+    until(lambda: panes() == {"runs-home-table", "runs-home-actions"}, "the home's panes behind a login", 20)
+
+
+def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factory, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    runs, data = tmp_path / "runs", image_folder(tmp_path / "images")
+    runs.mkdir()
+    server = visdom_server_factory(args=["--runs-dir", str(runs)])
+    procs = {"a-finished": trainer(runs, "a-finished", data, server.port, 2, visdom=False),
+             "b-running": trainer(runs, "b-running", data, server.port, 100000, visdom=True),
+             "c-killed": trainer(runs, "c-killed", data, server.port, 100000, visdom=False)}
+    try:
+        killed = runs / "c-killed"
+        until(lambda: read_jsonl(killed / "steps.jsonl") and state(killed) == "running", "c to train", 90)
+        procs["c-killed"].send_signal(signal.SIGKILL)
+        procs["c-killed"].wait(10)
+        assert procs["a-finished"].wait(90) == 0, (tmp_path / "a-finished.log").read_text()[-2000:]
+        until(lambda: read_jsonl(runs / "b-running" / "metrics.jsonl"), "b to finish an epoch", 90)
+        assert {r.name: r.state for r in find_runs(runs)} == {"a-finished": "finished", "b-running": "running",
+                                                              "c-killed": "crashed"}
+
+        browser.get(f"{server.url}/env/runs")
+
+        def table() -> dict[str, str]:
+            """run -> status, as the page shows the table (read in one script: the pane is redrawn under us)."""
+            rows = browser.execute_script(
+                "return [...document.querySelectorAll('.layout table tr')].map("
+                "tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))")
+            return {cells[0]: cells[1] for cells in rows if len(cells) > 2}
+
+        expected = {"a-finished": "finished", "b-running": "running", "c-killed": "crashed"}
+        until(lambda: table() == expected, f"the table to show {expected} (shows {table()})", 30, every=0.3)
+        keep_for_docs(screenshot(browser, tmp_path / "runs_home.png"), "runs_home.png")
+
+        def tick(name: str) -> None:
+            for tr in browser.find_elements(By.CSS_SELECTOR, ".content-properties tr"):
+                if tr.text.strip() == name:
+                    tr.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+                    return
+            pytest.fail(f"no checkbox row {name}")
+
+        def press(label: str) -> None:
+            until(lambda: [b for b in browser.find_elements(By.CSS_SELECTOR, ".content-properties button")
+                           if b.text.strip() == label], label)[0].click()
+
+        def ticked() -> set[str]:
+            return set(browser.execute_script(
+                "return [...document.querySelectorAll('.content-properties tr')]"
+                ".filter(tr => tr.querySelector('input[type=checkbox]:checked')).map(tr => tr.innerText.trim())"))
+
+        tick("a-finished")
+        until(lambda: ticked() == {"a-finished"}, "a ticked")
+        tick("b-running")
+        until(lambda: ticked() == {"a-finished", "b-running"}, "a and b ticked")
+        press("Compare selected")
+        env = "compare-a-finished-b-running"
+
+        def compared() -> set[str]:
+            try:
+                panes = window_data(server, env)
+            except Exception:  # not there yet
+                return set()
+            return {t["name"] for p in panes.values() if p.get("type") == "plot" for t in p["content"]["data"]}
+
+        def both(names: set[str]) -> bool:  # legends: the run's name and what differs, "a-finished (epochs=2) test"
+            return all(any(n.startswith(run) and n.endswith(split) for n in names)
+                       for run in ("a-finished", "b-running") for split in ("train", "test"))
+
+        until(lambda: both(compared()), "a comparison with both runs' curves", 30)
+        until(lambda: f'href="/env/{env}"' in browser.page_source, "a link to the comparison on the home page")
+
+        press("Pause selected")
+        until(lambda: table().get("b-running") == "paused", f"b paused in the table (shows {table()})", 30, every=0.3)
+        press("Resume selected")
+        until(lambda: table().get("b-running") == "running", f"b running again (shows {table()})", 30, every=0.3)
+        press("Stop selected")
+        assert procs["b-running"].wait(60) == 0, (tmp_path / "b-running.log").read_text()[-2000:]
+        assert state(runs / "b-running") == "stopped" and (runs / "b-running" / "checkpoint.pt").exists()
+        stopped = {**expected, "b-running": "stopped"}
+        until(lambda: table() == stopped, f"the table to show {stopped} (shows {table()})", 30, every=0.3)
+        message = browser.find_element(By.CSS_SELECTOR, ".content-properties").text
+        assert "stop sent to b-running" in message and "a-finished is finished" in message, message
+        (event,) = [e for e in read_jsonl(runs / "b-running" / "events.jsonl") if e["name"] == "stop"]
+        assert event["source"] == "home" and event["accepted"]
+        assert [e["name"] for e in read_jsonl(runs / "b-running" / "events.jsonl")] == ["pause", "resume", "stop"]
+
+        home_pid = int(re.search(r"runs home: env runs for .* \(pid (\d+)\)", server.log_path.read_text()).group(1))
+        assert server.stop() == 0
+        assert not Path(f"/proc/{home_pid}").exists(), "the runs home outlived its server"
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()

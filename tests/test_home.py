@@ -241,3 +241,34 @@ def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factor
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_the_new_run_form_checks_every_field_and_starts_a_run_of_its_own(server, tmp_path):
+    """The home's form: each field by the CLI's rule (a bad one is refused and the last good one stays), only
+    datasets that need no folder, and Start runs `vae-visdom train` with them in a process of its own whose
+    output is in its folder (real MNIST, one epoch)."""
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+
+    runs = tmp_path / "runs"
+    home = RunsHome(runs, port=server.port)
+
+    def press(row: str, value="") -> str:
+        home.handle({"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate",
+                     "propertyId": ACTION_ROWS.index(row), "value": value})
+        return home.message
+
+    assert press("new_lr", "abc").startswith("rejected: lr: 'abc' is not a number")
+    assert "needs a data folder" in press("new_dataset", "folder")
+    assert press("new_dataset", "cifar").startswith("rejected: dataset")
+    assert press("new_batch_size", "0").startswith("rejected: batch_size")
+    assert home.form.values == {"dataset": "mnist", "model": "mlp", "lr": "1e-3", "batch_size": "128", "epochs": "10"}
+    assert press("new_epochs", "1") == "new run: epochs = 1; press Start"
+    press("new_batch_size", "256")
+    said = press("start")
+    assert said.startswith("started mnist-mlp-lr0.001-bs256-"), said
+    run = runs / said.split()[1]
+    until(lambda: state(run) == "finished", f"the new run to finish ({run / 'train.log'})", 120, every=0.5)
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["dataset"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["epochs"]) == ("mnist", "mlp", 1e-3, 256, 1)
+    assert "Epoch: 1" in (run / "train.log").read_text() and len(read_jsonl(run / "metrics.jsonl")) == 1
+    home.close()

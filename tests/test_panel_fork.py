@@ -7,19 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from tests.fixtures import REPO, screenshot, until, wait_for
+from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
 from vae_visdom.monitor.compare import TITLES as CMP_TITLES
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.train.controller import Controller, parse_fork
 from vae_visdom.config import ConfigError
-
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 def test_what_a_fork_changes_is_checked_by_the_rules_of_every_value():
@@ -84,7 +81,7 @@ def test_fork_pressed_in_the_page_starts_a_run_of_its_own_and_the_parent_goes_on
         assert not child.exists()
         _control(browser)[1][2].click()  # Fork
         until(lambda: "forked as base-fork1" in _status_row(browser), "the fork's verdict", 60, every=0.2)
-        screenshot(browser, DOCS_IMG / "panel_fork.png")
+        keep_for_docs(screenshot(browser, tmp_path / "panel_fork.png"), "panel_fork.png")
         _control(browser)[1][0].click()  # Resume the parent
         assert parent.wait(180) == 0
         until(lambda: json.loads((child / "status.json").read_text()).get("state") == "finished"

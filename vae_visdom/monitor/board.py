@@ -160,7 +160,8 @@ class Board:
         self.closed = True
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # (a board never started has no sender to wait for)
+            self._thread.join(timeout)
         if self._socket is not None:
             self._socket.close()
 

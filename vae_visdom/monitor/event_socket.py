@@ -66,7 +66,8 @@ class EventSocket:
                 app.close()
             except Exception:  # already closed, or closing half-way
                 pass
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # (a socket never started has no thread to wait for)
+            self._thread.join(timeout)
 
     # -- socket thread --------------------------------------------------------------------------
     def _run(self) -> None:

@@ -3,10 +3,10 @@
     RunsHome(runs_dir, server, port).run()     until close(); `vae-visdom serve` starts one beside itself
     add_cli(subparsers)                         registers `vae-visdom home`
 
-Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with a checkbox
-per run and the buttons Compare selected, Pause selected, Resume selected, Stop selected and
-a message row with the last verdict. Every `interval` seconds the folder is looked at; a run's
-files are read again only when their modification times changed, and a live run's trainer.lock
+Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with the buttons
+Compare selected, Pause selected, Resume selected, Stop selected, a message row with the last
+verdict, the new-run form (home_start.py) and a checkbox per run. Every `interval` seconds the
+folder is looked at; a run's files are read again only when their modification times changed, and a live run's trainer.lock
 is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
 content changed.
 
@@ -25,13 +25,13 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, fit_name
 from vae_visdom.monitor.board import Board, connect
 from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, run_command_message
+from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
 from vae_visdom.monitor.home_table import env_of, table_html
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
@@ -42,7 +42,7 @@ HOME_ENV = "runs"
 TABLE_WIN, ACTIONS_WIN = "runs-home-table", "runs-home-actions"
 BUTTONS = {"compare": "Compare selected", "pause": "Pause selected", "resume": "Resume selected",
            "stop": "Stop selected"}
-ACTION_ROWS = (*BUTTONS, "message")  # rows 0..4; a checkbox per run follows
+ACTION_ROWS = (*BUTTONS, "message", *FORM_ROWS)  # rows 0..10; a checkbox per run follows
 CAN = {"pause": ("running", "starting"), "resume": ("paused",), "stop": ("starting", "running", "paused")}
 FILES = ("config.json", "status.json", "metrics.jsonl", "steps.jsonl", "events.jsonl")
 
@@ -58,10 +58,11 @@ class RunsHome:
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
         self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
+        self.form = NewRunForm(self.runs_dir, server, port)  # a brand-new run from the page (home_start.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
         self.created: dict[str, float] = {}  # run folder name -> config.json's mtime (newest first)
         self._seen: dict[str, tuple] = {}  # run folder name -> its files' mtimes when last read
-        self.order: list[str] = []  # checkbox rows (row 5 + i): append-only, see the module's text
+        self.order: list[str] = []  # checkbox rows (after ACTION_ROWS): append-only, see the module's text
         self.selected: set[str] = set()
         self.message = "tick runs below, then press a button"
         self.comparison: str | None = None
@@ -114,7 +115,7 @@ class RunsHome:
         with self.board.lock:
             self.table.height = min(900, 130 + 26 * max(1, len(newest)))
             self.table.set(html)
-            self.actions.height = min(900, 200 + 24 * len(self.order))
+            self.actions.height = min(1000, 380 + 24 * len(self.order))
         self.board.wake()
 
     def run(self) -> None:
@@ -151,6 +152,8 @@ class RunsHome:
                     self.message = f"{row}: its folder is gone"
             elif row == "message":
                 self.message = ""
+            elif row in FORM_ROWS:
+                self.message = self.form.start() if row == "start" else self.form.edit(row, event.get("value"))
             elif row == "compare":
                 self._compare()
             else:
@@ -232,7 +235,8 @@ class RunsHome:
                 {"type": "button", "name": "stop the ticked runs (each writes a checkpoint)",
                  "value": BUTTONS["stop"]},
                 {"type": "button", "name": f"message: {self.message}", "value": "Clear"}]
-        return rows + [{"type": "checkbox", "name": n, "value": n in self.selected} for n in self.order]
+        return rows + self.form.rows() + [{"type": "checkbox", "name": n, "value": n in self.selected}
+                                          for n in self.order]
 
 
 def _mtime(path: Path) -> float | None:

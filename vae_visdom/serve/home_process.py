@@ -2,13 +2,12 @@
 
 A process of its own, not a thread: whatever the home does (a bug, a huge runs folder, a stuck
 read on a network mount), the server's loop never waits for it, and a crash of the home costs
-one log line, never the server. It runs at low priority (behind the server and any training on
-the same cores) and is ended when the server stops.
+one log line, never the server. It is ended when the server stops. It is not niced: the runs its
+new-run form starts are its children and would inherit a low priority (it sleeps between looks).
 """
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -34,10 +33,6 @@ class HomeProcess:
         except OSError as err:
             log.warning("runs home: not started (%s); the server goes on without it", err)
             return self
-        try:
-            os.setpriority(os.PRIO_PROCESS, self.proc.pid, 10)
-        except OSError:
-            pass
         log.info("runs home: env runs for %s (pid %d)", self.runs_dir, self.proc.pid)
         self._watch = threading.Thread(target=self._wait, name="runs-home", daemon=True)
         self._watch.start()

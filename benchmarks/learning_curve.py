@@ -5,7 +5,8 @@
 Reads RUN_DIR/metrics.jsonl (test_loss every epoch; test_iw_ll where --iw-every wrote it) and, when
 present, RUN_DIR/eval.json (the final estimate, e.g. K=5000). Drawn with PIL alone (no plotting library
 is a dependency); the y axis is nats per test image (higher is better, clipped to
-[y_lo, y_hi]), the x axis epochs on a log scale, where the lr stages of --lr-schedule burda grow evenly.
+[y_lo, y_hi]: epochs whose ELBO lies below y_lo are left out), the x axis epochs on a log scale,
+where the lr stages of --lr-schedule burda grow evenly.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
         d.text((sx(e) - 8, H - B + 6), str(e), fill="black")
     d.line([(L, T), (L, H - B)], fill="black")
     d.text((W // 2 - 20, H - 22), "epoch (log scale)", fill="black")
-    elbo = [(sx(r["epoch"]), sy(-r["test_loss"])) for r in rows]
-    d.line(elbo, fill=COLOURS["elbo"], width=2)
+    elbo = [(sx(r["epoch"]), sy(-r["test_loss"])) for r in rows if -r["test_loss"] >= y_lo]  # the first epochs lie below
+    if len(elbo) > 1:
+        d.line(elbo, fill=COLOURS["elbo"], width=2)
     iw = [(sx(r["epoch"]), sy(r["test_iw_ll"])) for r in rows if r.get("test_iw_ll") is not None]
     if iw:
         d.line(iw, fill=COLOURS["iw"], width=2)

@@ -91,3 +91,38 @@ def test_an_epoch_learns_the_same_as_the_eager_step(tmp_path):
     assert len(losses["auto"]) == len(losses["eager"]) == 2
     for (ta, va), (te, ve) in zip(losses["auto"], losses["eager"]):
         assert ta == pytest.approx(te, rel=1e-4) and va == pytest.approx(ve, rel=1e-4)
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_the_deeper_models_step_equals_autograd_also_with_a_kl_weight(beta):
+    """mlp-iwae (two tanh layers each side, train/deep_mlp_step.py): losses, gradients and Adam's steps
+    against autograd's, with the ELBO and with beta != 1; a short batch on the way; the trainer takes it."""
+    from vae_visdom.train.deep_mlp_step import DeepMLPStep
+    from vae_visdom.train.kl_weight import KLWeight
+
+    (ma, oa), (mb, ob) = twins("mlp-iwae", hidden=32, latent=6)
+    kl = KLWeight(beta, 0)
+    step = DeepMLPStep(mb, ob, kl)
+    x_all = torch.bernoulli(torch.rand(200, 1, 28, 28))
+    for i, batch in enumerate((64, 64, 7, 64)):
+        x = x_all[i * 40:i * 40 + batch]
+        oa.zero_grad(set_to_none=True)
+        torch.manual_seed(100 + i)
+        want = backward_and_step(ma, oa, x, contextlib.nullcontext, None if beta == 1.0 else beta)
+        torch.manual_seed(100 + i)
+        got = step(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
+        for (name, pa), pb in zip(ma.named_parameters(), mb.parameters()):
+            torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-5, msg=f"{name} grad, step {i}")
+            torch.testing.assert_close(pb, pa, rtol=1e-5, atol=5e-5, msg=f"{name}, step {i}")
+
+
+def test_the_trainer_takes_the_deeper_step_for_mlp_iwae_on_the_cpu(tmp_path):
+    from vae_visdom.train.deep_mlp_step import DeepMLPStep
+
+    def step_of(**kw):
+        cfg = TrainConfig(model="mlp-iwae", epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))), **kw)
+        return TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).trainer.step_fn
+
+    assert isinstance(step_of(), DeepMLPStep)
+    assert not isinstance(step_of(fast_step="eager"), DeepMLPStep)

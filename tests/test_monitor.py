@@ -183,8 +183,11 @@ def test_hooks_return_at_once_when_no_server_answers(tmp_path):
     epoch_end = sorted(epoch_end)[1]
     print(f"server down: on_step {per_call * 1e6:.1f} us per call; on_epoch_end {epoch_end * 1e3:.2f} ms "
           f"(first, with on_status: {first * 1e3:.1f} ms)")
-    assert per_call < 50e-6  # 1000 calls in < 50 ms
-    assert epoch_end < 0.02 and first < 0.2
+    # The behaviour guarded: no hook waits on the network (a wait would be the sender's connect attempt, ~1 s
+    # and more). The bounds leave a loaded 2-core CI machine 10-25x room; the speed itself is measured, not
+    # asserted (docs/performance.md, the streaming overhead).
+    assert per_call < 1e-3  # 1000 calls in < 1 s
+    assert epoch_end < 0.5 and first < 0.5
     t0 = time.perf_counter()
     m.close()
     assert time.perf_counter() - t0 < 10.5  # bounded flush, never a hang

@@ -321,6 +321,8 @@ def test_figures_get_panes_of_their_own(server, tmp_path):
     pca = by_title["PCA baseline (k=20)"]["content"]
     assert "<b>PCA, k=20</b> on 10000 images" in pca and "123.46 nats/image" in pca and "7.50 per image" in pca
     assert by_title["gaps"]["content"]["data"][0]["x"] == [1.0, None, 3.0]  # NaN is a gap, not broken JSON
+    recon = ImageFigure(torch.rand(16, 1, 28, 28), 8, {"k": 20})  # as insight/pca.py hands it: k in the title
+    assert figure_title("pca_reconstructions", recon) == "PCA baseline (k=20): originals, reconstructions"
 
 
 def test_latent_views_go_at_most_every_figure_interval_and_all_arrive_at_the_end(server, tmp_path, monkeypatch):

@@ -112,5 +112,5 @@ def pca_figures(pca: PCA, x: torch.Tensor, n: int = 8) -> dict[str, Figure]:
     err = pca_recon_error(pca, x)
     numbers = {"k": pca.components.shape[0], "images": x.shape[0],
                "recon_nats": float(err.bernoulli_nll.mean()), "squared_error": float(err.squared_error.mean())}
-    return {"pca_reconstructions": ImageFigure(torch.cat([images, recon]), n),
+    return {"pca_reconstructions": ImageFigure(torch.cat([images, recon]), n, {"k": numbers["k"]}),
             "pca_baseline": NumbersFigure(numbers)}

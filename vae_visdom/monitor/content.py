@@ -56,7 +56,7 @@ def figure_title(name: str, fig: Figure) -> str:
         how = "mu, first two principal components" if fig.projected else "mu"
         return f"Posterior means of {len(fig.points)} test images ({how})"
     if name.startswith("pca_") and isinstance(fig, (ImageFigure, NumbersFigure)):
-        k = fig.values.get("k") if isinstance(fig, NumbersFigure) else None
+        k = (fig.values if isinstance(fig, NumbersFigure) else fig.about).get("k")
         size = f" (k={k})" if k is not None else ""
         return f"PCA baseline{size}" + (": originals, reconstructions" if isinstance(fig, ImageFigure) else "")
     return name

@@ -128,9 +128,11 @@ class CommandEvent:
 
 @dataclass
 class ImageFigure:
-    """A grid of images: (B, C, H, W) floats in [0, 1] on the CPU, `nrow` to a row."""
+    """A grid of images: (B, C, H, W) floats in [0, 1] on the CPU, `nrow` to a row; `about`: named numbers
+    that describe what they show (the PCA baseline's k), for the observer's title."""
     images: torch.Tensor
     nrow: int
+    about: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -271,3 +271,22 @@ def test_the_new_run_form_checks_every_field_and_starts_a_run_of_its_own(server,
     assert (cfg["dataset"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["epochs"]) == ("mnist", "mlp", 1e-3, 256, 1)
     assert "Epoch: 1" in (run / "train.log").read_text() and len(read_jsonl(run / "metrics.jsonl")) == 1
     home.close()
+
+
+def test_the_home_ends_with_a_server_killed_hard(visdom_server_factory):
+    """kill -9 of the server gives it no chance to end its child: the home notices its parent is gone and exits
+    (it used to go on forever, one per killed server)."""
+    srv = visdom_server_factory()
+    home_pid = int(until(lambda: re.search(r"runs home: env runs for .* \(pid (\d+)\)", srv.log_path.read_text()),
+                         "the home's start in the server log", 20).group(1))
+    assert Path(f"/proc/{home_pid}").exists()
+    srv.kill()
+    until(lambda: not Path(f"/proc/{home_pid}").exists() or "zombie" in _proc_state(home_pid),
+          "the home to end after its server was killed", 15, every=0.2)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone"

@@ -50,9 +50,10 @@ FILES = ("config.json", "status.json", "metrics.jsonl", "steps.jsonl", "events.j
 class RunsHome:
     def __init__(self, runs_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT,
                  env: str = HOME_ENV, interval: float = 2.0, username: str | None = None,
-                 password: str | None = None):
+                 password: str | None = None, parent: int | None = None):
         self.runs_dir, self.server, self.port, self.env = Path(runs_dir), server, port, env
         self.interval, self.username, self.password = interval, username, password
+        self.parent = parent  # the server that started it: the home ends when it is gone (even after kill -9)
         self.board = Board(server, port, env, log_path=None, username=username, password=password)
         self.table = self.board.add(TextPane(TABLE_WIN, "runs", width=1180, height=260))
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
@@ -122,7 +123,7 @@ class RunsHome:
         """Keep the env up to date until close()."""
         self.board.start()
         self.socket.start()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and (self.parent is None or os.getppid() == self.parent):
             try:
                 self.refresh()
             except Exception:  # the home must outlive a bug in one tick
@@ -259,13 +260,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
+    p.add_argument("--parent", type=int, default=None, help="end when process PARENT, the one that started this, "
+                   "is gone (`vae-visdom serve` passes its own pid)")
     p.set_defaults(func=cmd_home)
 
 
 def cmd_home(args: argparse.Namespace) -> int:
     check_name(args.env, "env")
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
-                    os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"))
+                    os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"), args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",
           flush=True)
     try:

@@ -8,6 +8,7 @@ new-run form starts are its children and would inherit a low priority (it sleeps
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ class HomeProcess:
     def __init__(self, runs_dir: Path, server: str, port: int):
         self.runs_dir = runs_dir
         self.cmd = [sys.executable, "-m", "vae_visdom", "home", "--runs-dir", str(runs_dir), "--server", server,
-                    "--port", str(port)]
+                    "--port", str(port), "--parent", str(os.getpid())]  # it ends with this process
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self._watch: threading.Thread | None = None

@@ -38,3 +38,6 @@ def main(out: str, kind: str, batch: int) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    from vae_visdom.launch import exit_rank
+
+    exit_rank(0)  # as `python -m vae_visdom` ends a rank: out of the group, no interpreter teardown (gloo's abort)

@@ -35,15 +35,21 @@ def showing(server, env, win, caption, png) -> bool:
     return pane_png(server, env, win) == (caption, png)
 
 
-def test_step_back_follow_resume_and_replay_browse(server, page, tmp_path):  # noqa: F811
-    run_dir = tmp_path / "run"
+def three_epochs(port: int, env: str, run_dir) -> tuple[VisdomMonitor, RunFiles]:
+    """A run's first three epochs streamed and written to its folder, the panel's back channel connected."""
     run_dir.mkdir()
     files = RunFiles(run_dir)
-    m = VisdomMonitor(port=server.port, env="views", run_dir=run_dir)
+    m = VisdomMonitor(port=port, env=env, run_dir=run_dir)
     m.on_run_start(run_info(run_dir))
     for e in (1, 2, 3):
         epoch(m, files, e)
     assert m.flush(10) and m.wait_connected(10)
+    return m, files
+
+
+def test_step_back_follow_resume_and_replay_browse(server, page, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    m, files = three_epochs(server.port, "views", run_dir)
     w = m.windows
     png = {e: (run_dir / f"sample_{e}.png").read_bytes() for e in (1, 2, 3)}
     assert pane_png(server, "views", w["samples"]) == ("epoch 3", png[3])  # the newest, as before
@@ -109,13 +115,7 @@ def test_stepping_back_works_after_a_server_restart(visdom_server_factory, tmp_p
 
     srv = visdom_server_factory()
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    files = RunFiles(run_dir)
-    m = VisdomMonitor(port=srv.port, env="restarted", run_dir=run_dir)
-    m.on_run_start(run_info(run_dir))
-    for e in (1, 2, 3):
-        epoch(m, files, e)
-    assert m.flush(10) and m.wait_connected(10)
+    m, _ = three_epochs(srv.port, "restarted", run_dir)
     w = m.windows
     srv.kill()
     srv.start()

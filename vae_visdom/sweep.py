@@ -27,6 +27,7 @@ from vae_visdom.flags import add_train_arguments
 from vae_visdom.models import MODELS
 from vae_visdom.runs.records import compact_tag, load_run
 from vae_visdom.runs.tables import ranking
+from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.serve.net import server_answers
 
 # grid flag -> dest; the order is the order of the values in run names
@@ -69,7 +70,7 @@ class Job:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "train.log"
+        return self.run_dir / TRAIN_LOG
 
 
 @dataclass
@@ -99,10 +100,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, on_start: Callable[[int, Jo
             while pending and len(running) < parallel:
                 i = pending.pop(0)
                 job = jobs[i]
-                job.run_dir.mkdir(parents=True, exist_ok=True)
-                with open(job.log_path, "ab") as log:
-                    proc = subprocess.Popen(job.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=job.env or None)
+                proc = start_logged(job.argv, job.run_dir, env=job.env)
                 running[i] = (proc, time.monotonic())
                 if on_start:
                     on_start(i, job)
@@ -171,7 +169,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[
         run_dir = runs_dir / name
         if run_dir.exists():
             raise UsageError(f"run directory {run_dir} already exists; give the sweep another --name")
-        argv = [sys.executable, "-m", "vae_visdom", "train", "--name", name, "--runs-dir", str(runs_dir)]
+        argv = train_command("--name", name, "--runs-dir", str(runs_dir))
         for k, v in values.items():
             argv += [GRID[k], repr(v) if isinstance(v, float) else str(v)]
         jobs.append(Job(name, argv + passthrough, run_dir, env))

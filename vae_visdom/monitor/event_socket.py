@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
 import websocket  # websocket-client, a visdom dependency
+
+from vae_visdom.monitor.windows import window_prefix
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +133,6 @@ def run_command_message(env: str, run_dir, command: str, source: str = "home") -
     """The message a Python client sends on /vis_socket to steer a run from outside its page (pause, resume,
     stop): visdom's "echo" hands it to every Python client, and the run's panel (its window id comes from the
     run folder, windows.window_prefix) is the one that answers."""
-    from pathlib import Path
-
-    from vae_visdom.monitor.windows import window_prefix
-
     return {"cmd": "echo", "event_type": RUN_COMMAND, "eid": env,
             "target": f"{window_prefix(env, Path(run_dir))}-control", "command": str(command), "source": source}
 

@@ -13,10 +13,10 @@ reachable from the form: no paths, no other flags.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, TrainConfig, default_run_name, parse_value, shown
+from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 
 FIELDS = ("dataset", "model", "lr", "batch_size", "epochs")
 DEFAULTS = {"dataset": "mnist", "model": "mlp", "lr": "1e-3", "batch_size": "128", "epochs": "10"}
@@ -61,16 +61,12 @@ class NewRunForm:
         run_dir = self.runs_dir / name
         flags = [arg for f in FIELDS for arg in (f"--{f.replace('_', '-')}", str(getattr(cfg, f)))]
         try:
-            run_dir.mkdir(parents=True)
-            with open(run_dir / "train.log", "ab") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "train", *flags, "--runs-dir",
-                                         str(self.runs_dir), "--name", name, "--server", self.server, "--port",
-                                         str(self.port)], stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            proc = start_logged(train_command(*flags, "--runs-dir", str(self.runs_dir), "--name", name, "--server",
+                                              self.server, "--port", str(self.port)), run_dir, detached=True)
         except OSError as err:
             return f"not started: {err}"
         self.started.append(proc)
-        return f"started {name} (pid {proc.pid}; output in {name}/train.log)"
+        return f"started {name} (pid {proc.pid}; output in {name}/{TRAIN_LOG})"
 
     @staticmethod
     def _check(field: str, raw):

@@ -14,6 +14,7 @@ from typing import Sequence
 from urllib.parse import quote
 
 from vae_visdom.runs.records import RunRecord, format_value
+from vae_visdom.runs.tables import loss_cell  # the listing's own loss cell: 105.67 (ep 10), or -
 
 STATE_COLORS = {  # crashed stands out: a run that will never finish by itself
     "starting": "#1a7f37", "running": "#1a7f37", "paused": "#bf8700", "stopping": "#bf8700",
@@ -51,13 +52,6 @@ def age(t: float | None, now: float) -> str:
     return f"{time.strftime('%H:%M:%S', time.localtime(t))}, {ago}"
 
 
-def _loss(row: dict | None, with_epoch: bool = False) -> str:
-    v = None if row is None else row.get("test_loss")
-    if not isinstance(v, (int, float)) or v != v:
-        return "-"
-    return f"{v:.2f}" + (f" (ep {row['epoch']})" if with_epoch else "")
-
-
 def row_cells(rec: RunRecord, envs: set[str] | None, now: float) -> list[str]:
     env = env_of(rec)
     if envs is None or env in envs:
@@ -70,7 +64,8 @@ def row_cells(rec: RunRecord, envs: set[str] | None, now: float) -> list[str]:
     weight = "bold" if state in ("crashed", "failed", "running") else "normal"
     status = f'<span style="color:{color};font-weight:{weight}">{html.escape(state)}</span>'
     parent = rec.config.get("parent")
-    return [name, status, f"{rec.epochs_done}/{rec.epochs_total}", _loss(rec.best, with_epoch=True), _loss(rec.last),
+    return [name, status, f"{rec.epochs_done}/{rec.epochs_total}", loss_cell(rec.best, with_epoch=True),
+            loss_cell(rec.last),
             html.escape(format_value(live_value(rec, "lr"))), html.escape(format_value(live_value(rec, "batch_size"))),
             html.escape(format_value(rec.config.get("model"))), html.escape(format_value(rec.config.get("dataset"))),
             html.escape(Path(str(parent)).name) if parent else "-", html.escape(age(rec.updated, now))]

@@ -22,6 +22,7 @@ from pathlib import Path
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
 from vae_visdom.train.events import Callback, ForkPoint
@@ -144,22 +145,19 @@ class ForkLauncher(Callback):
         self.children.append(proc)
         point.child, point.env = str(child), cfg.name
         point.outcome = f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step {point.state['step']} " \
-                        f"(pid {proc.pid}, output in {child.name}/{LOG}): env {cfg.name}"
+                        f"(pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): env {cfg.name}"
 
     def on_epoch_end(self, record, images) -> None:
-        self.children = [p for p in self.children if p.poll() is None]  # reap the ones that ended
+        self._reap()
 
     def close(self) -> None:
-        self.on_epoch_end(None, None)  # the living ones go on: they are runs of their own
+        self._reap()  # the living ones go on: they are runs of their own
 
-
-LOG = "train.log"
+    def _reap(self) -> None:
+        self.children = [p for p in self.children if p.poll() is None]  # the ended ones leave no zombie
 
 
 def spawn(child: Path, changes: dict) -> subprocess.Popen:
     """`vae-visdom train --resume CHILD` with the changed values as flags, detached, output to CHILD/train.log."""
     flags = [arg for k, v in changes.items() for arg in (f"--{k.replace('_', '-')}", repr(v))]
-    with open(child / LOG, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "vae_visdom", "train", "--resume", str(child), *flags],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+    return start_logged(train_command("--resume", str(child), *flags), child, detached=True)

@@ -22,7 +22,7 @@ def _age(t: float | None, now: float) -> str:
     return f"{s:.0f} s ago"
 
 
-def _loss(row: dict | None, key: str = "test_loss", with_epoch: bool = False) -> str:
+def loss_cell(row: dict | None, key: str = "test_loss", with_epoch: bool = False) -> str:
     if row is None or not _finite(row.get(key)):
         return "-"
     return f"{row[key]:.2f}" + (f" (ep {row['epoch']})" if with_epoch else "")
@@ -41,8 +41,8 @@ def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
     rows = [head]
     for r in records:
         c = r.config
-        rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", _loss(r.best, with_epoch=True),
-                     _loss(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now)])
+        rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", loss_cell(r.best, with_epoch=True),
+                     loss_cell(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now)])
     return format_table(rows)
 
 
@@ -55,7 +55,7 @@ def ranking(records: Sequence[RunRecord]) -> str:
     winner = best_run(records)
     for r in order:
         rows.append(["*" if r is winner else "", r.name, *(format_value(r.config.get(k)) for k in keys),
-                     _loss(r.best, with_epoch=True), _loss(r.last), _loss(r.last, "train_loss"),
+                     loss_cell(r.best, with_epoch=True), loss_cell(r.last), loss_cell(r.last, "train_loss"),
                      f"{r.epochs_done}/{r.epochs_total}", r.state])
     text = format_table(rows)
     if winner is not None:

@@ -18,21 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_visdom.models.deep_mlp import DeepMLPVAE
+from vae_visdom.train.mlp_cpu_step import outside
 
 _aten = torch.ops.aten
 
 
 def unsupported(model: torch.nn.Module, device: torch.device, precision: str) -> str | None:
     """Why this step does not apply, or None when it does."""
-    if device.type != "cpu":
-        return f"device {device.type} (the CPU only)"
-    if type(model) is not DeepMLPVAE:
-        return f"model {type(model).__name__} (Burda et al.'s deeper VAE only)"
-    if model.likelihood != "bernoulli":
-        return f"{model.likelihood} likelihood (Bernoulli only)"
-    if precision != "fp32":
-        return f"precision {precision} (fp32 only)"
-    return None
+    return outside(model, device, precision, DeepMLPVAE, "Burda et al.'s deeper VAE")
 
 
 class DeepMLPStep:

@@ -30,14 +30,21 @@ _ACTIVATION_GRADS = {  # d(act)/d(pre-activation) from (upstream grad, pre-activ
 
 def unsupported(model: torch.nn.Module, device: torch.device, precision: str) -> str | None:
     """Why the hand-derived step does not apply, or None when it does."""
+    why = outside(model, device, precision, MLPVAE, "the fully connected VAE")
+    if why is None and model.act not in _ACTIVATION_GRADS:
+        return f"activation {model.act!r}"
+    return why
+
+
+def outside(model: torch.nn.Module, device: torch.device, precision: str, kind: type, what: str) -> str | None:
+    """What both hand-derived steps (this one, deep_mlp_step.py) need: the CPU, a model of exactly `kind`,
+    a Bernoulli decoder, fp32. Why not, or None."""
     if device.type != "cpu":
         return f"device {device.type} (the CPU only)"
-    if type(model) is not MLPVAE:
-        return f"model {type(model).__name__} (the fully connected VAE only)"
+    if type(model) is not kind:
+        return f"model {type(model).__name__} ({what} only)"
     if model.likelihood != "bernoulli":
         return f"{model.likelihood} likelihood (Bernoulli only)"
-    if model.act not in _ACTIVATION_GRADS:
-        return f"activation {model.act!r}"
     if precision != "fp32":
         return f"precision {precision} (fp32 only)"
     return None

@@ -253,7 +253,8 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("home", help="keep the env `runs`: every run, its status, and actions on them",
                               description="Keep the visdom env `runs` up to date with a table of every run in "
                                           "--runs-dir (status, epochs, losses, settings) and a pane to compare, "
-                                          "pause, resume or stop the ticked runs. `vae-visdom serve` starts one "
+                                          "pause, resume or stop the ticked runs, and a small form that starts a new run "
+                                          "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
                                           "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
     p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")

@@ -26,7 +26,7 @@ export PIP_CONSTRAINT=$CONS PIP_DISABLE_PIP_VERSION_CHECK=1
 [ -d /opt/wheels ] && export PIP_FIND_LINKS=/opt/wheels   # the local CPU torch wheel on our machines
 
 STAMP=$VENV/.vae_visdom_compat
-want=$(cat "$CONS" setup.py "$0" | sha256sum | cut -c1-16)
+want=$(cat "$CONS" pyproject.toml setup.py "$0" | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
   say "installing visdom 0.3.0, the pinned packages and vae_visdom (editable) into $VENV"
   "$VENV/bin/python" -m pip install -q --ignore-requires-python -e ".[test]" 2>&1 \

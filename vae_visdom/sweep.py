@@ -184,7 +184,7 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     sweep, jobs, parallel = plan(args)
     n = len(jobs)
     visdom_on = args.visdom is not False
@@ -270,14 +270,13 @@ def _parallel(raw: str) -> int:
     return value
 
 
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom sweep`: every `train` flag, with comma lists for the grid ones."""
-    p = subparsers.add_parser(
-        "sweep", help="train a grid of runs (comma lists) and compare them", conflict_handler="resolve",
-        description="Train every combination of the comma-separated values, each run as its own "
-                    "`vae-visdom train` process (own env, own control panel, output in RUN_DIR/train.log), "
-                    "then print the runs best first and build a comparison env. Other train flags apply to "
-                    "every run. Exit status 1 when a run failed.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Every `train` flag, with comma lists for the grid ones."""
+    p.description = ("Train every combination of the comma-separated values, each run as its own "
+                     "`vae-visdom train` process (own env, own control panel, output in RUN_DIR/train.log), "
+                     "then print the runs best first and build a comparison env. Other train flags apply to "
+                     "every run. Exit status 1 when a run failed.")
+    p.conflict_handler = "resolve"  # the grid's flags replace train's single-value ones (set before the groups)
     add_train_arguments(p)
     # every train flag, as (dest, option, const for flags without a value): passed through unless OWN
     train_actions = [(a.dest, a.option_strings[-1], a.const if a.nargs == 0 else None)
@@ -295,4 +294,4 @@ def add_cli(subparsers) -> None:
                    help="runs at once (default 1; with more, each run gets cores/N threads)")
     g.add_argument("--name", default=None, help="sweep name, the prefix of its runs' names (default sweep-<time>)")
     g.add_argument("--env", default=None, help="the comparison env (default compare-<sweep name>)")
-    p.set_defaults(func=cmd_sweep, train_actions=train_actions)
+    p.set_defaults(train_actions=train_actions)

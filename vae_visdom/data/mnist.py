@@ -92,9 +92,8 @@ def prepare(name: str, cache_dir: Path | None = None, force: bool = False) -> Pa
     return raw
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_arguments(data: argparse.ArgumentParser) -> None:
     """`vae-visdom data prepare NAME [--force]` and `vae-visdom data check NAME [--data-dir DIR]`."""
-    data = subparsers.add_parser("data", help="fetch and verify the MNIST / Fashion-MNIST files (offline first)")
     actions = data.add_subparsers(dest="data_action", required=True)
     prep = actions.add_parser("prepare", help="put the verified IDX files in the app's data cache")
     prep.add_argument("--force", action="store_true", help="rebuild the cached files even when present")
@@ -103,11 +102,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     for p in (prep, check):
         p.add_argument("name", choices=sorted(SPECS))
         p.add_argument("--cache-dir", type=Path, default=None, help="default: $VAE_VISDOM_CACHE or ~/.cache/vae_visdom")
-    data.set_defaults(func=run_cli)
-    return data
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         if args.data_action == "prepare":
             raw = prepare(args.name, args.cache_dir, force=args.force)

@@ -64,7 +64,7 @@ def evaluate_run(run_dir: str | Path, k: int | None = None, binarize: bool | Non
     return result
 
 
-def _cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     # Ctrl-C (SIGINT) keeps the images scored so far, also for a run started in the background, where the
     # shell hands Python SIGINT ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -82,11 +82,9 @@ def _cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register `vae-visdom eval RUN_DIR --iw-samples K`; the parser's `func(args)` returns an exit code."""
-    p = subparsers.add_parser("eval", help="importance-weighted test log-likelihood of a finished run",
-                              description="Estimate log p(x) on the run's test set with K importance samples "
-                                          "(Burda et al. 2016) and write RUN_DIR/eval.json.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Estimate log p(x) on the run's test set with K importance samples "
+                     "(Burda et al. 2016) and write RUN_DIR/eval.json.")
     p.add_argument("run_dir", help="a run directory (config.json, checkpoint.pt)")
     p.add_argument("--iw-samples", type=argparse_type("iw_samples"), default=None, metavar="K",
                    help="importance samples per image (default: the run's iw_samples; the IWAE paper uses 5000)")
@@ -105,5 +103,3 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                         "random subset (MNIST's first 5000 test digits are the easier half)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="a progress bar of the images scored, on stderr (default: on)")
-    p.set_defaults(func=_cli)
-    return p

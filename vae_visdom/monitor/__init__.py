@@ -2,7 +2,7 @@
 
     VisdomMonitor(server, port, env, run_dir, controller)  an events.Callback
     replay(run_dir, server, port, env)                      draw a run again from RUN_DIR/visdom.log
-    add_cli(subparsers)                                     registers `vae-visdom replay`
+    add_arguments(p), run(args)                             the `vae-visdom replay` command
 
 VisdomMonitor and TITLES are imported on first use (PEP 562), not with the package: the runs
 home (monitor/home.py) runs in a process that never imports torch, and visdom_monitor does.
@@ -10,7 +10,7 @@ Importing this package imports visdom (the CLI skips it where visdom is missing)
 """
 import importlib
 
-from vae_visdom.monitor.replay import add_cli, replay
+from vae_visdom.monitor.replay import replay
 
 
 def __getattr__(name: str):

@@ -2,7 +2,7 @@
 
     build_comparison(runs, vis, env=None) -> Comparison   draw into a connected visdom client
     compare_runs(runs, server, port, env=None)             connect, draw, save the env
-    add_cli(subparsers)                                    registers `vae-visdom compare`
+    add_arguments(p), run(args)                            the `vae-visdom compare` command
 
 Windows: loss per epoch (train dashed, test solid, one colour per run), train loss every
 log interval, a table of hyperparameters and losses with the best run marked, and each
@@ -203,22 +203,20 @@ def compare_runs(runs: Sequence[RunRecord], server: str = DEFAULT_SERVER, port: 
 
 
 # -- command line ----------------------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom compare`."""
-    p = subparsers.add_parser("compare", help="lay runs side by side in a visdom env",
-                              description="Build a visdom env comparing runs, from their files: train and test "
-                                          "curves overlaid, a table of hyperparameters and losses (best run "
-                                          "marked), and each run's last prior samples side by side.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`vae-visdom compare`."""
+    p.description = ("Build a visdom env comparing runs, from their files: train and test "
+                     "curves overlaid, a table of hyperparameters and losses (best run "
+                     "marked), and each run's last prior samples side by side.")
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
     p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
     p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
     p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
-    p.set_defaults(func=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.env is not None:
         check_name(args.env, "env")
     try:

@@ -1,7 +1,7 @@
 """The runs home: the env `runs` lists every run of a runs folder and acts on the runs a user ticks.
 
     RunsHome(runs_dir, server, port).run()     until close(); `vae-visdom serve` starts one beside itself
-    add_cli(subparsers)                         registers `vae-visdom home`
+    add_arguments(p), run(args)                 the `vae-visdom home` command
 
 Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with the buttons
 Compare selected, Pause selected, Resume selected, Stop selected, a message row with the last
@@ -248,14 +248,13 @@ def _mtime(path: Path) -> float | None:
 
 
 # -- command line ----------------------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom home`."""
-    p = subparsers.add_parser("home", help="keep the env `runs`: every run, its status, and actions on them",
-                              description="Keep the visdom env `runs` up to date with a table of every run in "
-                                          "--runs-dir (status, epochs, losses, settings) and a pane to compare, "
-                                          "pause, resume or stop the ticked runs, and a small form that starts a new run "
-                                          "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
-                                          "itself; this is for a server started otherwise. Ctrl-C stops it.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`vae-visdom home`."""
+    p.description = ("Keep the visdom env `runs` up to date with a table of every run in "
+                     "--runs-dir (status, epochs, losses, settings) and a pane to compare, "
+                     "pause, resume or stop the ticked runs, and a small form that starts a new run "
+                     "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
+                     "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
     p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
@@ -263,10 +262,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
     p.add_argument("--parent", type=int, default=None, help="end when process PARENT, the one that started this, "
                    "is gone (`vae-visdom serve` passes its own pid)")
-    p.set_defaults(func=cmd_home)
 
 
-def cmd_home(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     check_name(args.env, "env")
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
                     os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"), args.parent)

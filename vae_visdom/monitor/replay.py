@@ -50,21 +50,19 @@ def replay(run_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAUL
     return {"env": target, "windows": len(wins), "messages": len(entries), "entries": entries}
 
 
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom replay RUN_DIR [--server --port --env]`."""
-    p = subparsers.add_parser("replay", help="draw a run's visdom windows again from RUN_DIR/visdom.log",
-                              description="Re-create a run's windows (loss curves, images, run info, events) "
-                                          "from its visdom.log on a running visdom server.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`vae-visdom replay RUN_DIR [--server --port --env]`."""
+    p.description = ("Re-create a run's windows (loss curves, images, run info, events) "
+                     "from its visdom.log on a running visdom server.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (holds visdom.log)")
     p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server address (default %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom server port (default %(default)s)")
     p.add_argument("--env", default=None, help="env to draw into (default: the run's own env)")
     p.add_argument("--browse", action="store_true",
                    help="then keep the view pane stepping through every epoch's images until Ctrl-C")
-    p.set_defaults(func=_cmd_replay)
 
 
-def _cmd_replay(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import sys
 
     import os

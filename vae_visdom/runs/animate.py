@@ -64,18 +64,15 @@ def animate(run_dir: str | Path, out: str | Path | None = None, ms_per_frame: in
     return path
 
 
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom animate RUN_DIR [--out FILE] [--ms MS]`."""
-    p = subparsers.add_parser("animate", help="the prior samples epoch by epoch as an animated GIF",
-                              description="Write RUN_DIR/samples.gif: the run's fixed prior samples after "
-                                          "every epoch, one frame per epoch with its number.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write RUN_DIR/samples.gif: the run's fixed prior samples after "
+                     "every epoch, one frame per epoch with its number.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="where to write it (default RUN_DIR/samples.gif)")
     p.add_argument("--ms", type=int, default=400, help="milliseconds per frame (default 400)")
-    p.set_defaults(func=_cmd_animate)
 
 
-def _cmd_animate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.ms < 20 or args.ms > 60000:
         print(f"vae-visdom animate: error: --ms {args.ms}: allowed: 20 to 60000", file=sys.stderr)
         return 2

@@ -69,20 +69,17 @@ def ranking(records: Sequence[RunRecord]) -> str:
 
 
 # -- command line ----------------------------------------------------------------------------------
-def add_cli(subparsers) -> None:
-    """Register `vae-visdom runs`."""
-    p = subparsers.add_parser("runs", help="list the runs in a runs directory",
-                              description="List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
-                                          "key hyperparameters. A run whose trainer is gone without a word "
-                                          "(kill -9, a power cut) says 'crashed' where this machine can tell "
-                                          "(its trainer.lock is free: Linux, same host); elsewhere it keeps "
-                                          "its last status, and UPDATED tells when its files last changed.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
+                     "key hyperparameters. A run whose trainer is gone without a word "
+                     "(kill -9, a power cut) says 'crashed' where this machine can tell "
+                     "(its trainer.lock is free: Linux, same host); elsewhere it keeps "
+                     "its last status, and UPDATED tells when its files last changed.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
-    p.set_defaults(func=cmd_runs)
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if not Path(args.runs_dir).is_dir():
         print(f"no runs directory {args.runs_dir} (train one with `vae-visdom train`)", file=sys.stderr)
         return 0

@@ -171,7 +171,7 @@ def install(static_dir: str | os.PathLike | None = None, force: bool = False, *,
         print(f"[assets] visdom UI files ready in {static}", file=sys.stderr)
 
 
-def _run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         load_manifest()
     except AssetError as e:
@@ -194,19 +194,15 @@ def _run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `assets {install,check}`; the handler is stored as `func` (returns an exit code)."""
-    p = subparsers.add_parser("assets", help="install or check visdom's UI files (offline, from npm)",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`assets {install,check}`."""
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("action", choices=["install", "check"])
     p.add_argument("--force", action="store_true", help="re-install every file (install only)")
     p.add_argument("--static-dir", default=None, help="default: the installed visdom's static/ folder")
-    p.set_defaults(func=_run_cli)
-    return p
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m vae_visdom.serve.assets")
-    add_cli(_parser.add_subparsers(dest="command", required=True))
-    _args = _parser.parse_args(["assets", *sys.argv[1:]])  # `python -m vae_visdom.serve.assets check`
-    raise SystemExit(_args.func(_args))
+    _parser = argparse.ArgumentParser(prog="python -m vae_visdom.serve.assets")  # `... assets check`
+    add_arguments(_parser)
+    raise SystemExit(run(_parser.parse_args()))

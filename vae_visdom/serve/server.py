@@ -239,7 +239,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.detach:
         return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir, not args.no_home)
     logging.basicConfig(level=logging.INFO, filename=args.log,
@@ -251,7 +251,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     return serve(args.host, args.port, args.env_path, args.login, args.runs_dir, not args.no_home)
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
@@ -271,20 +272,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="log file (default: stderr; with --detach: ENV_PATH/vae_visdom_server.log)")
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `serve`; the handler is stored as `func` (returns an exit code)."""
-    p = subparsers.add_parser("serve", help="run the visdom server (offline, loopback by default)",
-                              description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
-    p.set_defaults(func=_run_cli)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m vae_visdom.serve.server [serve options]`: the same as `vae-visdom serve`."""
-    p = argparse.ArgumentParser(prog="python -m vae_visdom.serve.server", description=__doc__.split("\n\n")[0])
-    _add_arguments(p)
-    return _run_cli(p.parse_args(argv))
+    p = argparse.ArgumentParser(prog="python -m vae_visdom.serve.server")
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

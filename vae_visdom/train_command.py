@@ -1,0 +1,48 @@
+"""`vae-visdom train`: the train flags (flags.py) and the launcher's (launch.py), then one session.
+
+Light at import: torch comes in only when a run starts, so `train --help` stays quick.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vae_visdom import launch
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, TrainConfig, UsageError
+from vae_visdom.flags import add_train_arguments, config_from_args
+
+OVERRIDABLE = ("lr", "epochs", "batch_size", "log_interval", "beta")  # what `--resume` may change
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train a VAE. With no flags: the PyTorch example's VAE on MNIST for 10 epochs, "
+                     f"streaming to the visdom server on {DEFAULT_HOST}:{DEFAULT_PORT}.")
+    add_train_arguments(p)
+    launch.add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fork and (args.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise UsageError("--fork runs in one process; to train a fork on several ranks, fork it first, then "
+                         "`vae-visdom train --resume FORK_DIR --nproc-per-node N`")
+    if args.nproc_per_node:
+        return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
+    from vae_visdom.runs import fork  # late: torch (checkpoints) only when a run starts, not for --help
+    from vae_visdom.session import TrainingSession  # late: torch only when a run starts, not for --help
+
+    launch.resume_after_restart(args)
+    base = None
+    if args.fork or args.at_epoch:  # a new folder from the parent's checkpoint; then the same path as --resume
+        args.resume = str(fork.start(args))
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").exists():
+            raise UsageError(f"--resume {run_dir}: no config.json there (not a run directory)")
+        base = TrainConfig.load(run_dir / "config.json")
+        base.out = str(run_dir)
+    cfg = config_from_args(args, base)
+    overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k, None) is not None}
+    session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
+    status = session.run(install_signal_handlers=True)
+    return 0 if status.state in ("finished", "stopped") else 1

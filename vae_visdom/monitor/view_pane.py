@@ -26,8 +26,8 @@ from vae_visdom.config import ConfigError, parse_value
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.curves import Smoother
 from vae_visdom.monitor.event_socket import property_row
-from vae_visdom.runs.animate import gif_bytes
 from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
+from vae_visdom.runs.animate import gif_bytes
 
 ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
 FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}

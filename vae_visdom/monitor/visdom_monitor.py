@@ -13,24 +13,46 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import LOG_NAME, Board, preload
-from vae_visdom.monitor.content import (figure_html, figure_title, restore_from_rows, run_html,
-                                        scatter_traces)
+from vae_visdom.monitor.content import figure_html, figure_title, restore_from_rows, run_html, scatter_traces
 from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, ensure, fit_range
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.view_pane import EpochView
-from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, TITLES, ImageGrid, LinePlot, TextPane, Trace, line_style,
-                                        slug, window_prefix)
+from vae_visdom.monitor.windows import (
+    BLUE,
+    GREY,
+    ORANGE,
+    TITLES,
+    ImageGrid,
+    LinePlot,
+    TextPane,
+    Trace,
+    line_style,
+    slug,
+    window_prefix,
+)
 from vae_visdom.runs.records import format_value
 from vae_visdom.train.controller import SETTINGS, Controller
-from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ImageFigure, NumbersFigure,
-                                     RunInfo, ScatterFigure, Status, StepLog)
+from vae_visdom.train.events import (
+    Callback,
+    CommandEvent,
+    EpochImages,
+    EpochRecord,
+    Figure,
+    ImageFigure,
+    NumbersFigure,
+    RunInfo,
+    ScatterFigure,
+    Status,
+    StepLog,
+)
 
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.

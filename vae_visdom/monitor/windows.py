@@ -27,9 +27,10 @@ import io
 import math
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vae_visdom.runs.images import make_grid, to_uint8_hwc
 
@@ -113,7 +114,7 @@ class LinePlot(Window):
         self.traces = {t.name: t for t in traces}
         self.xlabel, self.ylabel, self.width, self.height = xlabel, ylabel, width, height
         self.log_whole = True  # the log's next entry must be the whole figure
-        self.y_range: Callable[["LinePlot"], list | None] | None = None  # the default y-axis range (None: auto)
+        self.y_range: Callable[[LinePlot], list | None] | None = None  # the default y-axis range (None: auto)
 
     def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
         t = self.traces[name]

@@ -35,7 +35,7 @@ class RunLock:
     def held(self) -> bool:
         return self._file is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock or raise RunFolderBusy naming the holder. Never waits. OSError where the
         file system (or the platform) has no flock."""
         if fcntl is None:

@@ -2,9 +2,9 @@
 
 The same math as `backward_and_step` (step.py) for an MLPVAE with a Bernoulli decoder: the
 forward pass, the negative ELBO summed over the batch (cross-entropy from logits + analytic KL,
-its KL term weighted by beta: kl_weight.py; one z ~ q(z|x) drawn with the same `randn_like` call), its gradient written straight into each
-parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a 2-core CPU,
-where the step is otherwise matrix products at ~90% of the machine's peak: autograd's graph
+its KL term weighted by beta: kl_weight.py; one z ~ q(z|x) drawn with the same `randn_like` call), its gradient
+written straight into each parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a
+2-core CPU, where the step is otherwise matrix products at ~90% of the machine's peak: autograd's graph
 building and bookkeeping, a fresh gradient tensor per parameter per step, and the two small mu/logvar
 layers done as one product each way (their weight gradients live side by side in one buffer, each
 parameter's `.grad` a view of its half). Measured on the project's CPU machine, 469 steps (an MNIST

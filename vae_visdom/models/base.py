@@ -19,6 +19,7 @@ class VAE(nn.Module):
     image_shape: tuple[int, int, int]
     latent_dim: int
     likelihood: str = "bernoulli"
+    log_sigma: torch.Tensor | None  # an nn.Parameter for a Gaussian decoder, else None (registered in __init__)
 
     def __init__(self) -> None:
         super().__init__()

@@ -74,7 +74,10 @@ class MLPStep:
         for p in (m.fc1.weight, m.fc1.bias, m.fc3.weight, m.fc3.bias, m.fc4.weight, m.fc4.bias):
             p.grad = torch.zeros_like(p)
         self.w2_grad, self.b2_grad = w2, b2
-        self.grads = [p.grad for p in self.params]
+        self.grads = []
+        for p in self.params:
+            assert p.grad is not None  # every parameter was given one just above
+            self.grads.append(p.grad)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,8 @@ def change_marks(events_path: Path, steps: list[tuple[int, dict]], limit: int) -
     checkpoint's), placed as the live monitor placed them: at the last logged step at or before the
     change, or the first one after it when there was none yet. The label is "lr 0.001 -> 0.0003", the
     old value from the change before it or else the step row before it."""
-    marks, last = [], {}
+    marks: list[tuple[float, float, str]] = []
+    last: dict[str, Any] = {}  # setting -> its value after the latest accepted change
     for ev in read_jsonl(events_path):
         name, step = ev.get("name"), ev.get("step")
         if not (ev.get("accepted") and name in SETTINGS and isinstance(step, int) and step <= limit):

@@ -120,8 +120,11 @@ def property_row(event: dict, win: str, env: str, rows: tuple[str, ...]) -> str 
     PropertyUpdate of pane `win` in env `env`; None for anything else."""
     if event.get("target") != win or event.get("eid") != env or event.get("event_type") != "PropertyUpdate":
         return None
+    row = event.get("propertyId")
+    if row is None:
+        return None
     try:
-        return rows[int(event.get("propertyId"))]
+        return rows[int(row)]
     except (TypeError, ValueError, IndexError):
         return None
 

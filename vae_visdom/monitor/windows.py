@@ -145,10 +145,11 @@ class LinePlot(Window):
     def full(self, env: str) -> Message:
         opts = {"title": self.title, "xlabel": self.xlabel, "ylabel": self.ylabel, "showlegend": True,
                 "width": self.width, "height": self.height}
-        layout = {"title": {"text": self.title, "x": 0.02}, "showlegend": True,  # left: the tool icons are right
-                  "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
-                  "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
-                  "legend": {"orientation": "h", "y": -0.2}}
+        layout: dict[str, Any] = {
+            "title": {"text": self.title, "x": 0.02}, "showlegend": True,  # left: the tool icons are right
+            "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+            "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
+            "legend": {"orientation": "h", "y": -0.2}}
         y_range = self.y_range(self) if self.y_range is not None else None
         if y_range is not None:
             layout["yaxis"]["range"] = y_range

@@ -38,9 +38,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from vae_visdom.config import TrainConfig  # noqa: E402
+from vae_visdom.config import TrainConfig, with_model_defaults  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
-from vae_visdom.models import build_model, with_model_defaults  # noqa: E402
+from vae_visdom.models import build_model  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
 from vae_visdom.train.events import Callback  # noqa: E402
 from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402

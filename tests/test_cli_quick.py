@@ -1,5 +1,6 @@
 """The quick command line: no torch for --help, `train --help` and `runs`; every command that does not need
 visdom works when visdom is missing or refuses to import, and the ones that need it say so in one line."""
+import argparse
 import importlib
 import json
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vae_visdom import cli, flags
+from vae_visdom import cli
 from vae_visdom.serve import assets, compat
 from vae_visdom.serve.net import find_free_port
 
@@ -56,10 +57,18 @@ def test_runs_lists_a_run_without_torch(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_the_model_table_of_the_flags_is_the_models_own():
-    from vae_visdom.models import MODELS
+def test_every_model_of_the_one_table_builds_and_the_flags_list_each_with_its_help():
+    from vae_visdom import train_command
+    from vae_visdom.models import MODEL_SPECS, build_model
 
-    assert flags.MODEL_HELP == {name: spec.help for name, spec in MODELS.items()}
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    for name, spec in MODEL_SPECS.items():
+        assert f"{name}: {spec.help}" in help_text
+        size = spec.image_size or 28
+        model = build_model(name, (1, size, size), 4, 16, "bernoulli")
+        assert model.latent_dim == 4 and model.image_shape == (1, size, size)
 
 
 def test_every_command_of_the_table_is_listed_with_its_help_and_has_a_handler():

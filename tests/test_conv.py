@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from vae_visdom.models import MODELS, build_model
+from vae_visdom.models import MODEL_SPECS, build_model
 from vae_visdom.models.conv import ConvVAE
 from vae_visdom.train.objectives import elbo_terms
 
@@ -11,7 +11,7 @@ from vae_visdom.train.objectives import elbo_terms
 @pytest.mark.parametrize("name, shape", [("conv", (1, 28, 28)), ("conv64", (1, 64, 64)), ("conv64", (3, 64, 64))])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_conv_models_map_images_to_latents_and_back_to_logits_of_the_same_shape(name, shape, likelihood):
-    d = MODELS[name].defaults
+    d = MODEL_SPECS[name].defaults
     model = build_model(name, shape, d["latent_dim"], d["hidden_dim"], likelihood)
     x = torch.rand(5, *shape)
     logits, mu, logvar = model(x)
@@ -41,7 +41,7 @@ def test_gaussian_decoder_owns_a_learned_sigma_that_trains_saves_and_moves():
 
 
 def test_defaults_suit_each_dataset():
-    conv, conv64 = MODELS["conv"], MODELS["conv64"]
+    conv, conv64 = MODEL_SPECS["conv"], MODEL_SPECS["conv64"]
     assert conv.defaults_for("mnist")["likelihood"] == "bernoulli"
     assert conv.defaults_for("fashion-mnist")["likelihood"] == "bernoulli"
     for dataset in ("orl", "folder", "celeba"):
@@ -92,7 +92,7 @@ def test_a_few_adam_steps_of_conv64_on_orl_faces_lower_the_negative_elbo(tmp_pat
 
     torch.manual_seed(0)
     data = load_dataset("orl", cache_dir=tmp_path)
-    d = MODELS["conv64"].defaults_for("orl")
+    d = MODEL_SPECS["conv64"].defaults_for("orl")
     model = build_model("conv64", data.image_shape, d["latent_dim"], d["hidden_dim"], d["likelihood"])
     opt = torch.optim.Adam(model.parameters(), lr=d["lr"])
     x_train = data.train.float() / 255  # (360, 1, 64, 64)

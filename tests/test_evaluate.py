@@ -13,7 +13,7 @@ from vae_visdom.insight.iwae import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, e
                                  format_result, iw_log_likelihood)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.models import with_model_defaults
+from vae_visdom.config import with_model_defaults
 from vae_visdom.train.objectives import recon_nll
 
 

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vae_visdom.models import MODELS, build_model
+from vae_visdom.models import MODEL_SPECS, build_model
 from vae_visdom.train.objectives import elbo_terms, gaussian_kl, recon_nll, seed_loss_function
 
 
@@ -20,7 +20,7 @@ def test_mlp_matches_the_seed_architecture_and_shapes():
 
 
 def test_mlp_paper_uses_sigmoid_units_500_hidden_and_adagrad():
-    spec = MODELS["mlp-paper"]
+    spec = MODEL_SPECS["mlp-paper"]
     assert spec.defaults["optimizer"] == "adagrad" and spec.defaults["hidden_dim"] == 500
     model = build_model("mlp-paper", (1, 28, 28), 20, 500, "bernoulli")
     h = model.act(model.fc1(torch.randn(3, 784)))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from vae_visdom.models.specs import MODEL_NAMES, MODEL_SPECS
+
 
 class ConfigError(ValueError):
     """A value outside the rules. str(err) is one line for the user."""
@@ -32,10 +34,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
-MODEL_NAMES = ("mlp", "mlp-paper", "mlp-iwae", "conv", "conv64")  # models/ builds each (tests/test_config.py checks)
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
-# MODELS lives in vae_visdom.models (it knows the builders and their defaults); config only checks names.
 
 
 # Run and env names become folder names, visdom env ids, env file names and parts of URLs and of the
@@ -275,6 +275,11 @@ class TrainConfig:
             if getattr(self, key, None) is None:
                 setattr(self, key, value)
         return self
+
+
+def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
+    """Fill the config's fields left None from the model's defaults for its dataset (models/specs.py)."""
+    return cfg.with_defaults(MODEL_SPECS[cfg.model].defaults_for(cfg.dataset))
 
 
 def default_run_name(cfg: TrainConfig) -> str:

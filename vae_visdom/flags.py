@@ -4,18 +4,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from vae_visdom.config import (DATASETS, DEFAULT_PORT, DEFAULT_SERVER, DEVICES, FAST_STEPS, LIKELIHOODS, OPTIMIZERS,
-                               PRECISIONS, TrainConfig, argparse_type)
-
-# The models `--model` offers, with their one-line help: models/ imports torch, and `train --help` must not.
-# tests/test_cli_quick.py holds this table to vae_visdom.models.MODELS (names, order and help).
-MODEL_HELP = {
-    "mlp": "the PyTorch example's VAE: 784-400-20, ReLU, Adam 1e-3",
-    "mlp-paper": "Kingma & Welling's MNIST setup: sigmoid hidden units, 500 hidden, Adagrad",
-    "mlp-iwae": "Burda et al.'s IWAE-paper VAE: 784-200-200-50, tanh, Bernoulli (train with --binarize)",
-    "conv": "conv encoder/decoder for 28x28 grey images (MNIST, Fashion-MNIST): 2 stride-2 stages",
-    "conv64": "conv encoder/decoder for 64x64 grey or RGB images (ORL, image folders, CelebA): 4 stride-2 stages",
-}
+from vae_visdom.config import (
+    DATASETS,
+    DEFAULT_PORT,
+    DEFAULT_SERVER,
+    DEVICES,
+    FAST_STEPS,
+    LIKELIHOODS,
+    OPTIMIZERS,
+    PRECISIONS,
+    TrainConfig,
+    argparse_type,
+)
+from vae_visdom.models.specs import MODEL_NAMES, MODEL_SPECS
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,15 +28,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def _what_to_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--dataset", choices=DATASETS, default=None, help="default: mnist")
-    g.add_argument("--model", choices=list(MODEL_HELP), default=None,
-                   help="default: mlp. " + "; ".join(f"{k}: {v}" for k, v in MODEL_HELP.items()))
+    g.add_argument("--model", choices=MODEL_NAMES, default=None,
+                   help="default: mlp. " + "; ".join(f"{k}: {spec.help}" for k, spec in MODEL_SPECS.items()))
     g.add_argument("--data-dir", default=None, help="folder holding the data (MNIST: the raw IDX files)")
     g.add_argument("--latent-dim", type=argparse_type("latent_dim"), default=None)
     g.add_argument("--hidden-dim", type=argparse_type("hidden_dim"), default=None)
     g.add_argument("--likelihood", choices=LIKELIHOODS, default=None)
     g.add_argument("--test-fraction", type=argparse_type("test_fraction"), default=None,
                    help="image folders: share held out for testing (default 0.1)")
-    g.add_argument("--subset", type=argparse_type("subset"), default=None, help="celeba, folder: use the first N images (sorted names)")
+    g.add_argument("--subset", type=argparse_type("subset"), default=None,
+                   help="celeba, folder: use the first N images (sorted names)")
     g.add_argument("--binarize", action="store_true", default=None,
                    help="dynamically binarized pixels (the setting of published MNIST likelihoods)")
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, writable_dir
+from vae_visdom.config import (ConfigError, TrainConfig, UsageError, default_run_name, with_model_defaults,
+                               writable_dir)
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.insight.probe import InsightProbe
-from vae_visdom.models import build_model, with_model_defaults
+from vae_visdom.models import build_model
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.fork import ForkLauncher

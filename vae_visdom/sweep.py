@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError,
                                check_name, fit_name, parse_value, writable_dir)
 from vae_visdom.flags import add_train_arguments
-from vae_visdom.models import MODELS
+from vae_visdom.models.specs import MODEL_NAMES
 from vae_visdom.runs.records import compact_tag, load_run
 from vae_visdom.runs.tables import ranking
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
@@ -41,7 +41,7 @@ def parse_list(name: str, text: str) -> list[Any]:
     items = [t.strip() for t in str(text).split(",")]
     if not all(items):
         raise ConfigError(f"{name}: empty value in the list {text!r}; give values separated by commas")
-    choices = {"optimizer": OPTIMIZERS, "model": tuple(MODELS)}.get(name)
+    choices = {"optimizer": OPTIMIZERS, "model": MODEL_NAMES}.get(name)
     values = []
     for item in items:
         if choices is not None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from vae_visdom.config import DEVICES, TrainConfig, UsageError, argparse_type
+from vae_visdom.config import DEVICES, TrainConfig, UsageError, argparse_type, with_model_defaults
 from vae_visdom.data import load_dataset
 from vae_visdom.insight.iwae import DEFAULT_MAX_FLOATS, IWResult, format_result, iw_log_likelihood
-from vae_visdom.models import build_model, with_model_defaults
+from vae_visdom.models import build_model
 from vae_visdom.safe_io import atomic_write
 from vae_visdom.train import checkpoint
 from vae_visdom.train.step import resolve_device

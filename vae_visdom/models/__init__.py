@@ -1,27 +1,26 @@
-"""Model registry: name -> builder and the defaults that suit it.
+"""Models: the table of what `--model` offers (specs.py, torch-free) and `build_model`, which builds each.
 
 Every model is a `VAE` (see base.py): it takes images (B, C, H, W) in [0, 1],
 `encode` gives (mu, logvar), `decode` gives logits shaped like the images.
+Importing this package imports no torch: the table is read by `--help`, the runs home and sweep.
 """
 from __future__ import annotations
 
-from vae_visdom.config import TrainConfig
-from vae_visdom.models.base import VAE, ModelSpec
-from vae_visdom.models.conv import CONV_MODELS, ConvVAE
-from vae_visdom.models.deep_mlp import DEEP_MLP_MODELS, DeepMLPVAE
-from vae_visdom.models.mlp import MLP_MODELS, MLPVAE
+from typing import TYPE_CHECKING
 
-__all__ = ["MODELS", "ModelSpec", "VAE", "MLPVAE", "DeepMLPVAE", "ConvVAE", "build_model", "with_model_defaults"]
+from vae_visdom.models.specs import MODEL_NAMES, MODEL_SPECS, ModelSpec
 
+if TYPE_CHECKING:
+    from vae_visdom.models.base import VAE
 
-MODELS: dict[str, ModelSpec] = {**MLP_MODELS, **DEEP_MLP_MODELS, **CONV_MODELS}  # built here, in plain sight
+__all__ = ["MODEL_NAMES", "MODEL_SPECS", "ModelSpec", "build_model"]
 
 
-def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
-    """Fill the config's fields left None from the model's and the dataset's defaults."""
-    return cfg.with_defaults(MODELS[cfg.model].defaults_for(cfg.dataset))
+def build_model(name: str, image_shape: tuple[int, ...], latent_dim: int, hidden_dim: int, likelihood: str) -> VAE:
+    """The model `name` of MODEL_SPECS for images of `image_shape` (C, H, W)."""
+    from vae_visdom.models import conv, deep_mlp, mlp  # late: torch only when a model is built
 
-
-def build_model(name: str, image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: int,
-                likelihood: str) -> VAE:
-    return MODELS[name].build(tuple(image_shape), latent_dim, hidden_dim, likelihood)
+    builders = {"mlp": mlp.build_mlp, "mlp-paper": mlp.build_mlp_paper, "mlp-iwae": deep_mlp.build_mlp_iwae,
+                "conv": conv.build_conv, "conv64": conv.build_conv64}
+    c, h, w = image_shape
+    return builders[name]((c, h, w), latent_dim, hidden_dim, likelihood)

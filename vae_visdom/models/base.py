@@ -1,9 +1,6 @@
 """What every model in the registry is."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
@@ -48,16 +45,3 @@ class VAE(nn.Module):
     def sample_images(self, z: torch.Tensor) -> torch.Tensor:
         """Decode prior draws to images in [0, 1], (B, C, H, W)."""
         return torch.sigmoid(self.decode(z))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one model, and the training defaults that suit it."""
-
-    build: Callable[..., VAE]  # build(image_shape, latent_dim, hidden_dim, likelihood) -> VAE
-    defaults: dict  # optimizer, lr, batch_size, latent_dim, hidden_dim, likelihood
-    per_dataset: dict = field(default_factory=dict)  # dataset -> overrides of defaults
-    help: str = ""
-
-    def defaults_for(self, dataset: str) -> dict:
-        return {**self.defaults, **self.per_dataset.get(dataset, {})}

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from vae_visdom.models.base import VAE, ModelSpec
+from vae_visdom.models.base import VAE
 
 
 class ConvVAE(VAE):
@@ -98,24 +98,3 @@ def build_conv64(image_shape: tuple[int, int, int], latent_dim: int, hidden_dim:
     _check_size("conv64", image_shape, 64)
     return ConvVAE(image_shape, channels=(32, 32, 64, 64), latent_dim=latent_dim, hidden_dim=hidden_dim,
                    likelihood=likelihood)
-
-
-CONV_MODELS: dict[str, ModelSpec] = {
-    "conv": ModelSpec(
-        build_conv,
-        dict(optimizer="adam", lr=1e-3, batch_size=128, latent_dim=20, hidden_dim=256, likelihood="bernoulli"),
-        help="conv encoder/decoder for 28x28 grey images (MNIST, Fashion-MNIST): 2 stride-2 stages",
-    ),
-    "conv64": ModelSpec(
-        build_conv64,
-        # ORL has 360 training faces: batch 16 gives 23 steps an epoch, which learned faster per epoch
-        # than 32 in our runs (docs/faces.md). A Gaussian p(x|z) with a learned sigma reached a lower
-        # test pixel error than a Bernoulli one on grey faces in the same number of steps.
-        dict(optimizer="adam", lr=1e-3, batch_size=16, latent_dim=32, hidden_dim=256, likelihood="gaussian"),
-        per_dataset={
-            # CelebA subsets run to thousands of images: bigger batches, a roomier latent space.
-            "celeba": dict(batch_size=64, latent_dim=64),
-        },
-        help="conv encoder/decoder for 64x64 grey or RGB images (ORL, image folders, CelebA): 4 stride-2 stages",
-    ),
-}

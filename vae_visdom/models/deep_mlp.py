@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from vae_visdom.models.base import VAE, ModelSpec
+from vae_visdom.models.base import VAE
 
 
 class DeepMLPVAE(VAE):
@@ -51,16 +51,5 @@ def _tanh_stack(widths: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _mlp_iwae(image_shape, latent_dim, hidden_dim, likelihood):
+def build_mlp_iwae(image_shape, latent_dim, hidden_dim, likelihood):
     return DeepMLPVAE(image_shape, latent_dim=latent_dim, hidden_dims=(hidden_dim, hidden_dim), likelihood=likelihood)
-
-
-DEEP_MLP_MODELS: dict[str, ModelSpec] = {
-    "mlp-iwae": ModelSpec(
-        _mlp_iwae,
-        # Burda et al. (2016), section 5 and appendix: batch 20, Adam (beta1 0.9, beta2 0.999, eps 1e-4),
-        # lr 1e-3 decayed in stages (`--lr-schedule burda`, train/schedule.py).
-        dict(optimizer="adam", lr=1e-3, batch_size=20, latent_dim=50, hidden_dim=200, likelihood="bernoulli"),
-        help="Burda et al.'s IWAE-paper VAE: 784-200-200-50, tanh, Bernoulli (train with --binarize)",
-    ),
-}

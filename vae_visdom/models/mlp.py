@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_visdom.models.base import VAE, ModelSpec
+from vae_visdom.models.base import VAE
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
@@ -42,27 +42,11 @@ class MLPVAE(VAE):
         return self.fc4(h3).view(-1, *self.image_shape)  # logits (B, C, H, W)
 
 
-def _mlp(image_shape, latent_dim, hidden_dim, likelihood):
+def build_mlp(image_shape, latent_dim, hidden_dim, likelihood):
     return MLPVAE(image_shape, latent_dim=latent_dim, hidden_dim=hidden_dim, activation="relu",
                   likelihood=likelihood)
 
 
-def _mlp_paper(image_shape, latent_dim, hidden_dim, likelihood):
+def build_mlp_paper(image_shape, latent_dim, hidden_dim, likelihood):
     return MLPVAE(image_shape, latent_dim=latent_dim, hidden_dim=hidden_dim, activation="sigmoid",
                   likelihood=likelihood)
-
-
-MLP_MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec(
-        _mlp,
-        dict(optimizer="adam", lr=1e-3, batch_size=128, latent_dim=20, hidden_dim=400, likelihood="bernoulli"),
-        help="the PyTorch example's VAE: 784-400-20, ReLU, Adam 1e-3",
-    ),
-    "mlp-paper": ModelSpec(
-        _mlp_paper,
-        # Kingma & Welling (2014), section 5: 500 hidden units for MNIST, minibatch M=100,
-        # Adagrad with a global stepsize from {0.01, 0.02, 0.1}.
-        dict(optimizer="adagrad", lr=0.02, batch_size=100, latent_dim=20, hidden_dim=500, likelihood="bernoulli"),
-        help="Kingma & Welling's MNIST setup: sigmoid hidden units, 500 hidden, Adagrad",
-    ),
-}

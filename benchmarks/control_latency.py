@@ -35,10 +35,10 @@ def main() -> int:
 
     from vae_visdom.config import TrainConfig
     from vae_visdom.data import load_dataset
-    from vae_visdom.train.events import Callback
     from vae_visdom.monitor.panel import ROWS
     from vae_visdom.serve.net import find_free_port, server_answers
     from vae_visdom.session import TrainingSession
+    from vae_visdom.train.events import Callback
 
     tmp = Path(tempfile.mkdtemp(prefix="latency-"))
     port = find_free_port()

@@ -29,8 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
@@ -40,10 +40,10 @@ from torch import nn  # noqa: E402
 
 from vae_visdom.config import TrainConfig  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
-from vae_visdom.train.events import Callback  # noqa: E402
 from vae_visdom.models import build_model, with_model_defaults  # noqa: E402
-from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
+from vae_visdom.train.events import Callback  # noqa: E402
+from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 
 SEED_LOG_INTERVAL = 10  # the seed formats a progress line every 10 batches
 
@@ -138,8 +138,8 @@ class SeedLoop:
             train_loss += loss.item()
             self.optimizer.step()
             if batch_idx % SEED_LOG_INTERVAL == 0:  # formatted, not printed: the numbers, not the terminal
-                "Train Epoch: {} [{}/{}]\tLoss: {:.6f}".format(epoch, batch_idx * len(data),
-                                                             len(self.train_loader.dataset), loss.item() / len(data))
+                (f"Train Epoch: {epoch} [{batch_idx * len(data)}/{len(self.train_loader.dataset)}]"
+                 f"\tLoss: {loss.item() / len(data):.6f}")
         seconds = time.perf_counter() - t0
         return train_loss / len(self.train_loader.dataset), seconds
 
@@ -325,7 +325,8 @@ def streaming_overhead(args, data: ImageData, dataset: str, tmp: Path) -> list[s
                     going[mode] = s.trainer.run_epoch()
         # then blocks of `block` epochs, off and on in turn, timed whole (sends overlap the next
         # epoch, as in a real run; one flush at the end of each streaming block)
-        print(f"-- whole runs: {args.streaming_rounds} rounds of {args.streaming_block} epochs off, then on", flush=True)
+        print(f"-- whole runs: {args.streaming_rounds} rounds of {args.streaming_block} epochs off, then on",
+              flush=True)
         blocks = {"off": 0.0, "on": 0.0}
         for s in sessions.values():
             s.trainer.epochs += args.streaming_rounds * args.streaming_block

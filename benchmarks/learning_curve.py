@@ -43,7 +43,8 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
         d.text((sx(e) - 8, H - B + 6), str(e), fill="black")
     d.line([(L, T), (L, H - B)], fill="black")
     d.text((W // 2 - 20, H - 22), "epoch (log scale)", fill="black")
-    elbo = [(sx(r["epoch"]), sy(-r["test_loss"])) for r in rows if -r["test_loss"] >= y_lo]  # the first epochs lie below
+    # the first epochs lie below the plotted range
+    elbo = [(sx(r["epoch"]), sy(-r["test_loss"])) for r in rows if -r["test_loss"] >= y_lo]
     if len(elbo) > 1:
         d.line(elbo, fill=COLOURS["elbo"], width=2)
     iw = [(sx(r["epoch"]), sy(r["test_iw_ll"])) for r in rows if r.get("test_iw_ll") is not None]

@@ -127,7 +127,8 @@ def measure(epochs: int, pace: float, browser: bool = False) -> dict:
 def run_trees(trees: dict[str, Path], epochs: int, pace: float, browser: bool = False) -> dict[str, dict]:
     """Each tree in its own process, all at once (the same load on each)."""
     procs = {name: subprocess.Popen([sys.executable, __file__, "--inner", "--epochs", str(epochs), "--pace",
-                                     str(pace), *(["--browser"] if browser else [])], env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
+                                     str(pace), *(["--browser"] if browser else [])],
+                                    env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, tree in trees.items()}
     results = {}

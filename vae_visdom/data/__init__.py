@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vae_visdom.data.base import DataError, ImageData, default_cache_dir
 from vae_visdom.data import images
+from vae_visdom.data.base import DataError, ImageData, default_cache_dir
 from vae_visdom.data.mnist import load_idx_dataset
 
 __all__ = ["DataError", "ImageData", "default_cache_dir", "load_dataset"]

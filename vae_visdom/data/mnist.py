@@ -27,7 +27,6 @@ from vae_visdom.data.base import DataError, ImageData, default_cache_dir
 from vae_visdom.data.idx import FILES, HOW_TO, SPECS, IdxSpec, _find_files, _load, _spec, _verified
 from vae_visdom.data.mnist_sources import BUILDERS
 
-
 # ---------------------------------------------------------------- public entry points
 
 def _fill_cache(spec: IdxSpec, cache_dir: Path, tried: list[str]) -> None:
@@ -37,7 +36,8 @@ def _fill_cache(spec: IdxSpec, cache_dir: Path, tried: list[str]) -> None:
             return
         except DataError as e:
             tried.append(f"{label}: {e}")
-    raise DataError(f"{spec.credit.split(' (')[0]} data not found. {HOW_TO[spec.name]}\nTried:\n  " + "\n  ".join(tried))
+    raise DataError(f"{spec.credit.split(' (')[0]} data not found. {HOW_TO[spec.name]}\nTried:\n  "
+                    + "\n  ".join(tried))
 
 
 def _cache_fix(spec: IdxSpec) -> str:

@@ -1,1 +1,2 @@
-"""Work that reads the model during training but is not training: the PCA baseline, latent views, the IW estimate (probes), and `vae-visdom eval`."""
+"""Work that reads the model during training but is not training: the PCA baseline, latent views, the IW
+estimate (probes), and `vae-visdom eval`."""

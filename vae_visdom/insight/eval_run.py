@@ -31,6 +31,8 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
     cfg = with_model_defaults(TrainConfig.load(run_dir / "config.json"))
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
+    # every model's defaults name these three, so with_model_defaults has filled them
+    assert cfg.latent_dim is not None and cfg.hidden_dim is not None and cfg.likelihood is not None
     model = build_model(cfg.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood)
     ckpt = checkpoint.load(run_dir)
     model.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt)

@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from vae_visdom.data.base import to_unit_float
+from vae_visdom.models.base import VAE
 from vae_visdom.train.objectives import recon_nll
 
 DEFAULT_MAX_FLOATS = 20_000_000  # ~80 MB of float32 live at once
@@ -60,7 +61,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def log_px_given_z(model: nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def log_px_given_z(model: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """log p(x|z) per row, (M, C, H, W) x (M, D) -> (M,).
 
     A model may define its own `log_px_given_z(x, z)` (a decoder whose likelihood is not
@@ -72,7 +73,7 @@ def log_px_given_z(model: nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.
     return -recon_nll(model.decode(z), x, model.likelihood, getattr(model, "log_sigma", None))
 
 
-def floats_per_pair(model: nn.Module, device: torch.device) -> int:
+def floats_per_pair(model: VAE, device: torch.device) -> int:
     """A generous count of the floats one (example, sample) pair keeps live while it is scored.
 
     Decoder activations are counted by forward hooks on one decode (times 2, for activations
@@ -133,7 +134,7 @@ def _draw(xb: torch.Tensor, k: int, latent_dim: int, key: int, first: int, binar
 
 
 @torch.no_grad()
-def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int | None = None,
+def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int, batch_size: int | None = None,
                       binarize: bool = False, generator: torch.Generator | None = None,
                       device: str | torch.device | None = None,
                       max_floats: int = DEFAULT_MAX_FLOATS, progress: bool = False,
@@ -178,7 +179,7 @@ def iw_log_likelihood(model: nn.Module, x: torch.Tensor, k: int, batch_size: int
                     samples_per_chunk=s_max, per_example=ll, per_example_elbo=elbo, n_requested=n)
 
 
-def _score_batch(model: nn.Module, xb: torch.Tensor, eps: torch.Tensor, s_max: int
+def _score_batch(model: VAE, xb: torch.Tensor, eps: torch.Tensor, s_max: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logsumexp of the K log weights, their sum) per image of xb (B, C, H, W), noise eps (B, K, D)."""
     b, d = xb.shape[0], eps.shape[-1]

@@ -7,32 +7,32 @@ drawing are the monitor's.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vae_visdom.data.base import to_unit_float
 from vae_visdom.insight.iwae import eval_mode
 from vae_visdom.insight.pca import pca_fit
+from vae_visdom.models.base import VAE
 from vae_visdom.train.events import Figure, ImageFigure, ScatterFigure
 
 
-def _device(model: nn.Module, device) -> torch.device:
+def _device(model: VAE, device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
 @torch.no_grad()
-def _encode_means(model: nn.Module, x: torch.Tensor, device, batch: int = 1000) -> torch.Tensor:
+def _encode_means(model: VAE, x: torch.Tensor, device, batch: int = 1000) -> torch.Tensor:
     with eval_mode(model):
         mus = [model.encode(to_unit_float(x[i:i + batch]).to(device))[0].cpu() for i in range(0, x.shape[0], batch)]
     return torch.cat(mus).float()  # (N, D)
 
 
 @torch.no_grad()
-def _decode_images(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def _decode_images(model: VAE, z: torch.Tensor) -> torch.Tensor:
     with eval_mode(model):
         return torch.sigmoid(model.decode(z)).float().cpu()  # (B, C, H, W)
 
 
-def latent_manifold_grid(model: nn.Module, n: int = 20, device=None) -> torch.Tensor:
+def latent_manifold_grid(model: VAE, n: int = 20, device=None) -> torch.Tensor:
     """Decodings of an n x n grid over a 2-D latent, (n*n, C, H, W) in [0, 1], row-major.
 
     Kingma & Welling (2014), Figure 4: linearly spaced coordinates on the unit square
@@ -48,7 +48,7 @@ def latent_manifold_grid(model: nn.Module, n: int = 20, device=None) -> torch.Te
     return _decode_images(model, z.to(dev))
 
 
-def interpolation_strip(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10,
+def interpolation_strip(model: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10,
                         device=None) -> torch.Tensor:
     """Decodings along the line between the posterior means of two images, (steps, C, H, W).
 
@@ -61,7 +61,7 @@ def interpolation_strip(model: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor, 
     return _decode_images(model, ((1 - t) * mu[0] + t * mu[1]).to(dev))
 
 
-def posterior_scatter(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None = None,
+def posterior_scatter(model: VAE, x: torch.Tensor, labels: torch.Tensor | None = None,
                       max_points: int = 2000, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means of the first max_points images in 2-D: (points (N, 2), labels (N,) int64).
 
@@ -81,7 +81,7 @@ def posterior_scatter(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | 
     return points, labels
 
 
-def figures_for_epoch(model: nn.Module, test_x: torch.Tensor, test_labels: torch.Tensor | None = None,
+def figures_for_epoch(model: VAE, test_x: torch.Tensor, test_labels: torch.Tensor | None = None,
                       device=None, n_grid: int = 20, n_pairs: int = 4, steps: int = 10,
                       max_points: int = 2000) -> dict[str, Figure]:
     """The latent views as figures: latent_manifold (2-D latents only), interpolations, posterior_scatter."""

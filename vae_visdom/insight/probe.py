@@ -1,7 +1,7 @@
 """The inspection probe: the PCA baseline (once), latent views and the IW log-likelihood (every N epochs).
 
-Measured while the model trains. The session builds it; the trainer calls `run_start` and `epoch_end` (the Probe protocol of train/events.py); what they
-return goes to the observers as figures and metrics.
+Measured while the model trains. The session builds it; the trainer calls `run_start` and `epoch_end` (the Probe
+protocol of train/events.py); what they return goes to the observers as figures and metrics.
 
 None of this touches the global RNG, so a run's numbers do not depend on whether it is on.
 """

@@ -1,8 +1,8 @@
 """What every model in the registry is."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ class VAE(nn.Module):
     image_shape: tuple[int, int, int]
     latent_dim: int
     likelihood: str = "bernoulli"
+    log_sigma: torch.Tensor | None  # an nn.Parameter for a Gaussian decoder, else None (registered in __init__)
 
     def __init__(self) -> None:
         super().__init__()

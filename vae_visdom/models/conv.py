@@ -33,7 +33,8 @@ class ConvVAE(VAE):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"unknown likelihood {likelihood!r}; allowed: bernoulli, gaussian")
-        c, h, w = self.image_shape = tuple(image_shape)  # type: ignore[misc]
+        c, h, w = image_shape
+        self.image_shape = (c, h, w)
         factor = 2 ** len(channels)
         if h % factor or w % factor:
             raise ValueError(f"{h}x{w} images do not fit {len(channels)} stride-2 stages: "

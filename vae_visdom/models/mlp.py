@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,8 @@ from torch import nn
 
 from vae_visdom.models.base import VAE, ModelSpec
 
-_ACTIVATIONS = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 class MLPVAE(VAE):

@@ -36,7 +36,9 @@ def browse(run_dir: str | Path, entries: list[tuple[str, dict]], server: str, po
     run_dir = Path(run_dir)
     holder: dict[str, EpochView] = {}
     board = Board(server, port, env, None, username, password, on_event=lambda e: holder["view"].handle(e))
-    grids = {kind: board.add(ImageGrid(ids[kind], TITLES[kind])) for kind in ("recon", "samples")}
+    grids = {kind: ImageGrid(ids[kind], TITLES[kind]) for kind in ("recon", "samples")}
+    for grid in grids.values():
+        board.add(grid)
     view = holder["view"] = EpochView(board, ids["view"], env, grids, [], Smoother(""), run_dir)
     epochs = saved_epochs(run_dir)
     view.start(epochs[-1] if epochs else 0)

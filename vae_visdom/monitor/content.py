@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from vae_visdom.train.events import EpochRecord, Figure, ImageFigure, NumbersFigure, RunInfo, ScatterFigure, Status
 from vae_visdom.monitor.curves import OBJECTIVE, ensure
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import format_value
 from vae_visdom.train.controller import SETTINGS
+from vae_visdom.train.events import EpochRecord, Figure, ImageFigure, NumbersFigure, RunInfo, ScatterFigure, Status
 
 
 def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRecord | None, env: str,
@@ -93,7 +94,8 @@ def change_marks(events_path: Path, steps: list[tuple[int, dict]], limit: int) -
     checkpoint's), placed as the live monitor placed them: at the last logged step at or before the
     change, or the first one after it when there was none yet. The label is "lr 0.001 -> 0.0003", the
     old value from the change before it or else the step row before it."""
-    marks, last = [], {}
+    marks: list[tuple[float, float, str]] = []
+    last: dict[str, Any] = {}  # setting -> its value after the latest accepted change
     for ev in read_jsonl(events_path):
         name, step = ev.get("name"), ev.get("step")
         if not (ev.get("accepted") and name in SETTINGS and isinstance(step, int) and step <= limit):
@@ -108,7 +110,8 @@ def change_marks(events_path: Path, steps: list[tuple[int, dict]], limit: int) -
     return marks
 
 
-PARENT_TRACES = {"train": "parent: train", "test": "parent: test", "train (every log interval)": "parent: every log interval"}
+PARENT_TRACES = {"train": "parent: train", "test": "parent: test",
+                 "train (every log interval)": "parent: every log interval"}
 
 
 def _parent_history(loss: LinePlot, steps: list, forked_at: dict) -> None:

@@ -27,7 +27,7 @@ def ensure(plot: LinePlot, name: str, color: str, dash: str = "solid", width: fl
     return name
 
 
-def fit_range(plot: LinePlot) -> list[float] | None:
+def fit_range(plot: LinePlot) -> list[float | None] | None:
     """[low, high] for the y-axis: every point at x >= half the last x (all of them in the first
     epoch but its first half), padded; None (autoscale) with fewer than 3 such points. Called under
     the board's lock at each send: a bisection per trace (points are appended in x order) and C-speed
@@ -38,7 +38,9 @@ def fit_range(plot: LinePlot) -> list[float] | None:
         return None
     last = max(xs)
     since = last / 2 if last > 1 else last / 4
-    lows, highs, n = [], [], 0
+    lows: list[float] = []
+    highs: list[float] = []
+    n = 0
     for t in traces:
         try:  # (`None in list` compares every float: slower than the bisection and min/max together)
             seg = t.y[bisect.bisect_left(t.x, since):]
@@ -46,7 +48,8 @@ def fit_range(plot: LinePlot) -> list[float] | None:
         except TypeError:  # a gap (None) among the points: the slow way
             seg = [y for x, y in zip(t.x, t.y) if x is not None and y is not None and x >= since]
             low, high = (min(seg), max(seg)) if seg else (None, None)
-        if seg:
+        # low is None also for a lone gap ([None]: min() compares nothing), which has no range to give
+        if low is not None and high is not None:
             lows.append(low)
             highs.append(high)
             n += len(seg)
@@ -91,10 +94,11 @@ def cut_resumed(plots: list[LinePlot], cut: int, first_x: float) -> None:
     epoch traces from its first epoch `cut`."""
     # compared as stored: a plotted x is rounded to PLOT_DIGITS, and 1.085333 (a logged
     # 1.0853333...) is below the unrounded 1.0853333..., which drew that point twice (fault 11)
-    first_x = num(first_x, PLOT_DIGITS)
+    first = num(first_x, PLOT_DIGITS)
+    assert first is not None  # an epoch position is a finite number
 
     def keep(name: str, x: float) -> bool:
-        return x < first_x if name in STEP_TRACES else x < cut
+        return x < first if name in STEP_TRACES else x < cut
 
     for plot in plots:
         plot.truncate(keep)

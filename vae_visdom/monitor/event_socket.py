@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import websocket  # websocket-client, a visdom dependency
@@ -43,7 +43,7 @@ class EventSocket:
         self._app: websocket.WebSocketApp | None = None
         self._thread = threading.Thread(target=self._run, name="vae-visdom-events", daemon=True)
 
-    def start(self) -> "EventSocket":
+    def start(self) -> EventSocket:
         self._thread.start()
         return self
 
@@ -120,8 +120,11 @@ def property_row(event: dict, win: str, env: str, rows: tuple[str, ...]) -> str 
     PropertyUpdate of pane `win` in env `env`; None for anything else."""
     if event.get("target") != win or event.get("eid") != env or event.get("event_type") != "PropertyUpdate":
         return None
+    row = event.get("propertyId")
+    if row is None:
+        return None
     try:
-        return rows[int(event.get("propertyId"))]
+        return rows[int(row)]
     except (TypeError, ValueError, IndexError):
         return None
 

@@ -18,6 +18,7 @@ swallow every key press on the page (windows.ImageGrid says why), this pane swal
 from __future__ import annotations
 
 import base64
+import errno
 import re
 import struct
 from pathlib import Path
@@ -26,8 +27,8 @@ from vae_visdom.config import ConfigError, parse_value
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.curves import Smoother
 from vae_visdom.monitor.event_socket import property_row
-from vae_visdom.runs.animate import gif_bytes
 from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
+from vae_visdom.runs.animate import gif_bytes
 
 ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
 FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}
@@ -86,11 +87,13 @@ class EpochView:
 
     def show_animation(self) -> None:
         """The run's samples.gif (runs/animate.py, written as the run ends) in a pane of its own."""
-        path = None if self.run_dir is None else self.run_dir / ANIMATION[0]
-        if path is None or not path.exists():
+        if self.run_dir is None:
             return
-        n = len(saved_epochs(self.run_dir))
-        data = path.read_bytes() if n <= PAGE_FRAMES else gif_bytes(self.run_dir, max_frames=PAGE_FRAMES)
+        run_dir, path = self.run_dir, self.run_dir / ANIMATION[0]
+        if not path.exists():
+            return
+        n = len(saved_epochs(run_dir))
+        data = path.read_bytes() if n <= PAGE_FRAMES else gif_bytes(run_dir, max_frames=PAGE_FRAMES)
         src = "data:image/gif;base64," + base64.b64encode(data).decode("ascii")
         shown = f"{n} epochs" if n <= PAGE_FRAMES else f"{PAGE_FRAMES} of {n} epochs, evenly spaced"
         html = (f'<img src="{src}" alt="{ANIMATION[1]}" style="width:100%;image-rendering:pixelated">'
@@ -98,6 +101,7 @@ class EpochView:
         with self.board.lock:
             win = f"{self.win}-animation"
             pane = self.board.windows.get(win) or self.board.add(TextPane(win, ANIMATION[1], width=480, height=560))
+            assert isinstance(pane, TextPane)  # this window id is the animation pane's alone
             pane.set(html, urgent=True)
 
     # -- socket thread --------------------------------------------------------------------------
@@ -169,6 +173,8 @@ class EpochView:
 
     def _show(self, epoch: int) -> None:
         """Draw the run folder's PNGs of `epoch` into the image panes."""
+        if self.run_dir is None:  # a monitor without a run folder has no PNGs to step back to
+            raise FileNotFoundError(errno.ENOENT, "no run folder to read the epoch's images from")
         encoded = {k: png_data_url(self.run_dir / name.format(epoch)) for k, name in FILES.items()}
         for kind, grid in self.grids.items():
             grid.caption = self._caption(epoch)

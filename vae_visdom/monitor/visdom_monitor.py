@@ -13,24 +13,47 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import LOG_NAME, Board, preload
-from vae_visdom.monitor.content import (figure_html, figure_title, restore_from_rows, run_html,
-                                        scatter_traces)
+from vae_visdom.monitor.content import figure_html, figure_title, restore_from_rows, run_html, scatter_traces
 from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, ensure, fit_range
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.view_pane import EpochView
-from vae_visdom.monitor.windows import (BLUE, GREY, ORANGE, TITLES, ImageGrid, LinePlot, TextPane, Trace, line_style,
-                                        slug, window_prefix)
+from vae_visdom.monitor.windows import (
+    BLUE,
+    GREY,
+    ORANGE,
+    TITLES,
+    ImageGrid,
+    LinePlot,
+    TextPane,
+    Trace,
+    Window,
+    line_style,
+    slug,
+    window_prefix,
+)
 from vae_visdom.runs.records import format_value
 from vae_visdom.train.controller import SETTINGS, Controller
-from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ImageFigure, NumbersFigure,
-                                     RunInfo, ScatterFigure, Status, StepLog)
+from vae_visdom.train.events import (
+    Callback,
+    CommandEvent,
+    EpochImages,
+    EpochRecord,
+    Figure,
+    ImageFigure,
+    NumbersFigure,
+    RunInfo,
+    ScatterFigure,
+    Status,
+    StepLog,
+)
 
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.
@@ -74,7 +97,7 @@ class VisdomMonitor(Callback):
         self.board = Board(server, port, self.env, self.log_path, username, password,
                            min_interval=min_interval, on_event=self._on_event)
         self._add_windows(controller)
-        self.figures: dict[str, Any] = {}
+        self.figures: dict[str, Window] = {}
         self.info: RunInfo | None = None
         self.status = Status("starting", 0, 0, 0)
         self.record: EpochRecord | None = None
@@ -90,26 +113,32 @@ class VisdomMonitor(Callback):
         """The run's panes, in the order visdom should lay them out."""
         w = self.windows = {kind: f"{self.prefix}-{kind}" for kind in TITLES}
         b = self.board
-        self.loss = b.add(LinePlot(w["loss"], TITLES["loss"], [
+        # each pane is made, then added: the attributes keep the pane's own type (Board.add returns a Window)
+        self.loss = LinePlot(w["loss"], TITLES["loss"], [
             Trace("train (every log interval)", "lines", line_style(GREY, width=1)),
             Trace("train", "lines+markers", line_style(BLUE)),
             Trace("test", "lines+markers", line_style(ORANGE)),
             Trace("changes", "markers+text", {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"},
                                               "textposition": "top center"}, text=[]),
-        ], "epoch", "-ELBO, nats per example"))
-        self.terms = b.add(LinePlot(w["terms"], TITLES["terms"], [
+        ], "epoch", "-ELBO, nats per example")
+        b.add(self.loss)
+        self.terms = LinePlot(w["terms"], TITLES["terms"], [
             Trace("train recon", "lines+markers", line_style(BLUE)),
             Trace("test recon", "lines+markers", line_style(ORANGE)),
             Trace("train KL", "lines+markers", line_style(BLUE, "dash")),
             Trace("test KL", "lines+markers", line_style(ORANGE, "dash")),
             Trace("train recon (every log interval)", "lines", line_style(GREY, width=1)),
             Trace("train KL (every log interval)", "lines", line_style(GREY, "dot", width=1)),
-        ], "epoch", "nats per example"))
+        ], "epoch", "nats per example")
+        b.add(self.terms)
         self.loss.y_range = self.terms.y_range = fit_range  # the readable part; plotly's Autoscale shows all
         self.smoother = Smoother("train (every log interval)")
-        self.recon = b.add(ImageGrid(w["recon"], TITLES["recon"], nrow=8))
-        self.samples = b.add(ImageGrid(w["samples"], TITLES["samples"], nrow=8))
-        self.run_pane = b.add(TextPane(w["run"], TITLES["run"], width=460, height=420))
+        self.recon = ImageGrid(w["recon"], TITLES["recon"], nrow=8)
+        b.add(self.recon)
+        self.samples = ImageGrid(w["samples"], TITLES["samples"], nrow=8)
+        b.add(self.samples)
+        self.run_pane = TextPane(w["run"], TITLES["run"], width=460, height=420)
+        b.add(self.run_pane)
         self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
         self.view = EpochView(b, w["view"], self.env, {"recon": self.recon, "samples": self.samples},
                               [self.loss, self.terms], self.smoother, self.run_dir)
@@ -150,7 +179,7 @@ class VisdomMonitor(Callback):
     @_guarded
     def on_step(self, log: StepLog) -> None:
         if self._resume_cut is not None:
-            self._cut_resumed(log.epoch_progress)
+            self._cut_resumed(self._resume_cut, log.epoch_progress)
         x = log.epoch_progress
         with self.board.lock:
             self.loss.add("train (every log interval)", x, log.loss)
@@ -218,16 +247,20 @@ class VisdomMonitor(Callback):
         win = f"{self.prefix}-fig-{slug(name)}"
         with self.board.lock:
             pane = self.figures.get(name)
+            # a figure's name keeps its kind (the probes' names are fixed), so its pane keeps its class
             if isinstance(figure, ImageFigure):
                 pane = pane or self.board.add(ImageGrid(win, title))
+                assert isinstance(pane, ImageGrid)
                 pane.title = title
                 pane.set(torch.as_tensor(figure.images).detach().to("cpu", copy=True), nrow=figure.nrow, urgent=False)
             elif isinstance(figure, ScatterFigure):
                 pane = pane or self.board.add(LinePlot(win, title, [], "", ""))
+                assert isinstance(pane, LinePlot)
                 pane.title = title
                 pane.replace(scatter_traces(figure))
             elif isinstance(figure, NumbersFigure):
                 pane = pane or self.board.add(TextPane(win, title))
+                assert isinstance(pane, TextPane)
                 pane.title = title
                 pane.set(figure_html(name, figure))
             else:
@@ -286,9 +319,9 @@ class VisdomMonitor(Callback):
         """The loss plot's trace of the importance-weighted estimate, made on first use (under the lock)."""
         return ensure(self.loss, "test -log p(x), IW estimate", "#2ca02c", mode="lines+markers")
 
-    def _cut_resumed(self, first_x: float) -> None:
-        """Drop the old curves' points that the resumed run is about to draw again."""
-        cut, self._resume_cut = self._resume_cut, None
+    def _cut_resumed(self, cut: int, first_x: float) -> None:
+        """Drop the old curves' points that the resumed run is about to draw again (from epoch `cut`)."""
+        self._resume_cut = None
         with self.board.lock:
             cut_resumed([self.loss, self.terms], cut, first_x)
             self.smoother.reset(self.loss)

@@ -27,9 +27,10 @@ import io
 import math
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vae_visdom.runs.images import make_grid, to_uint8_hwc
 
@@ -113,7 +114,7 @@ class LinePlot(Window):
         self.traces = {t.name: t for t in traces}
         self.xlabel, self.ylabel, self.width, self.height = xlabel, ylabel, width, height
         self.log_whole = True  # the log's next entry must be the whole figure
-        self.y_range: Callable[["LinePlot"], list | None] | None = None  # the default y-axis range (None: auto)
+        self.y_range: Callable[[LinePlot], list | None] | None = None  # the default y-axis range (None: auto)
 
     def add(self, name: str, x: Any, y: Any, text: str | None = None) -> None:
         t = self.traces[name]
@@ -144,10 +145,11 @@ class LinePlot(Window):
     def full(self, env: str) -> Message:
         opts = {"title": self.title, "xlabel": self.xlabel, "ylabel": self.ylabel, "showlegend": True,
                 "width": self.width, "height": self.height}
-        layout = {"title": {"text": self.title, "x": 0.02}, "showlegend": True,  # left: the tool icons are right
-                  "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
-                  "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
-                  "legend": {"orientation": "h", "y": -0.2}}
+        layout: dict[str, Any] = {
+            "title": {"text": self.title, "x": 0.02}, "showlegend": True,  # left: the tool icons are right
+            "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+            "xaxis": {"title": self.xlabel}, "yaxis": {"title": self.ylabel},
+            "legend": {"orientation": "h", "y": -0.2}}
         y_range = self.y_range(self) if self.y_range is not None else None
         if y_range is not None:
             layout["yaxis"]["range"] = y_range

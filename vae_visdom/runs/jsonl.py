@@ -7,7 +7,7 @@ from pathlib import Path
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSON-lines file, ignoring a torn line (a resume reports those: see resume.py)."""
-    rows = []
+    rows: list[dict] = []
     p = Path(path)
     if not p.exists():
         return rows

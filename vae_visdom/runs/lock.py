@@ -13,7 +13,10 @@ import os
 import socket
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import TextIO
 
+fcntl: ModuleType | None  # the module, or None where the platform has none
 try:
     import fcntl
 except ImportError:  # not a POSIX system: runs go unlocked (the session warns)
@@ -29,13 +32,13 @@ class RunFolderBusy(Exception):
 class RunLock:
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOCK_NAME
-        self._file = None  # open while held; the lock goes with it (also when garbage collected)
+        self._file: TextIO | None = None  # open while held; the lock goes with it (also when garbage collected)
 
     @property
     def held(self) -> bool:
         return self._file is not None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock or raise RunFolderBusy naming the holder. Never waits. OSError where the
         file system (or the platform) has no flock."""
         if fcntl is None:

@@ -47,7 +47,9 @@ def _visdom_dir() -> Path:
 def visdom_version() -> str:
     """The string visdom compares `static/version.built` with (its `__version__`)."""
     _visdom_dir()
-    return compat.installed_version()
+    version = compat.installed_version()
+    assert version is not None  # _visdom_dir() found visdom's folder, and then a version always reads
+    return version
 
 
 def default_static_dir() -> Path:
@@ -161,7 +163,9 @@ def install(static_dir: str | os.PathLike | None = None, force: bool = False, *,
                     member = tar.getmember(targets[target][1])
                     if not member.isfile():
                         raise AssetError(f"{spec}: {member.name} is not a regular file")
-                    _write_atomic(static / target, tar.extractfile(member).read())
+                    content = tar.extractfile(member)
+                    assert content is not None  # a regular file (checked above) always extracts
+                    _write_atomic(static / target, content.read())
     # version.built last: it is visdom's "everything is here" flag
     left = [t for t in missing(static, manifest=manifest) if t != "version.built"]
     if left:

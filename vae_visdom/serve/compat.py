@@ -47,7 +47,7 @@ def manifest_path(version: str | None = None) -> Path:
 
 def is_old_visdom(version: str | None = None) -> bool:
     """True for visdom 0.2.x (unsalted password hash, compare handler that needs mending)."""
-    return (installed_version() if version is None else version or "").startswith("0.2.")
+    return ((installed_version() if version is None else version) or "").startswith("0.2.")
 
 
 def visdom_problem() -> str | None:

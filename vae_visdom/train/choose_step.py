@@ -5,6 +5,8 @@ import torch
 
 from vae_visdom.config import TrainConfig
 from vae_visdom.models.base import VAE
+from vae_visdom.models.deep_mlp import DeepMLPVAE
+from vae_visdom.models.mlp import MLPVAE
 from vae_visdom.train import deep_mlp_step, graph_step, mlp_cpu_step
 from vae_visdom.train.step import StepFn, prepare_optimizer
 
@@ -21,8 +23,10 @@ def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
         # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
         prepare_optimizer(optimizer, capturable=False, fused=True if device.type == "cpu" else None)
         if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(model, device, cfg.precision) is None:
+            assert isinstance(model, MLPVAE)  # unsupported() checked its exact type
             return mlp_cpu_step.MLPStep(model, optimizer, kl)  # the hand-derived step
         if cfg.fast_step == "auto" and deep_mlp_step.unsupported(model, device, cfg.precision) is None:
+            assert isinstance(model, DeepMLPVAE)  # unsupported() checked its exact type
             return deep_mlp_step.DeepMLPStep(model, optimizer, kl)  # the same, for mlp-iwae's deeper stacks
         return eager
     step = graph_step.make_step(model, optimizer, model.likelihood, batch_size, device, fallback=eager,

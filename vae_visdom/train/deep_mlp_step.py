@@ -13,6 +13,8 @@ What it saves per epoch is measured in docs/results.md (issue 18).
 """
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,17 +36,19 @@ class DeepMLPStep:
     def __init__(self, model: DeepMLPVAE, optimizer: torch.optim.Optimizer, kl=None):
         self.model, self.optimizer, self.kl = model, optimizer, kl
         self.enc = [m for m in model.encoder if isinstance(m, nn.Linear)]  # each followed by tanh
-        self.dec = [m for m in model.decoder[0] if isinstance(m, nn.Linear)]  # each followed by tanh
-        self.out = model.decoder[1]  # logits, no activation
+        dec_stack, out = model.decoder  # DeepMLPVAE builds it as (tanh stack, output Linear)
+        assert isinstance(dec_stack, nn.Sequential) and isinstance(out, nn.Linear)
+        self.dec = [m for m in dec_stack if isinstance(m, nn.Linear)]  # each followed by tanh
+        self.out = out  # logits, no activation
         self.params = list(model.parameters())
         self.grads: list[torch.Tensor] = []
 
     def _own_grads(self) -> None:
         """A .grad this step owns for every parameter (an eager step in between may have replaced them)."""
         if not (self.grads and all(p.grad is g for p, g in zip(self.params, self.grads))):
-            for p in self.params:
-                p.grad = torch.zeros_like(p)
-            self.grads = [p.grad for p in self.params]
+            self.grads = [torch.zeros_like(p) for p in self.params]
+            for p, g in zip(self.params, self.grads):
+                p.grad = g
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +85,16 @@ class DeepMLPStep:
         self._back(dh, self.enc[::-1], hs[-2::-1], last=True, tanh_out=hs[:0:-1])
         self.optimizer.step()
         return torch.stack([recon + kl, recon, kl])
+
+    @overload
+    @staticmethod
+    def _back(d: torch.Tensor, layers: list[nn.Linear], inputs: list[torch.Tensor], last: Literal[False],
+              tanh_out: list[torch.Tensor] | None = None) -> torch.Tensor: ...
+
+    @overload
+    @staticmethod
+    def _back(d: torch.Tensor, layers: list[nn.Linear], inputs: list[torch.Tensor], last: Literal[True],
+              tanh_out: list[torch.Tensor] | None = None) -> None: ...
 
     @staticmethod
     def _back(d: torch.Tensor, layers: list[nn.Linear], inputs: list[torch.Tensor], last: bool,

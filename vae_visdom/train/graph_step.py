@@ -36,6 +36,7 @@ import warnings
 import torch
 from torch import nn
 
+from vae_visdom.models.base import VAE
 from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, eager_step, prepare_optimizer
 
 WARMUP_STEPS = 3  # cuBLAS handles, autograd buffers and Adam's lazy state exist before capture
@@ -61,7 +62,7 @@ def capture_unsupported(model: nn.Module, optimizer: torch.optim.Optimizer, devi
 class CapturedStep:
     """Callable `x -> (3,) sums` replaying one CUDA graph for batches of `batch_size`; anything else goes eager."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
+    def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
                  device: torch.device, fallback: StepFn | None = None, amp: bool = False, kl=None):
         self.model, self.optimizer, self.likelihood = model, optimizer, likelihood
         self.kl = kl  # a KLWeight, or None: the ELBO
@@ -167,6 +168,7 @@ class CapturedStep:
                 self.fallbacks += 1
                 return self.fallback(x)
         else:
+            assert self.static_x is not None  # made by the capture that made self.graph
             self.static_x.copy_(x)
         for i, g in enumerate(self.optimizer.param_groups):
             if g["lr"] != self._lr_values[i]:  # changed live (control panel): no sync, a fill kernel
@@ -174,13 +176,14 @@ class CapturedStep:
                 self._lr_tensors[i].fill_(self._lr_values[i])
         if self._beta is not None:
             self._beta.fill_(self.kl.current)  # no sync: a fill kernel
+        assert self.graph is not None and self.static_sums is not None  # captured above, or at an earlier call
         self.graph.replay()
         self.replays += 1
         # a copy: the caller may keep it (the trainer sums intervals) while the next replay overwrites
         return self.static_sums.clone()
 
 
-def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
+def make_step(model: VAE, optimizer: torch.optim.Optimizer, likelihood: str, batch_size: int,
               device: torch.device, *, fallback: StepFn | None = None, amp: bool = False,
               kl=None) -> CapturedStep | None:
     """A captured training step for CUDA, or None where it does not apply (CPU, non-Adam optimizers).

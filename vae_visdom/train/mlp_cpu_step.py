@@ -2,9 +2,9 @@
 
 The same math as `backward_and_step` (step.py) for an MLPVAE with a Bernoulli decoder: the
 forward pass, the negative ELBO summed over the batch (cross-entropy from logits + analytic KL,
-its KL term weighted by beta: kl_weight.py; one z ~ q(z|x) drawn with the same `randn_like` call), its gradient written straight into each
-parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a 2-core CPU,
-where the step is otherwise matrix products at ~90% of the machine's peak: autograd's graph
+its KL term weighted by beta: kl_weight.py; one z ~ q(z|x) drawn with the same `randn_like` call), its gradient
+written straight into each parameter's `.grad` with `out=`, then the optimizer's own `step()`. What it saves on a
+2-core CPU, where the step is otherwise matrix products at ~90% of the machine's peak: autograd's graph
 building and bookkeeping, a fresh gradient tensor per parameter per step, and the two small mu/logvar
 layers done as one product each way (their weight gradients live side by side in one buffer, each
 parameter's `.grad` a view of its half). Measured on the project's CPU machine, 469 steps (an MNIST
@@ -74,7 +74,10 @@ class MLPStep:
         for p in (m.fc1.weight, m.fc1.bias, m.fc3.weight, m.fc3.bias, m.fc4.weight, m.fc4.bias):
             p.grad = torch.zeros_like(p)
         self.w2_grad, self.b2_grad = w2, b2
-        self.grads = [p.grad for p in self.params]
+        self.grads = []
+        for p in self.params:
+            assert p.grad is not None  # every parameter was given one just above
+            self.grads.append(p.grad)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

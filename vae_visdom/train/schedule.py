@@ -31,7 +31,8 @@ def stage_ends(total_epochs: int, stages: int = BURDA_STAGES) -> list[int]:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if total(mid) < total_epochs else (lo, mid)
     r = (lo + hi) / 2
-    ends, cum = [], 0.0
+    ends: list[int] = []
+    cum = 0.0
     for i in range(stages):
         cum += r ** i
         ends.append(max(round(cum * total_epochs / total(r)), (ends[-1] + 1) if ends else 1))

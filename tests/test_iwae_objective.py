@@ -99,3 +99,42 @@ def test_a_run_trained_on_the_iwae_bound_reports_it_beside_the_elbo(tmp_path):
             bound, elbo = r[f"{split}_loss"], r[f"{split}_recon"] + r[f"{split}_kl"]
             assert math.isfinite(bound) and bound < elbo  # -L_5 below -ELBO: the tighter bound
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_the_page_draws_the_bound_with_the_elbo_beside_it_live_and_after_a_resume(server, tmp_path):
+    from tests.test_monitor import STEPS_PER_EPOCH, Observers, feed_epoch, record, run_info, window_data
+    from vae_visdom.monitor import VisdomMonitor
+    from vae_visdom.runs.files import RunFiles
+    from vae_visdom.runs.resume import reconcile
+
+    def iwae_info(**kw):
+        info = run_info(tmp_path, **kw)
+        info.config.update(objective="iwae", iwae_k=5)
+        return info
+
+    def loss_and_run_pane(m):
+        panes = window_data(server, "iwae")
+        loss = {t["name"]: t for t in panes[m.windows["loss"]]["content"]["data"]}
+        return loss, panes[m.windows["run"]]["content"]
+
+    m = VisdomMonitor(port=server.port, env="iwae", run_dir=tmp_path)
+    run = Observers(m, RunFiles(tmp_path))
+    run.on_run_start(iwae_info())
+    for e in (1, 2):
+        feed_epoch(run, e)
+    m.close()
+    loss, run_pane = loss_and_run_pane(m)
+    for split in ("train", "test"):
+        elbo = [getattr(record(e), f"{split}_recon") + getattr(record(e), f"{split}_kl") for e in (1, 2)]
+        assert loss[f"{split} -ELBO (recon + KL)"]["y"] == pytest.approx(elbo)
+        assert loss[split]["y"] == pytest.approx([getattr(record(e), f"{split}_loss") for e in (1, 2)])
+    assert "importance-weighted bound with K=5" in run_pane
+    reconcile(tmp_path, {"epoch": 2, "step": 2 * STEPS_PER_EPOCH})
+    m2 = VisdomMonitor(port=server.port, env="iwae", run_dir=tmp_path)
+    run2 = Observers(m2, RunFiles(tmp_path))
+    run2.on_run_start(iwae_info(resumed=True, start_epoch=3))  # redrawn from metrics.jsonl, then epoch 3
+    feed_epoch(run2, 3)
+    m2.close()
+    loss, _ = loss_and_run_pane(m2)
+    assert loss["test -ELBO (recon + KL)"]["x"] == [1, 2, 3]
+    assert m.hook_errors == m2.hook_errors == []

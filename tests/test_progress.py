@@ -51,3 +51,17 @@ def test_a_terminal_gets_a_redrawn_bar_with_percent_loss_terms_lr_and_batch_size
     assert "loss   125.50  (recon 100.25 + KL 25.75)  lr 0.0003  bs 64" in text
     assert text.rstrip().splitlines()[-1].strip().startswith("====> Epoch: 1 Average loss: 128.1234")
     assert "\nepoch 1 100.0%" not in text  # the plain line is for files and pipes only
+
+
+def test_an_iwae_run_shows_the_bound_as_the_loss_and_the_elbo_beside_it():
+    from tests.test_monitor import run_info
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out)
+    info = run_info("/tmp/r")
+    info.config.update(objective="iwae", iwae_k=5)
+    printer.on_run_start(info)
+    feed(printer, epochs=1)
+    text = out.getvalue()
+    assert "objective: the IWAE bound with K=5" in text
+    assert "epoch 1 100.0%  loss   120.50  (-ELBO 126.00: recon 100.25 + KL 25.75)  lr 0.0003  bs 64" in text

@@ -34,6 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")  # train/objectives.py computes each (tests/test_iwae_objective.py checks)
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 
@@ -170,6 +171,8 @@ RULES: dict[str, Rule] = {
     "precision": _choice(PRECISIONS),
     "fast_step": _choice(FAST_STEPS),
     "likelihood": _choice(LIKELIHOODS),
+    "objective": _choice(OBJECTIVES),
+    "iwae_k": Rule(_integer, _range(1, 5000), "a whole number of samples from 1 to 5000"),
     "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
     "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
                         "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
@@ -238,6 +241,8 @@ class TrainConfig:
     forked_at: dict | None = None  # {"epoch", "step"} of the parent's checkpoint the fork started from
     beta: float = 1.0  # the KL term's weight (1: the ELBO); kl_warmup: steps over which it rises from 0
     kl_warmup: int = 0
+    objective: str = "elbo"  # elbo | iwae: the importance-weighted bound with iwae_k samples (train/objectives.py)
+    iwae_k: int = 5  # samples per example of --objective iwae (Burda et al. 2016 train with 5 and 50)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -11,6 +11,7 @@ from vae_visdom.config import (
     DEVICES,
     FAST_STEPS,
     LIKELIHOODS,
+    OBJECTIVES,
     OPTIMIZERS,
     PRECISIONS,
     TrainConfig,
@@ -51,6 +52,10 @@ def _how_to_train(p: argparse.ArgumentParser) -> None:
                    help="weight of the KL term (default 1: the ELBO; changeable live)")
     g.add_argument("--kl-warmup", type=argparse_type("kl_warmup"), default=None,
                    help="steps over which the KL weight rises linearly from 0 to --beta (default 0)")
+    g.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="elbo (default) or iwae: the importance-weighted bound of Burda et al. (2016) with --k samples")
+    g.add_argument("--k", dest="iwae_k", type=argparse_type("iwae_k"), default=None, metavar="K",
+                   help="samples per image of --objective iwae (default 5; 1 is the ELBO)")
     g.add_argument("--lr-schedule", type=argparse_type("lr_schedule"), default=None,
                    help="constant (default), burda or burda:E: Burda et al.'s lr stages, which the live lr rescales")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")

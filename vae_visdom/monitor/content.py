@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from vae_visdom.monitor.curves import OBJECTIVE, ensure
+from vae_visdom.monitor.curves import OBJECTIVE, elbo_trace, ensure
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, num
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import format_value
@@ -26,13 +26,16 @@ def run_html(r: RunInfo | None, st: Status, values: dict[str, Any], rec: EpochRe
     rows: list[tuple[str, str]] = []
     if r is not None:
         c = r.config
+        objective = ("-ELBO" if c.get("objective", "elbo") == "elbo" else
+                     f"-L_K, the importance-weighted bound with K={c.get('iwae_k')} (the -ELBO dashed beside it)")
         rows += [("run", r.name + (" (resumed)" if r.resumed else "")), ("run dir", r.run_dir),
                  ("watch at", r.url or url), ("env", env),
                  ("data", f"{r.dataset}: {r.n_train:,} train / {r.n_test:,} test images of "
                           f"{'x'.join(map(str, r.image_shape))}"), ("data source", r.data_source),
                  ("model", f"{c.get('model')} ({r.n_params:,} parameters), latent {c.get('latent_dim')}, "
                            f"hidden {c.get('hidden_dim')}, {c.get('likelihood')} likelihood"),
-                 ("optimizer", str(c.get("optimizer"))), ("device", r.device), ("seed", str(c.get("seed")))]
+                 ("objective", objective), ("optimizer", str(c.get("optimizer"))), ("device", r.device),
+                 ("seed", str(c.get("seed")))]
     rows.append(("status", f"{st.state}, epoch {st.epoch}/{values.get('epochs') or st.epochs}, "
                            f"step {st.step:,}" + (f" ({st.message})" if st.message else "")))
     rows.append(("in force", ", ".join(f"{k} {format_value(v, k)}" for k, v in values.items())))
@@ -132,7 +135,7 @@ def _parent_history(loss: LinePlot, steps: list, forked_at: dict) -> None:
 
 
 def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: Callable[[], str],
-                      forked_at: dict | None = None) -> bool:
+                      forked_at: dict | None = None, iwae: bool = False) -> bool:
     """A resumed run's curves from its metrics.jsonl and steps.jsonl (already cut at the checkpoint
     it resumes from): each epoch and each logged step once. False (nothing changed) when the run
     folder has neither file. `iw_trace()` names the loss plot's IW trace, making it when needed."""
@@ -152,6 +155,14 @@ def restore_from_rows(run_dir: Path, loss: LinePlot, terms: LinePlot, iw_trace: 
         put(loss, split, epochs, "epoch", f"{split}_loss")
         put(terms, f"{split} recon", epochs, "epoch", f"{split}_recon")
         put(terms, f"{split} KL", epochs, "epoch", f"{split}_kl")
+    if iwae:  # the loss traces are -L_K; the -ELBO beside them
+        for split in ("train", "test"):
+            name = elbo_trace(loss, split)  # first: making the trace replaces loss.traces
+            t = loss.traces[name]
+            kept = [r for _, r in epochs if isinstance(r.get(f"{split}_recon"), (int, float))
+                    and isinstance(r.get(f"{split}_kl"), (int, float))]
+            t.x = [num(r["epoch"], PLOT_DIGITS) for r in kept]
+            t.y = [num(r[f"{split}_recon"] + r[f"{split}_kl"], PLOT_DIGITS) for r in kept]
     if any("test_iw_ll" in r for _, r in epochs):
         put(loss, iw_trace(), epochs, "epoch", "test_iw_ll", sign=-1.0)
     put(loss, "train (every log interval)", steps, "epoch_progress", "loss")

@@ -13,6 +13,14 @@ import bisect
 from vae_visdom.monitor.windows import PLOT_DIGITS, LinePlot, Trace, line_style, num
 
 OBJECTIVE = "train objective: recon + beta KL (every log interval)"
+# --objective iwae: the loss traces are -L_K; the -ELBO of the same epochs (recon + KL) is drawn beside them
+ELBO_TRACES = {"train": "train -ELBO (recon + KL)", "test": "test -ELBO (recon + KL)"}
+ELBO_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}  # the train and test traces' own colours, dashed
+
+
+def elbo_trace(plot: LinePlot, split: str) -> str:
+    """The -ELBO trace of `split` beside an IWAE run's bound, made on first use."""
+    return ensure(plot, ELBO_TRACES[split], ELBO_COLORS[split], "dash", 1.5, "lines+markers")
 EMA = "train (EMA of every log interval)"
 STEP_TRACES = ("train (every log interval)", "train recon (every log interval)", "train KL (every log interval)",
                "changes", OBJECTIVE, EMA)  # drawn at fractional epochs (a resume cuts them at its first step)

@@ -22,7 +22,7 @@ import torch
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
 from vae_visdom.monitor.board import LOG_NAME, Board, preload
 from vae_visdom.monitor.content import figure_html, figure_title, restore_from_rows, run_html, scatter_traces
-from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, ensure, fit_range
+from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, elbo_trace, ensure, fit_range
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.view_pane import EpochView
 from vae_visdom.monitor.windows import (
@@ -167,7 +167,8 @@ class VisdomMonitor(Callback):
             # (it is written every half second) or run ahead (points after the checkpoint)
             self._resume_cut = run.start_epoch
             with self.board.lock:
-                restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace, run.config.get("forked_at"))
+                restore_from_rows(self.run_dir, self.loss, self.terms, self._iw_trace, run.config.get("forked_at"),
+                                  run.config.get("objective") == "iwae")
                 self.smoother.reset(self.loss)
         self.panel.set_values(self.values)
         self.view.start(run.start_epoch - 1)  # a resumed run's epochs so far, from its folder
@@ -206,6 +207,10 @@ class VisdomMonitor(Callback):
             self.record = record
             self.loss.add("train", e, record.train_loss)
             self.loss.add("test", e, record.test_loss)
+            if self.info is not None and self.info.config.get("objective") == "iwae":  # the bound; the ELBO beside
+                for split in ("train", "test"):
+                    elbo = getattr(record, f"{split}_recon") + getattr(record, f"{split}_kl")
+                    self.loss.add(elbo_trace(self.loss, split), e, elbo)
             if "test_iw_ll" in record.extra:  # the IWAE bound on -log p(x): below the test -ELBO
                 self.loss.add(self._iw_trace(), e, -float(record.extra["test_iw_ll"]))
             for split in ("train", "test"):

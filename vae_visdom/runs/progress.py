@@ -20,6 +20,7 @@ class ProgressPrinter(Callback):
         self.t0 = time.perf_counter()
         self.bar: tqdm | None = None
         self.last: StepLog | None = None
+        self.iwae = False  # the loss is -L_K (--objective iwae), not the -ELBO
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -33,6 +34,10 @@ class ProgressPrinter(Callback):
                     f"{run.data_source}), device {run.device}, {run.n_params:,} parameters")
         self._print(f"  lr {cfg['lr']:g}, batch size {cfg['batch_size']}, {cfg['optimizer']}, "
                     f"latent {cfg['latent_dim']}, epochs {cfg['epochs']}; files in {run.run_dir}")
+        self.iwae = cfg.get("objective") == "iwae"
+        if self.iwae:
+            self._print(f"  objective: the IWAE bound with K={cfg.get('iwae_k')}; loss is -L_K, beside it the -ELBO "
+                        "(recon + KL)")
         if run.url:
             self._print(f"  watch it live: {run.url}")
 
@@ -44,15 +49,15 @@ class ProgressPrinter(Callback):
             self.bar = tqdm(total=100.0, file=self.stream, desc=f"epoch {log.epoch}", leave=False, dynamic_ncols=True,
                             bar_format="{desc} |{bar:24}| {percentage:5.1f}%  {postfix}")
         self.bar.n = round(100.0 * (log.epoch_progress - (log.epoch - 1)), 1)
-        self.bar.set_postfix_str(_figures(log), refresh=True)
+        self.bar.set_postfix_str(_figures(log, self.iwae), refresh=True)
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         if not self.tty and self.last is not None and self.last.epoch == record.epoch:
-            frac = self.last.epoch_progress - (record.epoch - 1)
-            self._print(f"epoch {record.epoch} {100 * frac:5.1f}%  {_figures(self.last)}")  # what the bar showed
+            frac = self.last.epoch_progress - (record.epoch - 1)  # the line says what the bar showed
+            self._print(f"epoch {record.epoch} {100 * frac:5.1f}%  {_figures(self.last, self.iwae)}")
         self._print(f"====> Epoch: {record.epoch} Average loss: {record.train_loss:.4f}  "
                     f"Test set loss: {record.test_loss:.4f}  ({record.seconds:.1f} s, "
                     f"{record.images_per_second:,.0f} img/s)")
@@ -70,5 +75,8 @@ class ProgressPrinter(Callback):
         self._print(f"run {status.state}: {status.message} ({time.perf_counter() - self.t0:.1f} s)")
 
 
-def _figures(log: StepLog) -> str:
-    return f"loss {log.loss:8.2f}  (recon {log.recon:.2f} + KL {log.kl:.2f})  lr {log.lr:.3g}  bs {log.batch_size}"
+def _figures(log: StepLog, iwae: bool = False) -> str:
+    terms = f"recon {log.recon:.2f} + KL {log.kl:.2f}"  # the -ELBO, which is the loss unless it is -L_K
+    if iwae:
+        terms = f"-ELBO {log.recon + log.kl:.2f}: {terms}"
+    return f"loss {log.loss:8.2f}  ({terms})  lr {log.lr:.3g}  bs {log.batch_size}"

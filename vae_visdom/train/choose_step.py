@@ -16,6 +16,9 @@ def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
     """A captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step of the fully
     connected VAEs (mlp_cpu_step.py; deep_mlp_step.py for mlp-iwae) where they apply and `cfg.fast_step`
     allows; else `eager`."""
+    if cfg.objective == "iwae":  # the fast steps compute the ELBO's gradient only
+        prepare_optimizer(optimizer, capturable=False, fused=True if device.type in ("cpu", "cuda") else None)
+        return eager
     if device.type != "cuda" or cfg.fast_step == "eager":
         # a checkpoint of a captured GPU run carries capturable=True, which Adam refuses on the CPU
         prepare_optimizer(optimizer, capturable=False, fused=True if device.type == "cpu" else None)

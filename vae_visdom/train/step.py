@@ -14,7 +14,7 @@ import torch
 
 from vae_visdom.config import UsageError
 from vae_visdom.models.base import VAE
-from vae_visdom.train.objectives import elbo_terms
+from vae_visdom.train.objectives import elbo_terms, gaussian_kl, iwae_bound, log_importance_weights, recon_nll
 
 StepFn = Callable[[torch.Tensor], torch.Tensor]  # x (B, C, H, W) in [0, 1] -> (3,) loss, recon, kl sums
 
@@ -91,6 +91,41 @@ def backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Ten
     (loss if beta is None else recon_sum + beta * kl_sum).backward()
     optimizer.step()
     return torch.stack([loss.detach(), recon_sum.detach(), kl_sum.detach()])  # (3,)
+
+
+def iwae_terms(model: VAE, x: torch.Tensor, k: int, autocast, beta: float | torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(-L_K (B,), the objective whose gradient is taken (B,), recon nll of the first sample (B,), KL (B,)).
+
+    K reparameterised samples per example (Kingma & Welling 2014, section 2.4), decoded in one batch of
+    K * B; the bound in float32 whatever precision the forward ran in (Burda et al. 2016, eq. 8). With
+    beta (None: 1) the prior-to-posterior log ratio of each weight is scaled (objectives.log_importance_weights).
+    """
+    with autocast():
+        mu, logvar = model.encode(x)  # (B, D) each
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype)  # (K, B, D)
+        logits = model.decode(z.flatten(0, 1))  # (K * B, C, H, W)
+    mu, logvar, z = mu.float(), logvar.float(), z.float()
+    xs = x.float().expand(k, *x.shape).flatten(0, 1)  # (K * B, C, H, W), the batch once per sample
+    recon = recon_nll(logits.float(), xs, model.likelihood, model.log_sigma).view(k, -1)  # (K, B)
+    log_w = log_importance_weights(-recon, z, mu, logvar)  # (K, B)
+    neg_bound = -iwae_bound(log_w)
+    trained = neg_bound if beta is None else -iwae_bound(log_importance_weights(-recon, z, mu, logvar, beta))
+    return neg_bound, trained, recon[0], gaussian_kl(mu, logvar)
+
+
+def iwae_backward_and_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, autocast, k: int,
+                           beta: float | torch.Tensor | None = None) -> torch.Tensor:
+    """`backward_and_step` for `--objective iwae`: (3,) -L_K, recon, kl summed over the batch.
+
+    recon + kl is the negative ELBO of the same batch (its first sample's reconstruction, the KL in closed
+    form), reported beside the bound the step optimises.
+    """
+    neg_bound, trained, recon, kl = iwae_terms(model, x, k, autocast, beta)
+    trained.sum().backward()
+    optimizer.step()
+    return torch.stack([neg_bound.sum().detach(), recon.sum().detach(), kl.sum().detach()])  # (3,)
 
 
 def eager_step(model: VAE, optimizer: torch.optim.Optimizer, autocast,

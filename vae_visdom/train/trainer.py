@@ -23,7 +23,7 @@ from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochR
                                      Reason, Status, StepLog)
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
-from vae_visdom.train.step import autocast_for, backward_and_step
+from vae_visdom.train.step import autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
@@ -149,7 +149,10 @@ class Trainer:
         """One optimizer step on a batch; returns (3,) loss, recon, kl summed over the batch (on device)."""
         self.optimizer.zero_grad(set_to_none=True)
         beta = self.kl.current  # exactly 1: the ELBO's own arithmetic, as before beta existed
-        return backward_and_step(self.model, self.optimizer, x, self.autocast, None if beta == 1.0 else beta)
+        weight = None if beta == 1.0 else beta
+        if self.cfg.objective == "iwae":
+            return iwae_backward_and_step(self.model, self.optimizer, x, self.autocast, self.cfg.iwae_k, weight)
+        return backward_and_step(self.model, self.optimizer, x, self.autocast, weight)
 
     # -- epochs ---------------------------------------------------------------------------------
     def train_epoch(self) -> tuple[torch.Tensor, float, torch.Tensor | None] | None:
@@ -187,14 +190,17 @@ class Trainer:
 
     @torch.no_grad()
     def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
-        """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass."""
+        """Test-set ELBO terms (summed) with one posterior sample each, as the seed's test pass; with
+        `--objective iwae` the loss is -L_K with the run's K (recon + kl stay the ELBO's terms)."""
         self.model.eval()
         sums, first = torch.zeros(3, device=self.device), None
-        for x in self.dist.shard(self.test_x).split(TEST_BATCH):  # this rank's share; rank 0's comes first
+        k = self.cfg.iwae_k if self.cfg.objective == "iwae" else 0
+        for x in self.dist.shard(self.test_x).split(TEST_BATCH // max(1, k)):  # this rank's share; rank 0's first
             x = torch.bernoulli(to_unit_float(x)) if self.cfg.binarize else to_unit_float(x)  # (B, C, H, W)
             logits, mu, logvar = self.model(x)
             recon, kl = elbo_terms(logits, x, mu, logvar, self.model.likelihood, self.model.log_sigma)
-            sums += torch.stack([(recon + kl).sum(), recon.sum(), kl.sum()])
+            loss = iwae_terms(self.model, x, k, self.autocast)[0] if k else recon + kl
+            sums += torch.stack([loss.sum(), recon.sum(), kl.sum()])
             if first is None:
                 first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
         samples = self.model.sample_images(self.z_fixed).float().cpu()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-OBJECTIVE_NAMES = ("elbo", "iwae")  # config.OBJECTIVES, the rule table, holds the same names (tests/test_iwae_objective.py)
+OBJECTIVE_NAMES = ("elbo", "iwae")  # = config.OBJECTIVES, the rule table (tests/test_iwae_objective.py)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -86,7 +86,12 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
     class InfoHandler(BaseHandler):  # lets `serve --detach` see which env folder a running server keeps
         def get(self):
             if self.settings.get("cookie_secret") and not self.current_user:
-                raise tornado.web.HTTPError(403)
+                # answered here, not raised: visdom's write_error logs a traceback for every HTTPError;
+                # tornado's access log gives the one line
+                self.set_status(403)
+                self.set_header("Content-Type", "text/plain; charset=utf-8")
+                self.finish("403: log in first\n")
+                return
             self.write(info)
 
     class _NoDebug(tornado.web.Application):
@@ -97,6 +102,7 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
             settings["debug"] = False
             handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
             super().__init__([(INFO_PATH, InfoHandler)] + server_guard.guarded(handlers), **settings)
+            self.add_transform(server_guard.NoFraming)
 
         def find_handler(self, request, **kwargs):
             why = guard.refusal(request)  # before routing: static files and unknown paths too

@@ -13,7 +13,7 @@ from vae_visdom.serve import compat
 from vae_visdom.serve import envs as server_envs
 from vae_visdom.serve.origin import changes_state, host_refusal, origin_refusal, own_names, same_origin
 
-__all__ = ["Guard", "Refused", "guarded", "install_env_checks", "host_refusal", "same_origin"]
+__all__ = ["Guard", "NoFraming", "Refused", "guarded", "install_env_checks", "host_refusal", "same_origin"]
 
 log = logging.getLogger("vae_visdom.serve.server")
 
@@ -31,6 +31,21 @@ class Guard:
         if why is None and changes_state(request):
             why = origin_refusal(request.headers)
         return why
+
+
+class NoFraming(tornado.web.OutputTransform):
+    """Every response says that only a page of this origin may frame it (the Application's transform: the one
+    place every response passes, refusals, errors, static files and websocket handshakes included).
+
+    Without it a page of any other site framed /env/runs or a run's env invisibly over a decoy button and a
+    click started, forked or stopped a run (clickjacking). visdom's page never frames itself from elsewhere."""
+
+    HEADERS = {"Content-Security-Policy": "frame-ancestors 'self'", "X-Frame-Options": "SAMEORIGIN"}
+
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):
+        for name, value in self.HEADERS.items():
+            headers[name] = value
+        return status_code, headers, chunk
 
 
 def _local_ip(request) -> str | None:
@@ -153,6 +168,15 @@ def screen_socket_message(sock, message) -> str | None:
 
 # ---- visdom's handlers, guarded -----------------------------------------------------------------------
 
+class _StrictCookies:
+    """The login cookie rides only on requests this server's own pages make (SameSite=Strict): a page of another
+    site can neither frame nor post with it."""
+
+    def set_cookie(self, name, value, *args, **kwargs) -> None:
+        kwargs["samesite"] = "Strict"
+        super().set_cookie(name, value, *args, **kwargs)
+
+
 class _OneLineErrors:
     """Every error answered as one line of text (visdom's write_error writes an empty body); bad input is
     logged as one line too, not as a traceback."""
@@ -267,7 +291,9 @@ def _guarded(cls: type) -> type:
     extra = {**_env_page_checks(cls, wh), **_socket_checks(cls, sh)}
     if issubclass(cls, wh.DeleteEnvHandler):
         extra["wrap_func"] = staticmethod(_delete_env)
-    return type(cls.__name__, (_OneLineErrors, cls), extra)
+    if issubclass(cls, wh.ErrorHandler):  # visdom routes it with {"app": ...} but gave it no initialize: the
+        extra["initialize"] = lambda self, app: None  # connection dropped with a traceback instead of a 500
+    return type(cls.__name__, (_StrictCookies, _OneLineErrors, cls), extra)
 
 
 def guarded(handlers: list) -> list:

@@ -171,8 +171,9 @@ def socket_loads(server, eid: str) -> list:
     """What a page's websocket receives after asking for env `eid` (its windows), or fails."""
     ws = page_socket(server)
     try:
-        ws.recv()  # register: its sid
-        ws.send(json.dumps({"cmd": "switch_env", "prev_eid": "main", "eid": eid}))
+        sid = json.loads(ws.recv())["data"]  # register: its sid
+        status, body = request(server, "POST", f"/env/{eid}", {"sid": sid})  # how the page asks for an env
+        assert status == 200, body
         got, deadline = [], time.monotonic() + 5
         ws.settimeout(1)
         while time.monotonic() < deadline:
@@ -258,7 +259,7 @@ def test_24_4_save_layouts_with_data_that_is_no_layout_keeps_the_layouts_file(vi
     assert json.loads(layouts.read_text()) == {"main": {"mine": {}}}
     log = server.log_tail(400)
     assert "Traceback" not in log
-    assert len([ln for ln in log.splitlines() if "save_layouts" in ln]) == 4, log
+    assert len([ln for ln in log.splitlines() if "refused websocket message save_layouts" in ln]) == 4, log
 
 
 # ---- 24.8: compare and the family view under login ------------------------------------------------------

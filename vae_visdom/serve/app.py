@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve import compat
+from vae_visdom.serve.envs import checked_state
 from vae_visdom.serve.net import _connect_host, url_of
 
 def _credentials() -> tuple[str, str] | None:
@@ -111,7 +112,8 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
             return super().find_handler(request, **kwargs)
 
     class QuietApplication(Application, _NoDebug):
-        pass
+        def load_state(self):  # visdom's, less env files another tool left that cannot be served
+            return checked_state(super().load_state(), self.env_path)
 
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
 

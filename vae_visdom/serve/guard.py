@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import tornado.escape
 import tornado.web
@@ -103,8 +104,34 @@ def install_env_checks() -> None:
         module.escape_eid = checked_eid
     for module in (server_utils, web_handlers, socket_handlers, app):
         module.serialize_env = server_envs.serialize_env
+    if not hasattr(server_utils.gather_envs, "checked"):
+        checked = _checked_gather_envs(server_utils.gather_envs)
+        for module in (server_utils, web_handlers, socket_handlers, app):
+            if hasattr(module, "gather_envs"):
+                module.gather_envs = checked
     if not compat.is_old_visdom() and not hasattr(web_handlers.update_window, "mended"):
         _mend_visdom03(web_handlers)
+
+
+def _checked_gather_envs(gather_envs):
+    """visdom's list of envs (the page's env menu, written into its script) without the files checked_state
+    skipped at start or that came later: one file named outside the rule (a backslash) blanked every page."""
+    def checked(state, *args, **kwargs):
+        env_path = kwargs.get("env_path", args[0] if args else None)
+        names = gather_envs(state, *args, **kwargs)
+        return [e for e in names if e in state and _good_name(e)
+                or isinstance(env_path, (str, os.PathLike)) and server_envs.unusable_env(env_path, e) is None]
+
+    checked.checked = True
+    return checked
+
+
+def _good_name(eid) -> bool:
+    try:
+        check_name(eid, "env id")
+    except ConfigError:
+        return False
+    return True
 
 
 def _mend_visdom03(web_handlers) -> None:
@@ -143,6 +170,8 @@ def screen_socket_message(sock, message) -> str | None:
         log.warning("refused websocket message: not a JSON object")
         return None
     cmd = msg.get("cmd")
+    if cmd == "save_layouts":
+        return _screened_layouts(msg)
     eids = _socket_eids(cmd, msg)
     try:
         for eid in eids:
@@ -164,6 +193,20 @@ def screen_socket_message(sock, message) -> str | None:
         broadcast_envs(sock)
         return None
     return message
+
+
+def _screened_layouts(msg: dict) -> str | None:
+    """save_layouts passes only with a layout (a JSON object, or its text): visdom writes `data` over
+    view/layouts.json as it comes, and `data: 5` left the file empty."""
+    data = msg.get("data")
+    try:
+        layouts = json.loads(data) if isinstance(data, str) else data
+    except ValueError:
+        layouts = None
+    if not isinstance(layouts, dict):
+        log.warning("refused websocket message save_layouts: its data is no layout (%s)", type(data).__name__)
+        return None
+    return json.dumps({**msg, "data": json.dumps(layouts)})
 
 
 # ---- visdom's handlers, guarded -----------------------------------------------------------------------

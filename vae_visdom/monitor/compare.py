@@ -30,7 +30,7 @@ from urllib.parse import quote
 from PIL import Image, ImageDraw, ImageFont
 
 from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, slug
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name, env_login
 from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
                                      load_run, resolve_runs, run_labels, short_names)
 from vae_visdom.runs.tables import ranking
@@ -227,7 +227,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     print(ranking(records))
     try:
-        done = compare_runs(records, args.server, args.port, args.env)
+        done = compare_runs(records, args.server, args.port, args.env, *(env_login() or (None, None)))
     except ConnectionError:
         print(f"vae-visdom compare: error: no visdom server answers at {args.server}:{args.port} "
               f"(start one with `vae-visdom serve`)", file=sys.stderr)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from vae_visdom.monitor.board import LOG_NAME, connect
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, env_login
 
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
@@ -67,11 +67,9 @@ def add_cli(subparsers) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     import sys
 
-    import os
-
-    try:  # credentials as the monitor takes them (a server with login; `vae-visdom serve`'s catch-up)
-        done = replay(args.run_dir, args.server, args.port, args.env,
-                      os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
+    login = env_login() or (None, None)  # as the monitor logs in (a server with login; `serve`'s catch-up)
+    try:
+        done = replay(args.run_dir, args.server, args.port, args.env, *login)
     except FileNotFoundError as err:
         print(f"vae-visdom replay: error: {err}", file=sys.stderr)
         return 2
@@ -86,8 +84,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         print("the view pane steps through the run's epochs until Ctrl-C", flush=True)
         try:
-            browse(args.run_dir, done["entries"], args.server, args.port, done["env"],
-                   os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
+            browse(args.run_dir, done["entries"], args.server, args.port, done["env"], *login)
         except ValueError as err:
             print(f"vae-visdom replay: error: {err}", file=sys.stderr)
             return 2

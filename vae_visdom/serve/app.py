@@ -8,14 +8,13 @@ import os
 import secrets
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, env_login
 from vae_visdom.serve import compat
 from vae_visdom.serve.envs import checked_state
 from vae_visdom.serve.net import _connect_host, url_of
 
 def _credentials() -> tuple[str, str] | None:
-    user, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
-    return (user, password) if user and password else None
+    return env_login()
 
 
 def _prepare_login(user: str, password: str) -> dict:

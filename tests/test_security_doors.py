@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import websocket
 
 from tests.fixtures import REPO, until, wait_for
@@ -303,3 +302,109 @@ def test_24_8_compare_and_the_family_view_log_in_with_the_servers_credentials(vi
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert len(json.loads(vis.get_window_data(env=family.env))) >= 3
+
+
+# ---- 24.2: a run folder is data, never code -------------------------------------------------------------
+
+ONERROR = "<img src=x onerror=\"window.pwned=1;document.title='pwned'\">"
+STYLED = '<b style="font-size:60px">styled</b>'
+
+
+def hostile_folder(runs: Path, name: str, env: str, messages: list) -> Path:
+    run = runs / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"name": name, "env": env}))
+    (run / "visdom.log").write_text("".join(json.dumps(m) + "\n" for m in messages))
+    return run
+
+
+def text_msg(env: str, win: str, content: str, title: str = "run") -> list:
+    return ["events", {"eid": env, "win": win, "data": [{"content": content, "type": "text"}],
+                       "opts": {"title": title}}]
+
+
+def legend_texts(browser) -> list[str]:
+    return browser.execute_script("return [...document.querySelectorAll('.legendtext')].map(e => e.textContent)")
+
+
+def no_script_ran(browser) -> None:
+    assert browser.execute_script("return window.pwned === undefined") and browser.title != "pwned"
+
+
+def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_the_home(visdom_server_factory,
+                                                                                          browser, tmp_path):
+    from vae_visdom.monitor.home import TABLE_WIN
+
+    server = visdom_server_factory(start=False)
+    runs = server.env_path.parent / "runs"
+    victim_win = "victim-123abc-run"
+    hostile_folder(runs, "hostile", "hostile", [
+        text_msg("hostile", "hostile-abcdef-run", f"{ONERROR}<b>kept text</b><script>window.pwned=2</script>"),
+        ["events", {"eid": "hostile", "win": "hostile-abcdef-loss", "data": [
+            {"x": [1, 2], "y": [3, 4], "name": STYLED, "type": "scatter", "mode": "lines"}],
+            "layout": {"title": {"text": STYLED}, "showlegend": True}, "opts": {"title": "loss"}}],
+        text_msg("runs", TABLE_WIN, f"pwned home {ONERROR}", "runs"),
+        text_msg("victim", victim_win, f"pwned victim {ONERROR}"),
+        text_msg("hostile", victim_win, f"pwned victim {ONERROR}"),
+    ])
+    hostile_folder(runs, "homey", "runs", [text_msg("runs", TABLE_WIN, f"pwned home {ONERROR}", "runs")])
+    hostile_folder(runs, "imposter", "victim", [text_msg("victim", victim_win, f"pwned victim {ONERROR}")])
+    server.env_path.mkdir(parents=True)
+    victim = {"jsons": {victim_win: {"command": "window", "id": victim_win, "title": "run", "type": "text",
+                                     "content": "the victim's own", "contentID": "c", "width": 300, "height": 200,
+                                     "i": 1}}, "reload": {}}
+    (server.env_path / "victim.json").write_text(json.dumps(victim))
+    os.utime(server.env_path / "victim.json", ns=(time.time_ns() - 10**10,) * 2)  # older than every log
+    server.start()
+    until(lambda: server.log_tail(400).count("catch-up: ") >= 1 + 2 * 3, "the catch-up of the three folders",
+          timeout=120)
+    log = server.log_tail(400)
+    assert "is the runs home's" in log, log
+
+    def pane_text(env: str) -> str:
+        return json.dumps(windows_of(server, env))
+
+    hostile = windows_of(server, "hostile")
+    assert "kept text" in pane_text("hostile") and "onerror" not in pane_text("hostile")
+    assert "<script" not in pane_text("hostile") and victim_win not in hostile
+    # a folder that names another run's env may add panes of its own there (its own window ids, rebuilt), but
+    # never replace or close that run's windows
+    from vae_visdom.monitor.windows import window_prefix
+
+    victim_env = windows_of(server, "victim")
+    assert victim_env[victim_win]["content"] == "the victim's own"
+    assert all(w == victim_win or w.startswith(window_prefix("victim", runs / "imposter")) for w in victim_env)
+    assert "onerror" not in pane_text("victim")
+    until(lambda: TABLE_WIN in windows_of(server, "runs"), "the runs home's table")
+    assert "pwned" not in pane_text("runs")
+
+    browser.get(f"{server.url}/env/hostile")
+    until(lambda: "kept text" in browser.page_source, "the hostile env's panes in the page", timeout=30)
+    until(lambda: legend_texts(browser), "the plot's legend")
+    time.sleep(1)
+    no_script_ran(browser)
+    assert STYLED in legend_texts(browser), legend_texts(browser)  # shown as text, not as markup
+    for env in ("victim", "runs"):
+        browser.get(f"{server.url}/env/{env}")
+        wait_for(browser, ".content-text", timeout=30)
+        time.sleep(1)
+        no_script_ran(browser)
+    assert "pwned" not in browser.find_element("css selector", ".react-grid-layout").text  # the home's own panes
+
+
+def test_24_2_compare_and_the_family_view_show_markup_from_run_folders_as_text(visdom_server_factory, browser,
+                                                                               tmp_path):
+    from vae_visdom.monitor.compare import compare_runs
+    from vae_visdom.runs.records import load_run
+
+    server = visdom_server_factory()
+    runs = tmp_path / "runs"
+    a, b = finished_run(runs, "run-a"), finished_run(runs, "run-b")
+    config = json.loads((b / "config.json").read_text())
+    (b / "config.json").write_text(json.dumps({**config, "optimizer": STYLED}))
+    done = compare_runs([load_run(a), load_run(b)], "http://127.0.0.1", server.port, "cmp-markup")
+    names = [t["name"] for t in windows_of(server, "cmp-markup")[done.windows["epochs"]]["content"]["data"]]
+    assert any("&lt;b style" in n for n in names) and not any("<b" in n for n in names), names
+    browser.get(f"{server.url}/env/cmp-markup")
+    until(lambda: len(legend_texts(browser)) >= 4, "the comparison's legend", timeout=30)
+    assert any(STYLED in t for t in legend_texts(browser)), legend_texts(browser)

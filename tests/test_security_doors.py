@@ -358,6 +358,19 @@ def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_t
     server.start()
     until(lambda: server.log_tail(400).count("catch-up: ") >= 1 + 2 * 3, "the catch-up of the three folders",
           timeout=120)
+    browser.get(f"{server.url}/env/hostile")
+    until(lambda: "kept text" in browser.page_source, "the hostile env's panes in the page", timeout=30)
+    until(lambda: legend_texts(browser), "the plot's legend")
+    time.sleep(1)
+    no_script_ran(browser)
+    assert STYLED in legend_texts(browser), legend_texts(browser)  # shown as text, not as markup
+    for env in ("victim", "runs"):
+        browser.get(f"{server.url}/env/{env}")
+        wait_for(browser, ".content-text", timeout=30)
+        time.sleep(1)
+        no_script_ran(browser)
+    assert "pwned" not in browser.find_element("css selector", ".react-grid-layout").text  # the home's own panes
+
     log = server.log_tail(400)
     assert "is the runs home's" in log, log
 
@@ -377,19 +390,6 @@ def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_t
     assert "onerror" not in pane_text("victim")
     until(lambda: TABLE_WIN in windows_of(server, "runs"), "the runs home's table")
     assert "pwned" not in pane_text("runs")
-
-    browser.get(f"{server.url}/env/hostile")
-    until(lambda: "kept text" in browser.page_source, "the hostile env's panes in the page", timeout=30)
-    until(lambda: legend_texts(browser), "the plot's legend")
-    time.sleep(1)
-    no_script_ran(browser)
-    assert STYLED in legend_texts(browser), legend_texts(browser)  # shown as text, not as markup
-    for env in ("victim", "runs"):
-        browser.get(f"{server.url}/env/{env}")
-        wait_for(browser, ".content-text", timeout=30)
-        time.sleep(1)
-        no_script_ran(browser)
-    assert "pwned" not in browser.find_element("css selector", ".react-grid-layout").text  # the home's own panes
 
 
 def test_24_2_compare_and_the_family_view_show_markup_from_run_folders_as_text(visdom_server_factory, browser,

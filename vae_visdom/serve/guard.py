@@ -119,8 +119,9 @@ def _checked_gather_envs(gather_envs):
     def checked(state, *args, **kwargs):
         env_path = kwargs.get("env_path", args[0] if args else None)
         names = gather_envs(state, *args, **kwargs)
-        return [e for e in names if e in state and _good_name(e)
-                or isinstance(env_path, (str, os.PathLike)) and server_envs.unusable_env(env_path, e) is None]
+        folder = env_path if isinstance(env_path, (str, os.PathLike)) else None  # visdom 0.3 passes its store
+        return [e for e in names if _good_name(e)
+                and (e in state or folder is None or server_envs.unusable_env(folder, e) is None)]
 
     checked.checked = True
     return checked

@@ -170,7 +170,8 @@ def _content(endpoint: str, msg: dict) -> dict | None:
     traces = [_trace(t) for t in data]
     if any(t is None for t in traces):
         return None
-    layout = msg.get("layout") if isinstance(msg.get("layout"), dict) else {}
+    layout = msg.get("layout")
+    layout = layout if isinstance(layout, dict) else {}
     return {"data": traces, "layout": {k: _escaped(v) for k, v in layout.items() if k in LAYOUT_KEYS},
             "opts": _opts(msg.get("opts"))}
 
@@ -181,7 +182,8 @@ def screen(entries: list[tuple[str, dict]], own_env: str, target: str, run_dir: 
 
     own_env: the env the run drew into (a message for another env is refused); target: where to draw."""
     prefix = window_prefix(own_env, Path(run_dir))  # the ids this run folder's monitor uses
-    kept, refused = [], {}
+    kept: list[tuple[str, dict]] = []
+    refused: dict[str, int] = {}
 
     def refuse(why: str) -> None:
         refused[why] = refused.get(why, 0) + 1

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -75,6 +76,14 @@ def fit_name(text: str, limit: int = 100) -> str:
     if len(text) <= limit:
         return text
     return text[:limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def env_login() -> tuple[str, str] | None:
+    """The login every process of ours uses with a visdom server: (VISDOM_USERNAME, VISDOM_PASSWORD) when both
+    are set and not empty, else None. The one reader of that rule: `serve --login` takes it as the server's
+    login, and the trainer's monitor, the runs home, replay, compare and the family view log in with it."""
+    user, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
+    return (user, password) if user and password else None
 
 
 def _finite_number(raw: Any, name: str) -> float:

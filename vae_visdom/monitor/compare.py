@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, slug
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name
+from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, check_name, env_login
 from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
                                      load_run, resolve_runs, run_labels, short_names)
 from vae_visdom.runs.tables import ranking
@@ -70,9 +70,11 @@ def _style(color: str, dash: str) -> dict:
 
 
 def curves(runs: Sequence[RunRecord], labels: Sequence[str], win: str) -> tuple[LinePlot, LinePlot]:
-    """(per-epoch train and test loss, train loss every log interval), one colour per run."""
+    """(per-epoch train and test loss, train loss every log interval), one colour per run.
+
+    Legends are built from run folders (names, config values): escaped, Plotly would read markup in them."""
     per_epoch, per_step = [], []
-    for i, (rec, label) in enumerate(zip(runs, labels)):
+    for i, (rec, label) in enumerate(zip(runs, [plotly_text(label) for label in labels])):
         color = PALETTE[i % len(PALETTE)]
         epochs = [r["epoch"] for r in rec.metrics]
         for split, dash in (("train", "dash"), ("test", "solid")):
@@ -96,7 +98,7 @@ def fork_points(runs: Sequence[RunRecord], labels: Sequence[str]) -> Trace | Non
         at = rec.config.get("forked_at")
         row = next((r for r in rec.metrics if isinstance(at, dict) and r.get("epoch") == at.get("epoch")), None)
         if row is not None:
-            xs.append(row["epoch"]), ys.append(num(row.get("test_loss"))), texts.append(f"fork: {label}")
+            xs.append(row["epoch"]), ys.append(num(row.get("test_loss"))), texts.append(plotly_text(f"fork: {label}"))
     style = {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"}, "textposition": "top center"}
     return Trace("fork points", "markers+text", style, xs, ys, text=texts) if xs else None
 
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     print(ranking(records))
     try:
-        done = compare_runs(records, args.server, args.port, args.env)
+        done = compare_runs(records, args.server, args.port, args.env, *(env_login() or (None, None)))
     except ConnectionError:
         print(f"vae-visdom compare: error: no visdom server answers at {args.server}:{args.port} "
               f"(start one with `vae-visdom serve`)", file=sys.stderr)

@@ -12,7 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from vae_visdom.config import fit_name
+from vae_visdom.config import env_login, fit_name
 from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.runs.records import load_run
 from vae_visdom.train.events import Callback, EpochImages, EpochRecord, RunInfo, Status
@@ -88,7 +88,7 @@ class FamilyView(Callback):
         try:
             records = [r for r in (load_run(m) for m in members(self.run_dir)) if r.metrics]
             if records:
-                compare_runs(records, self.server, self.port, self.env)
+                compare_runs(records, self.server, self.port, self.env, *(env_login() or (None, None)))
             return True
         except Exception as err:  # the family view must never stop a run
             log.warning("family view %s not updated: %s", self.env, err)

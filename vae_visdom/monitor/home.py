@@ -27,7 +27,7 @@ import os
 import threading
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, fit_name
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, env_login, fit_name
 from vae_visdom.monitor.board import Board, connect
 from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, run_command_message
@@ -267,7 +267,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_name(args.env, "env")
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
-                    os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"), args.parent)
+                    *(env_login() or (None, None)), args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",
           flush=True)
     try:

@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 
 from vae_visdom.monitor.board import LOG_NAME, connect
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, env_login
+from vae_visdom.monitor.home import HOME_ENV
+from vae_visdom.monitor.log_screen import screen
 
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
@@ -27,27 +29,44 @@ def read_log(path: Path) -> list[tuple[str, dict]]:
     return entries
 
 
+def own_env(run_dir: Path, entries: list[tuple[str, dict]]) -> str:
+    """The env the run drew into: config.json's, else the log's first, else the folder's name (each by the name
+    rule). Raises ValueError when there is none that passes the rule."""
+    try:
+        env = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("env")
+    except (OSError, ValueError, AttributeError):
+        env = None
+    if env is None:
+        env = next((m["eid"] for _, m in entries if isinstance(m.get("eid"), str)), run_dir.name)
+    return check_name(env, "the run's env")
+
+
 def replay(run_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAULT_PORT, env: str | None = None,
            username: str | None = None, password: str | None = None) -> dict:
-    """Close the run's windows in the env, then post its log again; returns what was done.
+    """Close the run's windows in the env, then draw them again from its log; returns what was done.
 
-    env None: the env the run wrote to. Raises FileNotFoundError (no log) or
-    ConnectionError (no server).
+    The log is untrusted input: only the run's own windows of its own env are drawn, rebuilt from their data
+    (monitor/log_screen.py), never into the runs home. env None: the env the run wrote to. Raises
+    FileNotFoundError (no log), ValueError (no env it may draw into) or ConnectionError (no server).
     """
-    path = Path(run_dir) / LOG_NAME
+    run_dir = Path(run_dir)
+    path = run_dir / LOG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no visdom log (was the run trained with --no-visdom?)")
-    entries = read_log(path)
-    envs = sorted({msg.get("eid") for _, msg in entries if msg.get("eid")})
-    target = env or (envs[0] if envs else Path(run_dir).name)
+    raw = read_log(path)
+    own = own_env(run_dir, raw)
+    target = check_name(env, "env") if env is not None else own
+    if target == HOME_ENV:
+        raise ValueError(f"env {target!r} is the runs home's: a run's log is never drawn there")
+    entries, refused = screen(raw, own, target, run_dir)
     client = connect(server, port, target, username, password)
-    wins = list(dict.fromkeys(msg["win"] for _, msg in entries if msg.get("win")))
+    wins = list(dict.fromkeys(msg["win"] for _, msg in entries))
     for win in wins:  # windows left from an earlier replay or a newer run would mix in
         client.close(win=win, env=target)
     for endpoint, msg in entries:
-        client._send(dict(msg, eid=target), endpoint=endpoint, from_log=True)
+        client._send(msg, endpoint=endpoint, from_log=True)
     client.save([target])
-    return {"env": target, "windows": len(wins), "messages": len(entries), "entries": entries}
+    return {"env": target, "windows": len(wins), "messages": len(entries), "entries": entries, "refused": refused}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,12 +84,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import os
-
-    try:  # credentials as the monitor takes them (a server with login; `vae-visdom serve`'s catch-up)
-        done = replay(args.run_dir, args.server, args.port, args.env,
-                      os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
-    except FileNotFoundError as err:
+    login = env_login() or (None, None)  # as the monitor logs in (a server with login; `serve`'s catch-up)
+    try:
+        done = replay(args.run_dir, args.server, args.port, args.env, *login)
+    except (FileNotFoundError, ValueError) as err:  # ConfigError is a ValueError
         print(f"vae-visdom replay: error: {err}", file=sys.stderr)
         return 2
     except ConnectionError:
@@ -79,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"replayed {done['messages']} messages into {done['windows']} windows of env {done['env']!r}: "
           f"{args.server}:{args.port}/env/{done['env']}")
+    if done["refused"]:  # the log held what a run's monitor never writes: someone else wrote it
+        print("refused " + ", ".join(f"{n} message(s) {why}" for why, n in done["refused"].items()))
     if args.browse:
         from vae_visdom.monitor.browse import browse
 
         print("the view pane steps through the run's epochs until Ctrl-C", flush=True)
         try:
-            browse(args.run_dir, done["entries"], args.server, args.port, done["env"],
-                   os.environ.get("VISDOM_USERNAME") or None, os.environ.get("VISDOM_PASSWORD") or None)
+            browse(args.run_dir, done["entries"], args.server, args.port, done["env"], *login)
         except ValueError as err:
             print(f"vae-visdom replay: error: {err}", file=sys.stderr)
             return 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, env_login
 from vae_visdom.monitor.board import LOG_NAME, Board, preload
 from vae_visdom.monitor.content import figure_html, figure_title, restore_from_rows, run_html, scatter_traces
 from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, elbo_trace, ensure, fit_range
@@ -90,8 +89,9 @@ class VisdomMonitor(Callback):
         self.prefix = win_prefix or window_prefix(self.env, self.run_dir)
         self.log_path = self.run_dir / LOG_NAME if self.run_dir is not None else None
         # the credentials `vae-visdom serve --login` reads, unless given
-        username = username if username is not None else os.environ.get("VISDOM_USERNAME") or None
-        password = password if password is not None else os.environ.get("VISDOM_PASSWORD") or None
+        login = env_login() or (None, None)
+        username = username if username is not None else login[0]
+        password = password if password is not None else login[1]
         if not (username and password):
             username = password = None
         self.board = Board(server, port, self.env, self.log_path, username, password,

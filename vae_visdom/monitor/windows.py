@@ -270,6 +270,12 @@ def encode_grid(images, nrow: int) -> tuple[str, int, int]:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), img.width, img.height
 
 
+def plotly_text(text: str) -> str:
+    """Text for a Plotly legend, title or label shown as it is: Plotly reads <b>, <span style=...>, <a href=...>
+    in those strings as markup, and turns &lt; &gt; &amp; back into characters."""
+    return html.escape(text, quote=False)
+
+
 def slug(text: str) -> str:
     """A name made safe for a window id (letters, digits, _ and .)."""
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "run"

@@ -8,13 +8,13 @@ import os
 import secrets
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, env_login
 from vae_visdom.serve import compat
+from vae_visdom.serve.envs import checked_state
 from vae_visdom.serve.net import _connect_host, url_of
 
 def _credentials() -> tuple[str, str] | None:
-    user, password = os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD")
-    return (user, password) if user and password else None
+    return env_login()
 
 
 def _prepare_login(user: str, password: str) -> dict:
@@ -86,7 +86,12 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
     class InfoHandler(BaseHandler):  # lets `serve --detach` see which env folder a running server keeps
         def get(self):
             if self.settings.get("cookie_secret") and not self.current_user:
-                raise tornado.web.HTTPError(403)
+                # answered here, not raised: visdom's write_error logs a traceback for every HTTPError;
+                # tornado's access log gives the one line
+                self.set_status(403)
+                self.set_header("Content-Type", "text/plain; charset=utf-8")
+                self.finish("403: log in first\n")
+                return
             self.write(info)
 
     class _NoDebug(tornado.web.Application):
@@ -97,6 +102,7 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
             settings["debug"] = False
             handlers = [(h[0], mended, *h[2:]) if len(h) > 1 and h[1] is broken else h for h in handlers or []]
             super().__init__([(INFO_PATH, InfoHandler)] + server_guard.guarded(handlers), **settings)
+            self.add_transform(server_guard.NoFraming)
 
         def find_handler(self, request, **kwargs):
             why = guard.refusal(request)  # before routing: static files and unknown paths too
@@ -105,7 +111,8 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
             return super().find_handler(request, **kwargs)
 
     class QuietApplication(Application, _NoDebug):
-        pass
+        def load_state(self):  # visdom's, less env files another tool left that cannot be served
+            return checked_state(super().load_state(), self.env_path)
 
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +30,33 @@ def env_file(env_path: str | os.PathLike, eid) -> Path:
     if path.parent != folder:
         raise ConfigError(f"env id: {eid!r} names a file outside the env folder {folder}")
     return path
+
+
+def unusable_env(env_path: str | os.PathLike, eid) -> str | None:
+    """Why ENV_PATH/EID.json may not be served (a name outside the rule, a link out of the folder, not a regular
+    file), or None. Such a file can only come from another tool; it is skipped, the others are served."""
+    try:
+        path = env_file(env_path, eid)
+    except ConfigError as err:
+        return str(err)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return f"{path} is not a regular file"
+    except OSError as err:
+        return f"{path}: {err.strerror or err}"
+    return None
+
+
+def checked_state(state: dict, env_path: str | os.PathLike | None) -> dict:
+    """visdom's state as loaded from the env folder, less the env files unusable_env refuses (one line each)."""
+    if env_path is None:
+        return state
+    for eid in list(state):
+        why = unusable_env(env_path, eid)
+        if why is not None:
+            log.warning("env file skipped: %r: %s", f"{eid}.json", why)
+            state.pop(eid)
+    return state
 
 
 def write_env(env_path: str | os.PathLike, eid, env: dict) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import tornado.escape
 import tornado.web
@@ -13,7 +14,7 @@ from vae_visdom.serve import compat
 from vae_visdom.serve import envs as server_envs
 from vae_visdom.serve.origin import changes_state, host_refusal, origin_refusal, own_names, same_origin
 
-__all__ = ["Guard", "Refused", "guarded", "install_env_checks", "host_refusal", "same_origin"]
+__all__ = ["Guard", "NoFraming", "Refused", "guarded", "install_env_checks", "host_refusal", "same_origin"]
 
 log = logging.getLogger("vae_visdom.serve.server")
 
@@ -31,6 +32,21 @@ class Guard:
         if why is None and changes_state(request):
             why = origin_refusal(request.headers)
         return why
+
+
+class NoFraming(tornado.web.OutputTransform):
+    """Every response says that only a page of this origin may frame it (the Application's transform: the one
+    place every response passes, refusals, errors, static files and websocket handshakes included).
+
+    Without it a page of any other site framed /env/runs or a run's env invisibly over a decoy button and a
+    click started, forked or stopped a run (clickjacking). visdom's page never frames itself from elsewhere."""
+
+    HEADERS = {"Content-Security-Policy": "frame-ancestors 'self'", "X-Frame-Options": "SAMEORIGIN"}
+
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):
+        for name, value in self.HEADERS.items():
+            headers[name] = value
+        return status_code, headers, chunk
 
 
 def _local_ip(request) -> str | None:
@@ -88,8 +104,35 @@ def install_env_checks() -> None:
         module.escape_eid = checked_eid
     for module in (server_utils, web_handlers, socket_handlers, app):
         module.serialize_env = server_envs.serialize_env
+    if not hasattr(server_utils.gather_envs, "checked"):
+        checked = _checked_gather_envs(server_utils.gather_envs)
+        for module in (server_utils, web_handlers, socket_handlers, app):
+            if hasattr(module, "gather_envs"):
+                module.gather_envs = checked
     if not compat.is_old_visdom() and not hasattr(web_handlers.update_window, "mended"):
         _mend_visdom03(web_handlers)
+
+
+def _checked_gather_envs(gather_envs):
+    """visdom's list of envs (the page's env menu, written into its script) without the files checked_state
+    skipped at start or that came later: one file named outside the rule (a backslash) blanked every page."""
+    def checked(state, *args, **kwargs):
+        env_path = kwargs.get("env_path", args[0] if args else None)
+        names = gather_envs(state, *args, **kwargs)
+        folder = env_path if isinstance(env_path, (str, os.PathLike)) else None  # visdom 0.3 passes its store
+        return [e for e in names if _good_name(e)
+                and (e in state or folder is None or server_envs.unusable_env(folder, e) is None)]
+
+    checked.checked = True
+    return checked
+
+
+def _good_name(eid) -> bool:
+    try:
+        check_name(eid, "env id")
+    except ConfigError:
+        return False
+    return True
 
 
 def _mend_visdom03(web_handlers) -> None:
@@ -128,6 +171,8 @@ def screen_socket_message(sock, message) -> str | None:
         log.warning("refused websocket message: not a JSON object")
         return None
     cmd = msg.get("cmd")
+    if cmd == "save_layouts":
+        return _screened_layouts(msg)
     eids = _socket_eids(cmd, msg)
     try:
         for eid in eids:
@@ -151,7 +196,30 @@ def screen_socket_message(sock, message) -> str | None:
     return message
 
 
+def _screened_layouts(msg: dict) -> str | None:
+    """save_layouts passes only with a layout (a JSON object, or its text): visdom writes `data` over
+    view/layouts.json as it comes, and `data: 5` left the file empty."""
+    data = msg.get("data")
+    try:
+        layouts = json.loads(data) if isinstance(data, str) else data
+    except ValueError:
+        layouts = None
+    if not isinstance(layouts, dict):
+        log.warning("refused websocket message save_layouts: its data is no layout (%s)", type(data).__name__)
+        return None
+    return json.dumps({**msg, "data": json.dumps(layouts)})
+
+
 # ---- visdom's handlers, guarded -----------------------------------------------------------------------
+
+class _StrictCookies:
+    """The login cookie rides only on requests this server's own pages make (SameSite=Strict): a page of another
+    site can neither frame nor post with it."""
+
+    def set_cookie(self, name, value, *args, **kwargs) -> None:
+        kwargs["samesite"] = "Strict"
+        super().set_cookie(name, value, *args, **kwargs)
+
 
 class _OneLineErrors:
     """Every error answered as one line of text (visdom's write_error writes an empty body); bad input is
@@ -267,7 +335,9 @@ def _guarded(cls: type) -> type:
     extra = {**_env_page_checks(cls, wh), **_socket_checks(cls, sh)}
     if issubclass(cls, wh.DeleteEnvHandler):
         extra["wrap_func"] = staticmethod(_delete_env)
-    return type(cls.__name__, (_OneLineErrors, cls), extra)
+    if issubclass(cls, wh.ErrorHandler):  # visdom routes it with {"app": ...} but gave it no initialize: the
+        extra["initialize"] = lambda self, app: None  # connection dropped with a traceback instead of a 500
+    return type(cls.__name__, (_StrictCookies, _OneLineErrors, cls), extra)
 
 
 def guarded(handlers: list) -> list:

@@ -51,7 +51,8 @@ HOW_TO = {
 }
 
 
-def _spec(name: str) -> IdxSpec:
+def spec_named(name: str) -> IdxSpec:
+    """The IdxSpec of `name` (mnist, fashion-mnist); DataError naming the known ones otherwise."""
     if name not in SPECS:
         raise DataError(f"unknown IDX dataset {name!r}; known: {', '.join(SPECS)}")
     return SPECS[name]
@@ -84,7 +85,8 @@ def idx_bytes(arr: np.ndarray) -> bytes:
     return struct.pack(f">I{arr.ndim}I", 0x800 + arr.ndim, *arr.shape) + arr.tobytes()
 
 
-def _read_file(path: Path) -> bytes:
+def read_idx_file(path: Path) -> bytes:
+    """The bytes of an IDX file, decompressed when it ends in .gz; DataError for a broken .gz."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
@@ -94,7 +96,8 @@ def _read_file(path: Path) -> bytes:
     return data
 
 
-def _verified(spec: IdxSpec, name: str, data: bytes, label: str, fix: str) -> np.ndarray:
+def verified_array(spec: IdxSpec, name: str, data: bytes, label: str, fix: str) -> np.ndarray:
+    """File `name`'s bytes parsed and md5-checked against `spec`; DataError ending in `fix` otherwise."""
     n = 60000 if name.startswith("train") else 10000
     try:
         arr = parse_idx(data, label, n)
@@ -109,7 +112,8 @@ def _verified(spec: IdxSpec, name: str, data: bytes, label: str, fix: str) -> np
     return arr
 
 
-def _find_files(folder: Path) -> dict[str, Path]:
+def find_idx_files(folder: Path) -> dict[str, Path]:
+    """{file name: path} of the four IDX files found in `folder` (plain or .gz)."""
     found = {}
     for name in FILES:
         for cand in (folder / name, folder / f"{name}.gz"):
@@ -119,18 +123,19 @@ def _find_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _load(spec: IdxSpec, files: dict[str, Path], fix: str) -> tuple[torch.Tensor, ...]:
-    arrs = [_verified(spec, n, _read_file(files[n]), str(files[n]), fix) for n in FILES]
+def load_tensors(spec: IdxSpec, files: dict[str, Path], fix: str) -> tuple[torch.Tensor, ...]:
+    """The four verified files as tensors: images (N, 1, 28, 28) uint8 and labels (N,) for train, then test."""
+    arrs = [verified_array(spec, n, read_idx_file(files[n]), str(files[n]), fix) for n in FILES]
     tr_x, tr_y, te_x, te_y = (torch.from_numpy(a.copy()) for a in arrs)
     return tr_x.unsqueeze(1), tr_y.long(), te_x.unsqueeze(1), te_y.long()  # (N, 1, 28, 28), (N,)
 
 
 # ---------------------------------------------------------------- filling the cache
 
-def _install(spec: IdxSpec, cache_dir: Path, payloads: dict[str, bytes], provenance: str) -> None:
+def install_files(spec: IdxSpec, cache_dir: Path, payloads: dict[str, bytes], provenance: str) -> None:
     """Check every file, then write each atomically: the cache holds only verified files."""
     for name in FILES:
-        _verified(spec, name, payloads[name], f"{name} from {provenance}", "The source is damaged; not cached.")
+        verified_array(spec, name, payloads[name], f"{name} from {provenance}", "The source is damaged; not cached.")
     raw = spec.raw(cache_dir)
     raw.mkdir(parents=True, exist_ok=True)
     for name, data in list(payloads.items()) + [("provenance.txt", provenance.encode() + b"\n")]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom.data.base import DataError, ImageData, default_cache_dir
-from vae_visdom.data.idx import FILES, HOW_TO, SPECS, IdxSpec, _find_files, _load, _spec, _verified
+from vae_visdom.data.idx import FILES, HOW_TO, SPECS, IdxSpec, find_idx_files, load_tensors, spec_named, verified_array
 from vae_visdom.data.mnist_sources import BUILDERS
 
 # ---------------------------------------------------------------- public entry points
@@ -46,15 +46,15 @@ def _cache_fix(spec: IdxSpec) -> str:
 
 def load_idx_dataset(name: str, data_dir: str | None = None, cache_dir: Path | None = None) -> ImageData:
     """MNIST or Fashion-MNIST, train (60000, 1, 28, 28) and test (10000, 1, 28, 28) uint8, int64 labels."""
-    spec = _spec(name)
+    spec = spec_named(name)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     tried: list[str] = []
     if data_dir is not None:
         d = Path(data_dir)
         for folder in (d / spec.folder / "raw", d / spec.folder, d):
-            files = _find_files(folder)
+            files = find_idx_files(folder)
             if len(files) == 4:
-                tensors = _load(spec, files, "Replace it with a good copy, or leave out --data-dir.")
+                tensors = load_tensors(spec, files, "Replace it with a good copy, or leave out --data-dir.")
                 return _image_data(spec, tensors, f"IDX files in {folder} (md5 verified)")
             if files:
                 tried.append(f"--data-dir: {folder} lacks {', '.join(sorted(set(FILES) - set(files)))}")
@@ -64,7 +64,7 @@ def load_idx_dataset(name: str, data_dir: str | None = None, cache_dir: Path | N
     raw = spec.raw(cache)
     if any(not (raw / n).is_file() for n in FILES):
         _fill_cache(spec, cache, tried)
-    tensors = _load(spec, {n: raw / n for n in FILES}, _cache_fix(spec))
+    tensors = load_tensors(spec, {n: raw / n for n in FILES}, _cache_fix(spec))
     prov = (raw / "provenance.txt").read_text().strip() if (raw / "provenance.txt").is_file() else ""
     note = f"; {tried[0]}" if data_dir is not None and tried else ""
     return _image_data(spec, tensors, f"IDX files in {raw} (md5 verified{', from ' + prov if prov else ''}){note}")
@@ -78,7 +78,7 @@ def _image_data(spec: IdxSpec, tensors: tuple[torch.Tensor, ...], where: str) ->
 def prepare(name: str, cache_dir: Path | None = None, force: bool = False) -> Path:
     """Put the four verified IDX files in CACHE/<Folder>/raw/ and return that folder.
     A no-op (one md5 pass) when they are there and good; `force` rebuilds them."""
-    spec = _spec(name)
+    spec = spec_named(name)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     raw = spec.raw(cache)
     if force:
@@ -86,7 +86,7 @@ def prepare(name: str, cache_dir: Path | None = None, force: bool = False) -> Pa
             (raw / n).unlink(missing_ok=True)
     if all((raw / n).is_file() for n in FILES):
         for n in FILES:
-            _verified(spec, n, (raw / n).read_bytes(), str(raw / n), _cache_fix(spec))
+            verified_array(spec, n, (raw / n).read_bytes(), str(raw / n), _cache_fix(spec))
         return raw
     _fill_cache(spec, cache, [])
     return raw

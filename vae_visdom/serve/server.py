@@ -48,11 +48,11 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
-from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, env_login
+from vae_visdom.serve.app import login_credential, make_application, running_env_path
 from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
-from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
+from vae_visdom.serve.net import connect_host, is_loopback, server_answers, url_of
 from vae_visdom.serve import assets, compat
 
 DETACH_TIMEOUT_S = 30.0
@@ -89,7 +89,7 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
         loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
     print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
     stopping = threading.Event()
-    server_address = "http://" + (f"[{_connect_host(host)}]" if ":" in _connect_host(host) else _connect_host(host))
+    server_address = "http://" + (f"[{connect_host(host)}]" if ":" in connect_host(host) else connect_host(host))
     catching_up = threading.Thread(target=catch_up, args=(runs_dir, env_path, server_address, port, stopping),
                                    name="catch-up", daemon=True)
     catching_up.start()
@@ -162,7 +162,7 @@ def _check_access(host: str, login: bool) -> dict | None | int:
     """visdom's user_credential (None: no login), or an exit code after printing why we refuse."""
     if not login and is_loopback(host):
         return None
-    creds = _credentials()
+    creds = env_login()
     if creds is None:
         why = f"--host {host} is not a loopback address" if not login else "--login was given"
         print(f"error: {why}, and visdom without login lets anyone who reaches the port read and write "
@@ -170,7 +170,7 @@ def _check_access(host: str, login: bool) -> dict | None | int:
               f"or serve on 127.0.0.1 and reach it through an SSH tunnel (ssh -L {DEFAULT_PORT}:127.0.0.1:"
               f"{DEFAULT_PORT} HOST).", file=sys.stderr)
         return EXIT_USAGE
-    return _prepare_login(*creds)
+    return login_credential(*creds)
 
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,

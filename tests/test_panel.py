@@ -311,3 +311,29 @@ def test_a_run_command_from_another_client_steers_this_run_alone(server, tmp_pat
     finally:
         ws.close()
         a.close(), b.close()
+
+
+def test_a_property_id_outside_the_panes_rows_is_refused_with_one_log_line(server, page, tmp_path, caplog):
+    """propertyId -2 used to wrap around (Python's negative index) to the fork row: a crafted event pressed
+    Fork. Negative, too large, fractional, boolean or non-numeric ids name no row: one log line each, nothing
+    reaches the controller (issue 24, item 4)."""
+    import logging
+
+    from vae_visdom.monitor.event_socket import property_row
+
+    win, rows = "w", ("a", "b", "c")
+    ev = lambda i: {"target": win, "eid": "e", "event_type": "PropertyUpdate", "propertyId": i}
+    assert [property_row(ev(i), win, "e", rows) for i in (0, 2, "1")] == ["a", "c", "b"]
+    with caplog.at_level(logging.WARNING, logger="vae_visdom.monitor.event_socket"):
+        for bad in (-1, -2, 3, 10**30, 1.5, 1.0, "1.0", True, None, "x", "-2", [1], " 1"):
+            caplog.clear()
+            assert property_row(ev(bad), win, "e", rows) is None, bad
+            (line,) = [r.getMessage() for r in caplog.records]
+            assert "propertyId" in line and "\n" not in line, line
+    m, ctl = started(server, tmp_path, "wrap")
+    assert ROWS[-2] == "fork"
+    page(m.windows["control"], "wrap", -2, "clicked")  # what pressed Fork
+    page(m.windows["control"], "wrap", -len(ROWS), "clicked")  # row 0 from the end: Pause
+    page(m.windows["control"], "wrap", len(ROWS), "clicked")
+    assert commands(ctl, timeout=1.0) == []
+    m.close()

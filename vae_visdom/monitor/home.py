@@ -30,7 +30,7 @@ from pathlib import Path
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, fit_name
 from vae_visdom.monitor.board import Board, connect
 from vae_visdom.monitor.compare import compare_runs
-from vae_visdom.monitor.event_socket import EventSocket, run_command_message
+from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
 from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
 from vae_visdom.monitor.home_table import env_of, table_html
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
@@ -165,9 +165,9 @@ class RunsHome:
 
     def _row_of(self, event: dict) -> str | None:
         """The row's action ("compare", ...) or run folder name; the name the page showed wins (see top)."""
-        try:
-            i = int(event.get("propertyId"))
-        except (TypeError, ValueError):
+        names = [*ACTION_ROWS, *self.order]
+        i = property_index(event, len(names))
+        if i is None:
             return None
         pane = event.get("pane_data")
         content = pane.get("content") if isinstance(pane, dict) else None
@@ -178,8 +178,7 @@ class RunsHome:
             for action, label in BUTTONS.items():
                 if content[i].get("value") == label:
                     return action
-        names = [*ACTION_ROWS, *self.order]
-        return names[i] if 0 <= i < len(names) else None
+        return names[i]
 
     def _picked(self) -> list[RunRecord]:
         return [self.records[n] for n in self.order if n in self.selected and n in self.records]

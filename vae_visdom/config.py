@@ -144,6 +144,23 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return "out of range" if v < 1 or v > 65536 else None
 
 
+def _server_address(raw: Any, name: str) -> str:
+    """http(s)://HOST: what visdom's client puts before ":PORT" (so no port, path, query or login here)."""
+    from urllib.parse import urlsplit
+
+    text = raw.strip() if isinstance(raw, str) else None
+    try:
+        parts = urlsplit(text) if text else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and \
+            parts.port is None and not parts.username and parts.path in ("", "/") and not parts.query and \
+            not parts.fragment and not any(c.isspace() for c in text)
+    except ValueError:  # urlsplit refuses a malformed [ipv6] or port
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name}: {shown(raw)} is not a server address")
+    return text.rstrip("/")
+
+
 _schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
@@ -171,14 +188,23 @@ RULES: dict[str, Rule] = {
     "fast_step": _choice(FAST_STEPS),
     "likelihood": _choice(LIKELIHOODS),
     "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
+    "port": Rule(_integer, _range(1, 65535), "a whole number from 1 to 65535"),
+    "server": Rule(_server_address, lambda v, ctx: None, "http://HOST or https://HOST (the port goes in --port)"),
     "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
                         "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
 }
 
 
+# Flags that are not a run's config, checked the same way (argparse_type takes either table's names).
+FLAG_RULES: dict[str, Rule] = {
+    "nproc_per_node": Rule(_integer, _range(1, 4096), "a whole number of processes >= 1"),
+    "max_page_runs": Rule(_integer, _range(0, 1000), "a whole number >= 0 (0: the page starts no runs)"),
+}
+
+
 def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
-    """Parse and check one hyperparameter; raise ConfigError with a one-line message."""
-    rule = RULES[name]
+    """Parse and check one hyperparameter (or flag); raise ConfigError with a one-line message."""
+    rule = RULES[name] if name in RULES else FLAG_RULES[name]
     try:
         value = rule.parse(raw, name)
     except ConfigError as err:

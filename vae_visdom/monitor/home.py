@@ -27,7 +27,7 @@ import os
 import threading
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, fit_name
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, fit_name
 from vae_visdom.monitor.board import Board, connect
 from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
@@ -256,8 +256,8 @@ def add_cli(subparsers) -> None:
                                           "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
                                           "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
-    p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
+    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
     p.add_argument("--parent", type=int, default=None, help="end when process PARENT, the one that started this, "

@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, argparse_type
 from vae_visdom.serve.app import _credentials, _prepare_login, make_application, running_env_path
 from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
@@ -254,7 +254,7 @@ def _run_cli(args: argparse.Namespace) -> int:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="default %(default)s; busy is an error")
     p.add_argument("--env-path", default=None,
                    help="where envs are saved and loaded (default ~/.visdom); one server per folder")
     p.add_argument("--runs-dir", default="runs",

@@ -78,3 +78,20 @@ def test_a_run_refused_at_start_up_leaves_nothing_in_the_folder_it_made(tmp_path
     (keep / "notes.txt").write_text("mine")
     one_line(vae("train", "--out", str(keep), "--epochs", "1", "--no-visdom", *flags))
     assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_what_the_form_knows_of_the_fixed_datasets_is_what_their_loaders_give():
+    """The runs home checks a new run before any data is loaded (it imports no torch); its table of shapes
+    and training sizes must be the loaders' own (real MNIST, Fashion-MNIST where installed, ORL)."""
+    from vae_visdom.config import FIXED_DATASETS
+    from vae_visdom.data import DataError, load_dataset
+
+    checked = 0
+    for name, (shape, n_train) in FIXED_DATASETS.items():
+        try:
+            data = load_dataset(name)
+        except DataError:  # not on this machine (fashion-mnist needs a Debian package)
+            continue
+        assert (tuple(data.image_shape), len(data.train)) == (shape, n_train), name
+        checked += 1
+    assert checked >= 2

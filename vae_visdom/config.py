@@ -33,6 +33,10 @@ PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
 MODEL_NAMES = ("mlp", "mlp-paper", "mlp-iwae", "conv", "conv64")  # models/ builds each (tests/test_config.py checks)
+# What the datasets that need no data folder hold: (image shape, training images at the default test_fraction);
+# for checks made before any data is loaded (the runs home's form). tests/test_flag_rules.py holds it to the loaders.
+FIXED_DATASETS = {"mnist": ((1, 28, 28), 60000), "fashion-mnist": ((1, 28, 28), 60000), "orl": ((1, 64, 64), 360)}
+MODEL_IMAGE_SIDE = {"conv": 28, "conv64": 64}  # the conv models' one input size (models/conv.py); MLPs take any
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 # MODELS lives in vae_visdom.models (it knows the builders and their defaults); config only checks names.
@@ -301,6 +305,22 @@ class TrainConfig:
             if getattr(self, key, None) is None:
                 setattr(self, key, value)
         return self
+
+
+def model_fits(model: str, image_shape: tuple[int, int, int]) -> str | None:
+    """Why `model` cannot take images of `image_shape` (C, H, W), or None: the rule models/conv.py builds by
+    and the runs home's form checks before it starts a run."""
+    side = MODEL_IMAGE_SIDE.get(model)
+    if side is None:
+        return None
+    c, h, w = image_shape
+    if (h, w) != (side, side):
+        other = "conv64" if (h, w) == (64, 64) else "conv" if (h, w) == (28, 28) else "mlp"
+        return (f"model {model} is built for {side}x{side} images, the data is {h}x{w} "
+                f"({c} channel{'s' * (c != 1)}): use --model {other}")
+    if c not in (1, 3):
+        return f"model {model} expects 1 (grey) or 3 (RGB) channels, the data has {c}"
+    return None
 
 
 def default_run_name(cfg: TrainConfig) -> str:

@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
 from vae_visdom.monitor.home_table import env_of, table_html
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
+from vae_visdom import page_limit
 from vae_visdom.runs.lock import is_held
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class RunsHome:
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
         self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
-        self.form = NewRunForm(self.runs_dir, server, port)  # a brand-new run from the page (home_start.py)
+        self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_start.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
         self.created: dict[str, float] = {}  # run folder name -> config.json's mtime (newest first)
         self._seen: dict[str, tuple] = {}  # run folder name -> its files' mtimes when last read
@@ -180,6 +182,14 @@ class RunsHome:
                     return action
         return names[i]
 
+    def _say(self, verdict: str) -> None:
+        """A verdict that comes later (a started run passed its start-up checks, or refused): the message row."""
+        with self.board.lock:
+            self.message = verdict
+            self.actions.touch(urgent=True)
+        self.board.wake()
+        self._wake.set()
+
     def _picked(self) -> list[RunRecord]:
         return [self.records[n] for n in self.order if n in self.selected and n in self.records]
 
@@ -260,6 +270,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
+    p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=None,
+                   help="at most this many runs started from the pages (this form and the panels' Fork) run at once; "
+                        f"recorded in RUNS_DIR/{page_limit.LIMIT_FILE} (default: what is recorded there, else "
+                        f"{page_limit.DEFAULT_MAX_PAGE_RUNS}; `vae-visdom serve` passes its own)")
     p.add_argument("--parent", type=int, default=None, help="end when process PARENT, the one that started this, "
                    "is gone (`vae-visdom serve` passes its own pid)")
     p.set_defaults(func=cmd_home)
@@ -267,6 +281,12 @@ def add_cli(subparsers) -> None:
 
 def cmd_home(args: argparse.Namespace) -> int:
     check_name(args.env, "env")
+    if args.max_page_runs is not None:
+        try:
+            page_limit.write_limit(args.runs_dir, args.max_page_runs)
+        except OSError as err:
+            print(f"vae-visdom home: warning: cannot record --max-page-runs in {args.runs_dir} ({err}); the "
+                  f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}", file=sys.stderr)
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
                     os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"), args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ from vae_visdom.serve.app import _credentials, _prepare_login, make_application,
 from vae_visdom import page_limit
 from vae_visdom.page_limit import DEFAULT_MAX_PAGE_RUNS
 from vae_visdom.serve.home_process import HomeProcess
+from vae_visdom.serve.envs import LOCK_NAME as ENV_LOCK_NAME
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 from vae_visdom.serve.net import _connect_host, is_loopback, server_answers, url_of
 from vae_visdom.serve import assets, compat
@@ -216,13 +218,21 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
                                 start_new_session=True)
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:
-        if server_answers(host, port):
-            print(f"visdom server started at {url} (pid {proc.pid}, log {log_path})")
-            return 0
         if proc.poll() is not None:
+            if server_answers(host, port):  # another `serve --detach` started at the same moment, and won
+                winner = _written_holder(env_path)
+                who = f"pid {winner['pid']}, " if winner.get("pid") not in (None, proc.pid) else ""
+                print(f"error: lost the race: another vae-visdom server started at the same moment answers at {url} "
+                      f"({who}envs in {running_env_path(host, port) or winner.get('env_path') or 'a folder it does not say'}"
+                      f"); this one exited with code {proc.returncode} (log {log_path})", file=sys.stderr)
+                return EXIT_USAGE
             print(f"error: the server exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}",
                   file=sys.stderr)
             return proc.returncode or 1
+        # the one answering must be ours: the env folder's lock names the server that holds it
+        if server_answers(host, port) and _written_holder(env_path).get("pid") == proc.pid:
+            print(f"visdom server started at {url} (pid {proc.pid}, log {log_path})")
+            return 0
         time.sleep(0.2)
     proc.terminate()
     print(f"error: no answer at {url} after {DETACH_TIMEOUT_S:.0f} s; log {log_path}:\n{_tail(log_path)}",
@@ -244,6 +254,16 @@ def _reuse(host: str, port: int, env_path: str | os.PathLike | None) -> int:
             return EXIT_USAGE
     print(f"a visdom server already answers at {url}" + (f" (envs in {theirs})" if theirs else ""))
     return 0
+
+
+def _written_holder(env_path: Path) -> dict:
+    """What the env folder's lock file says of its holder ({"pid", "url", ...}), read without locking it: a
+    lock taken to look could make a server starting at that instant find the folder busy."""
+    try:
+        holder = json.loads((env_path / ENV_LOCK_NAME).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _tail(path: Path, lines: int = 15) -> str:

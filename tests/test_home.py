@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import REPO, screenshot, until
+from tests.fixtures import REPO, screenshot, until, wait_for
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
 from vae_visdom.runs.jsonl import read_jsonl
@@ -387,3 +387,25 @@ def test_the_form_refuses_past_the_limit_also_after_the_server_and_its_home_rest
             except ProcessLookupError:
                 pass
     until(lambda: page_runs.running(runs) == [], "the killed run to stop counting", 20)
+
+
+def test_a_long_run_name_leaves_every_control_of_the_home_inside_its_pane(visdom_server_factory, browser, tmp_path):
+    """A legal 68-character run name without hyphens pushed all 14 controls of the home out of view (issue 24,
+    item 11); a 100-character one must not either."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_panel import controls_outside
+
+    runs = tmp_path / "runs"
+    names = ["r" * 68, "A" + "b" * 99]
+    for name in names:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "dataset": "mnist"}))
+    server = visdom_server_factory(args=["--runs-dir", str(runs)])
+    until(lambda: len(window_data(server, "runs")) == 2, "the home's panes", 60, every=0.3)
+    browser.get(f"{server.url}/env/runs")
+    wait_for(browser, ".content-properties", timeout=30)
+    until(lambda: all(n in browser.find_element(By.CSS_SELECTOR, ".content-properties").text for n in names),
+          "the home's rows of both runs", 60, every=0.3)
+    out = controls_outside(browser)
+    assert out.startswith("0/") and int(out.split("/")[1].split()[0]) >= 14, out

@@ -337,3 +337,41 @@ def test_a_property_id_outside_the_panes_rows_is_refused_with_one_log_line(serve
     page(m.windows["control"], "wrap", len(ROWS), "clicked")
     assert commands(ctl, timeout=1.0) == []
     m.close()
+
+
+OUTSIDE_JS = """
+    const out = [], all = [];
+    for (const pane of document.querySelectorAll('.react-grid-item')) {
+        const box = pane.getBoundingClientRect();
+        for (const el of pane.querySelectorAll('input, button:not([hidden])')) {
+            const r = el.getBoundingClientRect();
+            all.push(el);
+            if (r.left < box.left - 1 || r.right > box.right + 1 || r.width === 0) out.push(el);
+        }
+    }
+    return out.length + '/' + all.length + ' ' + out.map(el => el.outerHTML.slice(0, 60)).join(' ');"""
+
+
+def controls_outside(browser) -> str:
+    """'OUT/ALL ...': the inputs and buttons of the page that are not inside their own pane."""
+    return browser.execute_script(OUTSIDE_JS)
+
+
+def test_an_accepted_long_fork_with_value_leaves_every_control_inside_the_pane(server, page, browser, tmp_path):
+    """An accepted fork-with value of ~200 characters without a space, echoed whole in the message row, pushed
+    every control of the panel out of view (issue 24, item 11)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.fixtures import until, wait_for
+
+    m, ctl = started(server, tmp_path, "longfork")
+    value = "lr=0." + "0" * 190 + "1"  # a legal lr, 197 characters
+    browser.get(f"{server.url}/env/longfork")
+    wait_for(browser, ".content-properties input", min_count=4)
+    page(m.windows["control"], "longfork", ROWS.index("fork_with"), value)
+    until(lambda: "press Fork" in browser.find_element(By.CSS_SELECTOR, ".content-properties").text,
+          "the fork-with verdict", 20, every=0.1)
+    out = controls_outside(browser)
+    assert out.startswith("0/"), out
+    assert panel(server, m)["fork_with"]["value"].strip() == value  # the value itself is kept whole
+    m.close()

@@ -34,7 +34,7 @@ from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
 from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
 from vae_visdom.monitor.home_table import env_of, table_html
-from vae_visdom.monitor.windows import PropertiesPane, TextPane
+from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 from vae_visdom import page_limit
 from vae_visdom.runs.lock import is_held
@@ -174,7 +174,7 @@ class RunsHome:
         pane = event.get("pane_data")
         content = pane.get("content") if isinstance(pane, dict) else None
         if isinstance(content, list) and 0 <= i < len(content) and isinstance(content[i], dict):
-            shown = str(content[i].get("name", ""))
+            shown = unbreakable(str(content[i].get("name", "")))
             if shown in self.order:
                 return shown
             for action, label in BUTTONS.items():

@@ -409,3 +409,40 @@ def test_a_long_run_name_leaves_every_control_of_the_home_inside_its_pane(visdom
           "the home's rows of both runs", 60, every=0.3)
     out = controls_outside(browser)
     assert out.startswith("0/") and int(out.split("/")[1].split()[0]) >= 14, out
+
+
+def test_a_deleted_runs_row_goes_and_a_click_on_a_list_that_moved_is_refused(tmp_path, monkeypatch):
+    """Checkbox rows were append-only, so a deleted run's row stayed until the home restarted (issue 24, item
+    11). Now it goes; the rows after it move up, so a click by index on the list the page showed before the
+    move names no run (it is refused, never redirected to the run now at that index), until that list is old."""
+    import shutil
+
+    from vae_visdom.monitor import home as home_module
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+
+    runs = tmp_path / "runs"
+    for name in ("x", "y", "z"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "port": 1}))
+    home = RunsHome(runs, port=1)
+    home.scan()
+    shown = [r["name"] for r in home.actions.full(HOME_ENV)[1]["data"][0]["content"]][len(ACTION_ROWS):]
+    assert shown == home.order and len(shown) == 3
+
+    def tick(i: int) -> None:
+        home.handle({"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate",
+                     "propertyId": len(ACTION_ROWS) + i, "value": True})
+
+    gone = shown[1]
+    shutil.rmtree(runs / gone)
+    home.scan()
+    after = [r["name"] for r in home.actions.full(HOME_ENV)[1]["data"][0]["content"]][len(ACTION_ROWS):]
+    assert after == [n for n in shown if n != gone]  # the deleted run's row is gone
+    tick(1)  # row 1 of the list the page may still show was the deleted run: not the run there now
+    assert home.selected == set() and "changed" in home.message, home.message
+    tick(0)  # a row both lists agree on
+    assert home.selected == {shown[0]}
+    now = home_module.time.monotonic()
+    monkeypatch.setattr(home_module.time, "monotonic", lambda: now + home_module.RECENT_S + 1)
+    tick(1)  # the old list is long gone from every page: the index is the current list's
+    assert home.selected == {shown[0], after[1]}

@@ -322,7 +322,10 @@ def test_a_property_id_outside_the_panes_rows_is_refused_with_one_log_line(serve
     from vae_visdom.monitor.event_socket import property_row
 
     win, rows = "w", ("a", "b", "c")
-    ev = lambda i: {"target": win, "eid": "e", "event_type": "PropertyUpdate", "propertyId": i}
+
+    def ev(i) -> dict:
+        return {"target": win, "eid": "e", "event_type": "PropertyUpdate", "propertyId": i}
+
     assert [property_row(ev(i), win, "e", rows) for i in (0, 2, "1")] == ["a", "c", "b"]
     with caplog.at_level(logging.WARNING, logger="vae_visdom.monitor.event_socket"):
         for bad in (-1, -2, 3, 10**30, 1.5, 1.0, "1.0", True, None, "x", "-2", [1], " 1"):

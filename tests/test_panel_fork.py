@@ -133,7 +133,9 @@ def test_fork_pressed_again_and_again_starts_at_most_the_servers_limit(visdom_se
                 except Exception:
                     time.sleep(0.05)
             time.sleep(0.25)
-        forks = lambda: [e for e in read_jsonl(runs / "base" / "events.jsonl") if e["name"] == "fork"]
+        def forks() -> list[dict]:
+            return [e for e in read_jsonl(runs / "base" / "events.jsonl") if e["name"] == "fork"]
+
         until(lambda: len(forks()) == 5, "the five presses' verdicts", 90, every=0.3)
         assert [e["accepted"] for e in forks()] == [True, True, False, False, False], forks()
         refused = forks()[-1]["message"]

@@ -213,8 +213,10 @@ def add_cli(subparsers) -> None:
                    help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
     p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
     p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
-    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
+    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
+                   help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="visdom port (default: %(default)s)")
     p.set_defaults(func=cmd_compare)
 
 

@@ -289,8 +289,10 @@ def add_cli(subparsers) -> None:
                                           "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
                                           "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
-    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
+    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
+                   help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="visdom port (default: %(default)s)")
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
     p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=None,
@@ -309,7 +311,8 @@ def cmd_home(args: argparse.Namespace) -> int:
             page_limit.write_limit(args.runs_dir, args.max_page_runs)
         except OSError as err:
             print(f"vae-visdom home: warning: cannot record --max-page-runs in {args.runs_dir} ({err}); the "
-                  f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}", file=sys.stderr)
+                  f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}",
+                  file=sys.stderr)
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
                     os.environ.get("VISDOM_USERNAME"), os.environ.get("VISDOM_PASSWORD"), args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",

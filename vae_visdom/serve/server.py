@@ -222,9 +222,10 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
             if server_answers(host, port):  # another `serve --detach` started at the same moment, and won
                 winner = _written_holder(env_path)
                 who = f"pid {winner['pid']}, " if winner.get("pid") not in (None, proc.pid) else ""
+                where = running_env_path(host, port) or winner.get("env_path") or "a folder it does not say"
                 print(f"error: lost the race: another vae-visdom server started at the same moment answers at {url} "
-                      f"({who}envs in {running_env_path(host, port) or winner.get('env_path') or 'a folder it does not say'}"
-                      f"); this one exited with code {proc.returncode} (log {log_path})", file=sys.stderr)
+                      f"({who}envs in {where}); this one exited with code {proc.returncode} (log {log_path})",
+                      file=sys.stderr)
                 return EXIT_USAGE
             print(f"error: the server exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}",
                   file=sys.stderr)
@@ -289,7 +290,8 @@ def _run_cli(args: argparse.Namespace) -> int:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT, help="default %(default)s; busy is an error")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="default %(default)s; busy is an error")
     p.add_argument("--env-path", default=None,
                    help="where envs are saved and loaded (default ~/.visdom); one server per folder")
     p.add_argument("--runs-dir", default="runs",
@@ -300,8 +302,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not keep the env `runs` (the runs home: every run in --runs-dir, with actions)")
     p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=DEFAULT_MAX_PAGE_RUNS,
                    help="at most this many runs started from the pages (the runs home's form and the panels' Fork, "
-                        "forks of forks included) run at once, counted from the run folders' trainer locks, so it holds "
-                        "across restarts (default %(default)s; 0: the pages start none)")
+                        "forks of forks included) run at once, counted from the run folders' trainer locks, so it "
+                        "holds across restarts (default %(default)s; 0: the pages start none)")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

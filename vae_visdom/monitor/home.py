@@ -15,9 +15,9 @@ their index); a deleted run's row goes, and the rows after it move up. So that a
 list the page showed before a move cannot act on another run (a Stop redirected), the lists sent to
 the page in the last RECENT_S seconds are kept: a row index counts only when every one of them (and
 the current list) names the same run there; otherwise the click is refused with "tick again". Where
-visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's name there wins. Pause, resume and stop go to the run's own control panel as a RunCommand on
-this process's /vis_socket (event_socket.run_command_message); that panel answers them like its
-own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
+visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's name there wins.
+Pause, resume and stop go to the run's own control panel as a RunCommand on this process's
+/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import REPO, screenshot, until
+from tests.fixtures import REPO, screenshot, until, wait_for
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
 from vae_visdom.runs.jsonl import read_jsonl
@@ -264,8 +264,9 @@ def test_the_new_run_form_checks_every_field_and_starts_a_run_of_its_own(server,
     assert press("new_epochs", "1") == "new run: epochs = 1; press Start"
     press("new_batch_size", "256")
     said = press("start")
-    assert said.startswith("started mnist-mlp-lr0.001-bs256-"), said
+    assert said.startswith("starting mnist-mlp-lr0.001-bs256-"), said
     run = runs / said.split()[1]
+    until(lambda: home.message.startswith(f"started {run.name}"), "'started' once past its start-up checks", 120)
     until(lambda: state(run) == "finished", f"the new run to finish ({run / 'train.log'})", 120, every=0.5)
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["dataset"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["epochs"]) == ("mnist", "mlp", 1e-3, 256, 1)
@@ -290,3 +291,158 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (OSError, IndexError):
         return "gone"
+
+
+def _home_event(home, row: str, value="") -> str:
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV
+
+    home.handle({"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate",
+                 "propertyId": ACTION_ROWS.index(row), "value": value})
+    return home.message
+
+
+def test_the_form_checks_the_run_as_train_does_and_says_started_only_when_it_is(tmp_path):
+    """conv64 with mnist and a batch larger than the data used to be "started" for a run that exited 2 at once
+    (issue 24, item 9): now refused by train's own rules before anything starts; a run that is refused at
+    start-up anyway is said with its own line, and its folder goes (real trainer processes)."""
+    from vae_visdom.monitor.home import RunsHome
+
+    runs = tmp_path / "runs"
+    home = RunsHome(runs, port=1)
+    assert _home_event(home, "new_model", "conv64").startswith("new run: model = conv64")
+    said = _home_event(home, "start")
+    assert said == ("rejected: model: model conv64 is built for 64x64 images, the data is 28x28 (1 channel): "
+                    "use --model conv"), said
+    _home_event(home, "new_dataset", "orl")
+    _home_event(home, "new_batch_size", "361")
+    assert "rejected: batch_size: 361 larger than the training set (360 examples)" in _home_event(home, "start")
+    _home_event(home, "new_dataset", "mnist")
+    _home_event(home, "new_model", "mlp")
+    _home_event(home, "new_batch_size", "60001")
+    assert "larger than the training set (60000 examples)" in _home_event(home, "start")
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
+    # what train refuses at start-up anyway (here: the port it is handed) is said, not "started"
+    _home_event(home, "new_batch_size", "128")
+    home.port = home.form.port = 0
+    said = _home_event(home, "start")
+    assert said.startswith("starting mnist-mlp-"), said
+    name = said.split()[1]
+    until(lambda: home.message.startswith("not started"), "the refusal", 60)
+    assert home.message.startswith(f"not started: {name} refused at once: vae-visdom train: error: argument --port"), \
+        home.message
+    assert not (runs / name).exists()
+    home.close()
+
+
+def test_the_form_refuses_past_the_limit_also_after_the_server_and_its_home_restart(visdom_server_factory, tmp_path):
+    """The form's "at most 2" lived in the home's memory: a restart reset it (3 form-started trainers ran at
+    once). Now one limit, `serve --max-page-runs`, counted from the runs that really run (issue 24, item 3).
+    The exact websocket messages the page sends; a real server, its home, a real MNIST trainer."""
+    import websocket
+
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN
+    from vae_visdom.runs import page_runs
+
+    runs = tmp_path / "runs"
+    server = visdom_server_factory(args=["--runs-dir", str(runs), "--max-page-runs", "1"])
+
+    def message() -> str:
+        try:
+            rows = window_data(server, "runs")[ACTIONS_WIN]["content"]
+        except (KeyError, TypeError, ValueError):
+            return ""
+        return rows[ACTION_ROWS.index("message")]["name"]
+
+    def press(row: str, value="") -> None:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/socket", timeout=5)
+        ws.send(json.dumps({"cmd": "forward_to_vis", "data": {
+            "target": ACTIONS_WIN, "eid": "runs", "event_type": "PropertyUpdate",
+            "propertyId": ACTION_ROWS.index(row), "value": value}}))
+        ws.close()
+
+    until(lambda: message(), "the home's actions pane", 30)
+    pids = []
+    try:
+        press("new_epochs", "1000")
+        until(lambda: "epochs = 1000" in message(), "the epochs edit", 20, every=0.2)
+        press("start")
+        until(lambda: message().startswith("message: started mnist-mlp-"), "the first run's start", 120, every=0.3)
+        (live,) = page_runs.running(runs)
+        pids.append(json.loads((runs / live / page_runs.MARK).read_text())["pid"])
+        press("start")
+        until(lambda: "not started" in message(), "the refusal", 20, every=0.2)
+        assert "1 run(s) started from a page are running (" + live + ")" in message(), message()
+        assert "--max-page-runs 1" in message()
+        server.stop()
+        server.start()
+        until(lambda: message(), "the restarted home's actions pane", 30)
+        press("start")
+        until(lambda: "not started" in message(), "the refusal after a restart", 20, every=0.2)
+        assert "--max-page-runs 1" in message() and live in message(), message()
+        assert [p.name for p in runs.iterdir() if (p / "config.json").exists()] == [live]  # no second run
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    until(lambda: page_runs.running(runs) == [], "the killed run to stop counting", 20)
+
+
+def test_a_long_run_name_leaves_every_control_of_the_home_inside_its_pane(visdom_server_factory, browser, tmp_path):
+    """A legal 68-character run name without hyphens pushed all 14 controls of the home out of view (issue 24,
+    item 11); a 100-character one must not either."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_panel import controls_outside
+
+    runs = tmp_path / "runs"
+    names = ["r" * 68, "A" + "b" * 99]
+    for name in names:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "dataset": "mnist"}))
+    server = visdom_server_factory(args=["--runs-dir", str(runs)])
+    until(lambda: len(window_data(server, "runs")) == 2, "the home's panes", 60, every=0.3)
+    browser.get(f"{server.url}/env/runs")
+    wait_for(browser, ".content-properties", timeout=30)
+    until(lambda: all(n in browser.find_element(By.CSS_SELECTOR, ".content-properties").text for n in names),
+          "the home's rows of both runs", 60, every=0.3)
+    out = controls_outside(browser)
+    assert out.startswith("0/") and int(out.split("/")[1].split()[0]) >= 14, out
+
+
+def test_a_deleted_runs_row_goes_and_a_click_on_a_list_that_moved_is_refused(tmp_path, monkeypatch):
+    """Checkbox rows were append-only, so a deleted run's row stayed until the home restarted (issue 24, item
+    11). Now it goes; the rows after it move up, so a click by index on the list the page showed before the
+    move names no run (it is refused, never redirected to the run now at that index), until that list is old."""
+    import shutil
+
+    from vae_visdom.monitor import home as home_module
+    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+
+    runs = tmp_path / "runs"
+    for name in ("x", "y", "z"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps({"name": name, "epochs": 2, "port": 1}))
+    home = RunsHome(runs, port=1)
+    home.scan()
+    shown = [r["name"] for r in home.actions.full(HOME_ENV)[1]["data"][0]["content"]][len(ACTION_ROWS):]
+    assert shown == home.order and len(shown) == 3
+
+    def tick(i: int) -> None:
+        home.handle({"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate",
+                     "propertyId": len(ACTION_ROWS) + i, "value": True})
+
+    gone = shown[1]
+    shutil.rmtree(runs / gone)
+    home.scan()
+    after = [r["name"] for r in home.actions.full(HOME_ENV)[1]["data"][0]["content"]][len(ACTION_ROWS):]
+    assert after == [n for n in shown if n != gone]  # the deleted run's row is gone
+    tick(1)  # row 1 of the list the page may still show was the deleted run: not the run there now
+    assert home.selected == set() and "changed" in home.message, home.message
+    tick(0)  # a row both lists agree on
+    assert home.selected == {shown[0]}
+    now = home_module.time.monotonic()
+    monkeypatch.setattr(home_module.time, "monotonic", lambda: now + home_module.RECENT_S + 1)
+    tick(1)  # the old list is long gone from every page: the index is the current list's
+    assert home.selected == {shown[0], after[1]}

@@ -311,3 +311,70 @@ def test_a_run_command_from_another_client_steers_this_run_alone(server, tmp_pat
     finally:
         ws.close()
         a.close(), b.close()
+
+
+def test_a_property_id_outside_the_panes_rows_is_refused_with_one_log_line(server, page, tmp_path, caplog):
+    """propertyId -2 used to wrap around (Python's negative index) to the fork row: a crafted event pressed
+    Fork. Negative, too large, fractional, boolean or non-numeric ids name no row: one log line each, nothing
+    reaches the controller (issue 24, item 4)."""
+    import logging
+
+    from vae_visdom.monitor.event_socket import property_row
+
+    win, rows = "w", ("a", "b", "c")
+
+    def ev(i) -> dict:
+        return {"target": win, "eid": "e", "event_type": "PropertyUpdate", "propertyId": i}
+
+    assert [property_row(ev(i), win, "e", rows) for i in (0, 2, "1")] == ["a", "c", "b"]
+    with caplog.at_level(logging.WARNING, logger="vae_visdom.monitor.event_socket"):
+        for bad in (-1, -2, 3, 10**30, 1.5, 1.0, "1.0", True, None, "x", "-2", [1], " 1"):
+            caplog.clear()
+            assert property_row(ev(bad), win, "e", rows) is None, bad
+            (line,) = [r.getMessage() for r in caplog.records]
+            assert "propertyId" in line and "\n" not in line, line
+    m, ctl = started(server, tmp_path, "wrap")
+    assert ROWS[-2] == "fork"
+    page(m.windows["control"], "wrap", -2, "clicked")  # what pressed Fork
+    page(m.windows["control"], "wrap", -len(ROWS), "clicked")  # row 0 from the end: Pause
+    page(m.windows["control"], "wrap", len(ROWS), "clicked")
+    assert commands(ctl, timeout=1.0) == []
+    m.close()
+
+
+OUTSIDE_JS = """
+    const out = [], all = [];
+    for (const pane of document.querySelectorAll('.react-grid-item')) {
+        const box = pane.getBoundingClientRect();
+        for (const el of pane.querySelectorAll('input, button:not([hidden])')) {
+            const r = el.getBoundingClientRect();
+            all.push(el);
+            if (r.left < box.left - 1 || r.right > box.right + 1 || r.width === 0) out.push(el);
+        }
+    }
+    return out.length + '/' + all.length + ' ' + out.map(el => el.outerHTML.slice(0, 60)).join(' ');"""
+
+
+def controls_outside(browser) -> str:
+    """'OUT/ALL ...': the inputs and buttons of the page that are not inside their own pane."""
+    return browser.execute_script(OUTSIDE_JS)
+
+
+def test_an_accepted_long_fork_with_value_leaves_every_control_inside_the_pane(server, page, browser, tmp_path):
+    """An accepted fork-with value of ~200 characters without a space, echoed whole in the message row, pushed
+    every control of the panel out of view (issue 24, item 11)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.fixtures import until, wait_for
+
+    m, ctl = started(server, tmp_path, "longfork")
+    value = "lr=0." + "0" * 190 + "1"  # a legal lr, 197 characters
+    browser.get(f"{server.url}/env/longfork")
+    wait_for(browser, ".content-properties input", min_count=4)
+    page(m.windows["control"], "longfork", ROWS.index("fork_with"), value)
+    until(lambda: "press Fork" in browser.find_element(By.CSS_SELECTOR, ".content-properties").text,
+          "the fork-with verdict", 20, every=0.1)
+    out = controls_outside(browser)
+    assert out.startswith("0/"), out
+    assert panel(server, m)["fork_with"]["value"].strip() == value  # the value itself is kept whole
+    m.close()

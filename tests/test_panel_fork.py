@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -107,3 +108,53 @@ def test_fork_pressed_in_the_page_starts_a_run_of_its_own_and_the_parent_goes_on
     assert len([t for t in per_epoch["content"]["data"] if t["name"].endswith(" test")]) == 2
     (mark,) = [t for t in per_epoch["content"]["data"] if t["name"] == "fork points"]  # where the fork left
     assert mark["x"] == [k] and mark["y"] == [base_rows[k - 1]["test_loss"]] and "base-fork1" in mark["text"][0]
+
+
+def test_fork_pressed_again_and_again_starts_at_most_the_servers_limit(visdom_server_factory, browser, tmp_path):
+    """5 presses of Fork in 1.5 s gave 5 trainers (issue 24, item 3). Now a fork takes a place under the one
+    limit for runs a page starts (`serve --max-page-runs 2`), counted from what really runs; the presses past
+    it are refused in the panel, and a fork of a fork counts against the same places."""
+    from tests.test_home import image_folder, trainer
+    from vae_visdom.runs import page_runs
+
+    runs, data = tmp_path / "runs", image_folder(tmp_path / "images")
+    runs.mkdir()
+    server = visdom_server_factory(args=["--runs-dir", str(runs), "--max-page-runs", "2", "--no-home"])
+    parent = trainer(runs, "base", data, server.port, 100000, visdom=True)
+    try:
+        until(lambda: window_data(server, "base"), "the parent's page", 90, every=0.2)
+        browser.get(f"{server.url}/env/base")
+        until(lambda: "status: running" in _status_row(browser), "the running parent", 90, every=0.2)
+        for _ in range(5):
+            for attempt in range(20):  # the pane is redrawn under the click now and then
+                try:
+                    _control(browser)[1][2].click()  # Fork
+                    break
+                except Exception:
+                    time.sleep(0.05)
+            time.sleep(0.25)
+        def forks() -> list[dict]:
+            return [e for e in read_jsonl(runs / "base" / "events.jsonl") if e["name"] == "fork"]
+
+        until(lambda: len(forks()) == 5, "the five presses' verdicts", 90, every=0.3)
+        assert [e["accepted"] for e in forks()] == [True, True, False, False, False], forks()
+        refused = forks()[-1]["message"]
+        assert refused.startswith("fork refused: 2 run(s) started from a page are running (base-fork1, base-fork2)")
+        assert "--max-page-runs 2" in refused
+        until(lambda: "fork refused" in _status_row(browser), "the refusal in the panel", 20, every=0.2)
+        assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["base", "base-fork1", "base-fork2"]
+        assert page_runs.running(runs) == ["base-fork1", "base-fork2"]
+        # a fork of a fork takes a place too: none is left
+        until(lambda: window_data(server, "base-fork1"), "the fork's own page", 120, every=0.5)
+        browser.get(f"{server.url}/env/base-fork1")
+        until(lambda: "status: running" in _status_row(browser), "the running fork", 90, every=0.2)
+        _control(browser)[1][2].click()
+        until(lambda: "fork refused: 2 run(s)" in _status_row(browser), "the fork's own refusal", 60, every=0.2)
+        assert not (runs / "base-fork1-fork1").exists()
+    finally:
+        parent.kill()
+        for mark in runs.glob(f"*/{page_runs.MARK}"):
+            try:
+                os.kill(json.loads(mark.read_text())["pid"], 9)
+            except ProcessLookupError:
+                pass

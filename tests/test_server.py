@@ -226,6 +226,33 @@ def test_detach_starts_a_background_server_that_outlives_the_command(tmp_path):
         os.kill(pid, signal.SIGTERM)
 
 
+def test_two_detach_commands_at_the_same_moment_one_starts_the_other_says_it_lost(tmp_path):
+    """Two `serve --detach` at once on one port and env folder both printed "started", though one server had
+    already exited 2 (issue 24, item 10). The loser now says it lost, naming the winner, and exits non-zero."""
+    port = find_free_port()
+    cmd = [sys.executable, "-m", "vae_visdom.serve.server", "--port", str(port), "--env-path", str(tmp_path / "env"),
+           "--runs-dir", str(tmp_path / "runs"), "--no-home", "--detach"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=90) for p in procs]
+    said = sorted(((p.returncode, (o + e).strip()) for p, (o, e) in zip(procs, outs)), key=lambda r: r[0])
+    pids = [int(m) for _, text in said for m in re.findall(r"pid (\d+)", text)]
+    try:
+        (won, won_text), (lost, lost_text) = said
+        assert won == 0 and won_text.startswith(f"visdom server started at http://127.0.0.1:{port} (pid "), said
+        winner = int(re.search(r"pid (\d+)", won_text).group(1))
+        assert lost != 0 and len(lost_text.splitlines()) == 1, said
+        assert lost_text.startswith("error: lost the race: another vae-visdom server started at the same moment "
+                                    f"answers at http://127.0.0.1:{port} (pid {winner}, "), said
+        assert server_answers("127.0.0.1", port)
+    finally:
+        for pid in set(pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 # ---- browser --------------------------------------------------------------------------------------
 
 def test_chromium_renders_a_line_plot_and_an_image_from_the_offline_files(visdom_server, browser, tmp_path):

@@ -36,6 +36,9 @@ PRECISIONS = ("fp32", "bf16")
 FAST_STEPS = ("auto", "eager", "graph")
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")  # train/objectives.py computes each (tests/test_iwae_objective.py checks)
+# What the datasets that need no data folder hold: (image shape, training images at the default test_fraction);
+# for checks made before any data is loaded (the runs home's form). tests/test_flag_rules.py holds it to the loaders.
+FIXED_DATASETS = {"mnist": ((1, 28, 28), 60000), "fashion-mnist": ((1, 28, 28), 60000), "orl": ((1, 64, 64), 360)}
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8097  # where `serve` listens and a run streams to, unless told
 DEFAULT_SERVER = f"http://{DEFAULT_HOST}"
 
@@ -154,6 +157,23 @@ def _batch_check(v: int, ctx: dict) -> str | None:
     return "out of range" if v < 1 or v > 65536 else None
 
 
+def _server_address(raw: Any, name: str) -> str:
+    """http(s)://HOST: what visdom's client puts before ":PORT" (so no port, path, query or login here)."""
+    from urllib.parse import urlsplit
+
+    text = raw.strip() if isinstance(raw, str) else None
+    try:
+        parts = urlsplit(text) if text else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and \
+            parts.port is None and not parts.username and parts.path in ("", "/") and not parts.query and \
+            not parts.fragment and not any(c.isspace() for c in text)
+    except ValueError:  # urlsplit refuses a malformed [ipv6] or port
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name}: {shown(raw)} is not a server address")
+    return text.rstrip("/")
+
+
 _schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
@@ -183,14 +203,23 @@ RULES: dict[str, Rule] = {
     "objective": _choice(OBJECTIVES),
     "iwae_k": Rule(_integer, _range(1, 5000), "a whole number of samples from 1 to 5000"),
     "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
+    "port": Rule(_integer, _range(1, 65535), "a whole number from 1 to 65535"),
+    "server": Rule(_server_address, lambda v, ctx: None, "http://HOST or https://HOST (the port goes in --port)"),
     "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
                         "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
 }
 
 
+# Flags that are not a run's config, checked the same way (argparse_type takes either table's names).
+FLAG_RULES: dict[str, Rule] = {
+    "nproc_per_node": Rule(_integer, _range(1, 4096), "a whole number of processes >= 1"),
+    "max_page_runs": Rule(_integer, _range(0, 1000), "a whole number >= 0 (0: the page starts no runs)"),
+}
+
+
 def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
-    """Parse and check one hyperparameter; raise ConfigError with a one-line message."""
-    rule = RULES[name]
+    """Parse and check one hyperparameter (or flag); raise ConfigError with a one-line message."""
+    rule = RULES[name] if name in RULES else FLAG_RULES[name]
     try:
         value = rule.parse(raw, name)
     except ConfigError as err:
@@ -294,6 +323,22 @@ class TrainConfig:
 def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
     """Fill the config's fields left None from the model's defaults for its dataset (models/specs.py)."""
     return cfg.with_defaults(MODEL_SPECS[cfg.model].defaults_for(cfg.dataset))
+
+
+def model_fits(model: str, image_shape: tuple[int, int, int]) -> str | None:
+    """Why `model` cannot take images of `image_shape` (C, H, W), or None: the rule models/conv.py builds by
+    and the runs home's form checks before it starts a run."""
+    side = MODEL_SPECS[model].image_size
+    if side is None:
+        return None
+    c, h, w = image_shape
+    if (h, w) != (side, side):
+        other = "conv64" if (h, w) == (64, 64) else "conv" if (h, w) == (28, 28) else "mlp"
+        return (f"model {model} is built for {side}x{side} images, the data is {h}x{w} "
+                f"({c} channel{'s' * (c != 1)}): use --model {other}")
+    if c not in (1, 3):
+        return f"model {model} expects 1 (grey) or 3 (RGB) channels, the data has {c}"
+    return None
 
 
 def default_run_name(cfg: TrainConfig) -> str:

@@ -95,8 +95,9 @@ def _where_results_go(p: argparse.ArgumentParser) -> None:
 def _live_monitoring(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live monitoring")
     g.add_argument("--no-visdom", dest="visdom", action="store_false", default=None, help="do not stream to visdom")
-    g.add_argument("--server", default=None, help=f"visdom server (default: {DEFAULT_SERVER})")
-    g.add_argument("--port", type=int, default=None, help=f"visdom port (default: {DEFAULT_PORT})")
+    g.add_argument("--server", type=argparse_type("server"), default=None,
+                   help=f"visdom server (default: {DEFAULT_SERVER})")
+    g.add_argument("--port", type=argparse_type("port"), default=None, help=f"visdom port (default: {DEFAULT_PORT})")
     g.add_argument("--env", default=None, help="visdom env (default: the run name)")
 
 

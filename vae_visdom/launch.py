@@ -14,14 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-from vae_visdom.config import UsageError
+from vae_visdom.config import UsageError, argparse_type
 
 FRONT_FLAGS = ("--nproc-per-node", "--max-restarts")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scale out (data-parallel, through torch.distributed.run)")
-    g.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+    g.add_argument("--nproc-per-node", type=argparse_type("nproc_per_node"), default=None, metavar="N",
                    help="start N ranks on this machine under torchrun (gloo on the CPU, nccl with one GPU per rank); "
                         "--batch-size is the global batch")
     g.add_argument("--max-restarts", type=int, default=0, metavar="K",

@@ -22,7 +22,7 @@ from vae_visdom.models import build_model
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.fork import ForkLauncher
-from vae_visdom.runs.lock import RunFolderBusy, RunLock
+from vae_visdom.runs.lock import LOCK_NAME, RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.train import distributed
 from vae_visdom.train.controller import Controller
@@ -42,6 +42,8 @@ class TrainingSession:
         face = self.group.is_face  # only rank 0 writes the run folder, streams and owns the panel
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
         self.run_dir = Path(cfg.out) if cfg.out else Path(cfg.runs_dir) / cfg.name
+        made = [] if self.run_dir.exists() else [self.run_dir]  # a refused run removes what it made (below)
+        made += [] if (self.run_dir / LOCK_NAME).exists() else [self.run_dir / LOCK_NAME]
         self.run_dir = writable_dir(self.run_dir) if face else self.run_dir
         cfg.out = str(self.run_dir)
         cfg.env = cfg.env or cfg.name
@@ -61,10 +63,10 @@ class TrainingSession:
                 self.monitor = self._make_monitor()
             self.files = RunFiles(self.run_dir) if face else None
         except safe_io.RunWriteError as err:
-            self.lock.release()
+            self._refused(made if face else [])
             raise UsageError(f"{err} (choose another --out, or make room)") from None
         except BaseException:
-            self.lock.release()  # (a session never run nor closed lets go when it is garbage collected)
+            self._refused(made if face else [])  # (a session never run nor closed lets go when garbage collected)
             raise
         family = self._family_view() if self.monitor is not None and cfg.parent else None
         launcher = ForkLauncher(self.run_dir) if face and self.group.world == 1 else None
@@ -74,6 +76,19 @@ class TrainingSession:
                    ProgressPrinter() if progress and face else None]:
             if cb is not None:
                 self.trainer.add_callback(cb)
+
+    def _refused(self, made: list[Path]) -> None:
+        """The run was refused before it trained: let go of the folder, and take away the lock file and the
+        folder when this session made them (a refused run leaves no empty folder holding a trainer.lock).
+        The lock file goes while still held, so no other trainer can be holding the unlinked inode."""
+        for path in reversed(made):
+            try:
+                path.unlink() if path.name == LOCK_NAME else path.rmdir()  # rmdir: only an empty folder
+            except OSError:
+                pass
+            if path.name == LOCK_NAME:
+                self.lock.release()
+        self.lock.release()
 
     def _build(self, cfg: TrainConfig, resume: bool, overrides: dict | None, controller: Controller | None,
                data: ImageData | None) -> None:

@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from vae_visdom.config import model_fits
 from vae_visdom.models.base import VAE
 
 
@@ -75,19 +76,15 @@ class ConvVAE(VAE):
         return self.decoder(h)  # logits (B, C, H, W)
 
 
-def _check_size(model: str, image_shape: tuple[int, int, int], side: int) -> None:
-    c, h, w = image_shape
-    if (h, w) != (side, side):
-        other = "conv64" if (h, w) == (64, 64) else "conv" if (h, w) == (28, 28) else "mlp"
-        raise ValueError(f"model {model} is built for {side}x{side} images, the data is {h}x{w} "
-                         f"({c} channel{'s' * (c != 1)}): use --model {other}")
-    if c not in (1, 3):
-        raise ValueError(f"model {model} expects 1 (grey) or 3 (RGB) channels, the data has {c}")
+def _check_size(model: str, image_shape: tuple[int, int, int]) -> None:
+    problem = model_fits(model, tuple(image_shape))  # the one rule (config.py), which the runs home checks too
+    if problem:
+        raise ValueError(problem)
 
 
 def build_conv(image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: int, likelihood: str) -> ConvVAE:
     """28x28 -> 14x14x32 -> 7x7x64 -> hidden -> latent, and back."""
-    _check_size("conv", image_shape, 28)
+    _check_size("conv", image_shape)
     return ConvVAE(image_shape, channels=(32, 64), latent_dim=latent_dim, hidden_dim=hidden_dim,
                    likelihood=likelihood)
 
@@ -95,6 +92,6 @@ def build_conv(image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: i
 def build_conv64(image_shape: tuple[int, int, int], latent_dim: int, hidden_dim: int, likelihood: str
                  ) -> ConvVAE:
     """64x64 -> 32x32x32 -> 16x16x32 -> 8x8x64 -> 4x4x64 -> hidden -> latent, and back."""
-    _check_size("conv64", image_shape, 64)
+    _check_size("conv64", image_shape)
     return ConvVAE(image_shape, channels=(32, 32, 64, 64), latent_dim=latent_dim, hidden_dim=hidden_dim,
                    likelihood=likelihood)

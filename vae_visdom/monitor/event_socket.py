@@ -120,13 +120,26 @@ def property_row(event: dict, win: str, env: str, rows: tuple[str, ...]) -> str 
     PropertyUpdate of pane `win` in env `env`; None for anything else."""
     if event.get("target") != win or event.get("eid") != env or event.get("event_type") != "PropertyUpdate":
         return None
-    row = event.get("propertyId")
-    if row is None:
+    i = property_index(event, len(rows))
+    return None if i is None else rows[i]
+
+
+def property_index(event: dict, n_rows: int) -> int | None:
+    """The event's `propertyId` as a row index in 0..n_rows-1, or None (said in one log line): a negative
+    id would wrap around to the last rows (Python's negative index; -2 was the panel's Fork), a fractional,
+    boolean or other id names no row. visdom's page sends an int; a string of digits is taken too."""
+    raw = event.get("propertyId")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        i: int | None = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 10:
+        i = int(raw)
+    else:
+        i = None
+    if i is None or not 0 <= i < n_rows:
+        log.warning("event for %s/%s dropped: propertyId %.40r is not a row (0 to %d)", event.get("eid"),
+                    event.get("target"), raw, n_rows - 1)
         return None
-    try:
-        return rows[int(row)]
-    except (TypeError, ValueError, IndexError):
-        return None
+    return i
 
 
 RUN_COMMAND = "RunCommand"  # our own event type: sent by a Python client (the runs home) through visdom's "echo"

@@ -10,13 +10,14 @@ folder is looked at; a run's files are read again only when their modification t
 is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
 content changed.
 
-A tick arrives as (pane, row index): the checkbox rows are append-only (a new run gets a new
-row at the end, a deleted one keeps its row), so an index names the same run for the whole
-life of the home and a run appearing between the page's render and the click cannot redirect
-a Stop. Where visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's
-name there wins. Pause, resume and stop go to the run's own control panel as a RunCommand on
-this process's /vis_socket (event_socket.run_command_message); that panel answers them like its
-own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
+A tick arrives as (pane, row index). A new run gets a new row at the end (the rows before it keep
+their index); a deleted run's row goes, and the rows after it move up. So that a click made on the
+list the page showed before a move cannot act on another run (a Stop redirected), the lists sent to
+the page in the last RECENT_S seconds are kept: a row index counts only when every one of them (and
+the current list) names the same run there; otherwise the click is refused with "tick again". Where
+visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's name there wins.
+Pause, resume and stop go to the run's own control panel as a RunCommand on this process's
+/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
 """
 from __future__ import annotations
 
@@ -24,17 +25,20 @@ import argparse
 import json
 import logging
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, check_name, env_login, fit_name
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
 from vae_visdom.monitor.board import Board, connect
 from vae_visdom.monitor.compare import compare_runs
-from vae_visdom.monitor.event_socket import EventSocket, run_command_message
+from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
 from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
 from vae_visdom.monitor.home_table import env_of, table_html
-from vae_visdom.monitor.windows import PropertiesPane, TextPane
+from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
+from vae_visdom import page_limit
 from vae_visdom.runs.lock import is_held
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ BUTTONS = {"compare": "Compare selected", "pause": "Pause selected", "resume": "
            "stop": "Stop selected"}
 ACTION_ROWS = (*BUTTONS, "message", *FORM_ROWS)  # rows 0..10; a checkbox per run follows
 CAN = {"pause": ("running", "starting"), "resume": ("paused",), "stop": ("starting", "running", "paused")}
+RECENT_S = 10.0  # how long a list of rows sent to the page may still be the one a click was made on
+MOVED = "\x00moved"  # _row_of: the row index names different runs in lists the page may still show
 FILES = ("config.json", "status.json", "metrics.jsonl", "steps.jsonl", "events.jsonl")
 
 
@@ -59,11 +65,12 @@ class RunsHome:
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
         self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
-        self.form = NewRunForm(self.runs_dir, server, port)  # a brand-new run from the page (home_start.py)
+        self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_start.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
         self.created: dict[str, float] = {}  # run folder name -> config.json's mtime (newest first)
         self._seen: dict[str, tuple] = {}  # run folder name -> its files' mtimes when last read
-        self.order: list[str] = []  # checkbox rows (after ACTION_ROWS): append-only, see the module's text
+        self.order: list[str] = []  # checkbox rows (after ACTION_ROWS): new runs at the end, see the module's text
+        self._sent: list[tuple[float, tuple[str, ...]]] = []  # (last on show, the rows): see the module's text
         self.selected: set[str] = set()
         self.message = "tick runs below, then press a button"
         self.comparison: str | None = None
@@ -92,9 +99,13 @@ class RunsHome:
                 rec.held = is_held(rec.run_dir)
             self.records[name] = rec
         with self.board.lock:
-            for name in [n for n in self.records if n not in found]:  # deleted: its row stays, unticked
+            for name in [n for n in self.records if n not in found]:  # deleted: its row goes (see the top)
                 del self.records[name]
                 self.selected.discard(name)
+            kept = [n for n in self.order if n in self.records]
+            if kept != self.order:
+                self.order = kept
+                self.actions.touch(urgent=True)
             new = sorted((n for n in self.records if n not in self.order), key=lambda n: -self.created[n])
             self.order += new
             if new:
@@ -146,7 +157,9 @@ class RunsHome:
             row = self._row_of(event)
             if row is None:
                 return
-            if row in self.order:
+            if row == MOVED:
+                self.message = "the list of runs changed as you clicked; tick again"
+            elif row in self.order:
                 if row in self.records:
                     (self.selected.add if event.get("value") in (True, "true") else self.selected.discard)(row)
                 else:
@@ -165,21 +178,36 @@ class RunsHome:
 
     def _row_of(self, event: dict) -> str | None:
         """The row's action ("compare", ...) or run folder name; the name the page showed wins (see top)."""
-        try:
-            i = int(event.get("propertyId"))
-        except (TypeError, ValueError):
+        names = [*ACTION_ROWS, *self.order]
+        i = property_index(event, len(names))
+        if i is None:
             return None
         pane = event.get("pane_data")
         content = pane.get("content") if isinstance(pane, dict) else None
         if isinstance(content, list) and 0 <= i < len(content) and isinstance(content[i], dict):
-            shown = str(content[i].get("name", ""))
+            shown = unbreakable(str(content[i].get("name", "")))
             if shown in self.order:
                 return shown
+            if content[i].get("type") == "checkbox":  # a run the page showed that is gone (or renamed)
+                return MOVED
             for action, label in BUTTONS.items():
                 if content[i].get("value") == label:
                     return action
-        names = [*ACTION_ROWS, *self.order]
-        return names[i] if 0 <= i < len(names) else None
+        k = i - len(ACTION_ROWS)
+        if k >= 0:  # a run's row: only when every list the page may still show names the same run there
+            now = time.monotonic()
+            lists = [rows for shown_until, rows in self._sent if now - shown_until < RECENT_S]
+            if {rows[k] if k < len(rows) else None for rows in [*lists, tuple(self.order)]} != {self.order[k]}:
+                return MOVED
+        return names[i]
+
+    def _say(self, verdict: str) -> None:
+        """A verdict that comes later (a started run passed its start-up checks, or refused): the message row."""
+        with self.board.lock:
+            self.message = verdict
+            self.actions.touch(urgent=True)
+        self.board.wake()
+        self._wake.set()
 
     def _picked(self) -> list[RunRecord]:
         return [self.records[n] for n in self.order if n in self.selected and n in self.records]
@@ -230,6 +258,10 @@ class RunsHome:
         return text + (f"; {'; '.join(skipped)}" if skipped else "")
 
     def _rows(self) -> list[dict]:
+        now, order = time.monotonic(), tuple(self.order)
+        if self._sent and self._sent[-1][1] != order:
+            self._sent[-1] = (now, self._sent[-1][1])  # on show until now, when the new list goes out
+        self._sent = [e for e in self._sent if now - e[0] < RECENT_S and e[1] != order] + [(now, order)]
         rows = [{"type": "button", "name": "a comparison env of the ticked runs", "value": BUTTONS["compare"]},
                 {"type": "button", "name": "pause the ticked running runs", "value": BUTTONS["pause"]},
                 {"type": "button", "name": "resume the ticked paused runs", "value": BUTTONS["resume"]},
@@ -256,16 +288,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
                      "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
-    p.add_argument("--server", default=DEFAULT_SERVER, help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="visdom port (default: %(default)s)")
+    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
+                   help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="visdom port (default: %(default)s)")
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
+    p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=None,
+                   help="at most this many runs started from the pages (this form and the panels' Fork) run at once; "
+                        f"recorded in RUNS_DIR/{page_limit.LIMIT_FILE} (default: what is recorded there, else "
+                        f"{page_limit.DEFAULT_MAX_PAGE_RUNS}; `vae-visdom serve` passes its own)")
     p.add_argument("--parent", type=int, default=None, help="end when process PARENT, the one that started this, "
                    "is gone (`vae-visdom serve` passes its own pid)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_name(args.env, "env")
+    if args.max_page_runs is not None:
+        try:
+            page_limit.write_limit(args.runs_dir, args.max_page_runs)
+        except OSError as err:
+            print(f"vae-visdom home: warning: cannot record --max-page-runs in {args.runs_dir} ({err}); the "
+                  f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}",
+                  file=sys.stderr)
     home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
                     *(env_login() or (None, None)), args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",

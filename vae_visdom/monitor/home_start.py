@@ -4,35 +4,47 @@ Why it is safe enough to offer: the form is a pane of the runs home, which `vae-
 itself; page events reach it only from the server's own pages (serve/guard.py refuses other origins),
 and that server listens on a loopback address or asks for a login (serve/server.py), so only the user
 (or someone holding the login) can press Start. Each field goes through the CLI's own rule
-(config.parse_value), the datasets are the ones that need no data folder, and at most MAX_LIVE runs
-started here train at once. What it starts is `vae-visdom train` with those five values and the home's
-runs folder and server: a process of its own (own session, output in RUN_DIR/train.log) that outlives
-the home and the server, like a fork from the panel (runs/fork.py). Nothing else of the machine is
-reachable from the form: no paths, no other flags.
+(config.parse_value), the datasets are the ones that need no data folder, and the whole is checked as
+`train` checks it before anything starts: the model must fit the data's images (config.model_fits) and
+the batch the training set (the batch_size rule with the data's size, config.FIXED_DATASETS). A run takes
+a place under the pages' limit, shared with the panel's Fork and counted from the runs that really run
+(runs/page_runs.py: `serve --max-page-runs`), so it holds across restarts. What it starts is
+`vae-visdom train` with those five values and the home's runs folder and server: a process of its own
+(own session, output in RUN_DIR/train.log) that outlives the home and the server, like a fork from the
+panel (runs/fork.py). The verdict says "starting", then "started" only once the run has passed its own
+start-up checks (it wrote its config.json), or what it refused with (the last line of its output), in
+which case its folder goes. Nothing else of the machine is reachable from the form: no paths, no other
+flags.
 """
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
+from typing import Callable
 
-from vae_visdom.config import ConfigError, TrainConfig, default_run_name, parse_value, shown
+from vae_visdom.config import (FIXED_DATASETS, ConfigError, TrainConfig, default_run_name, model_fits, parse_value,
+                               shown)
+from vae_visdom.runs import page_runs
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 
 FIELDS = ("dataset", "model", "lr", "batch_size", "epochs")
 DEFAULTS = {"dataset": "mnist", "model": "mlp", "lr": "1e-3", "batch_size": "128", "epochs": "10"}
-NO_DATA_DIR = ("mnist", "fashion-mnist", "orl")  # the datasets that need no --data-dir
-MAX_LIVE = 2
+NO_DATA_DIR = tuple(FIXED_DATASETS)  # the datasets that need no --data-dir
 ROWS = tuple(f"new_{f}" for f in FIELDS) + ("start",)
+START_TIMEOUT_S = 300.0  # a run still setting up after this is said to be slow, not failed
 
 
 class NewRunForm:
-    def __init__(self, runs_dir: Path, server: str, port: int):
+    def __init__(self, runs_dir: Path, server: str, port: int, say: Callable[[str], None] | None = None):
         self.runs_dir, self.server, self.port = Path(runs_dir), server, port
+        self.say = say or (lambda verdict: None)  # a later verdict (started / refused), from a watcher thread
         self.values = dict(DEFAULTS)  # as typed, each one accepted by its rule
-        self.started: list[subprocess.Popen] = []
+        self.started: list[subprocess.Popen] = []  # reaped when they end (no zombies); counted by page_runs
 
     def rows(self) -> list[dict]:
-        rows = [{"type": "text", "name": f"new run: {f}" + (" (mnist, fashion-mnist, orl)" if f == "dataset" else ""),
+        rows = [{"type": "text", "name": f"new run: {f}" + (f" ({', '.join(NO_DATA_DIR)})" if f == "dataset" else ""),
                  "value": self.values[f]} for f in FIELDS]
         return rows + [{"type": "button", "name": "start a new run with these values", "value": "Start"}]
 
@@ -47,26 +59,64 @@ class NewRunForm:
         return f"new run: {field} = {value}; press Start"
 
     def start(self) -> str:
-        """Start `vae-visdom train` with the form's values; the verdict names the run and its log."""
+        """Start `vae-visdom train` with the form's values; the verdict names the run and its log. Whether it
+        passed its start-up checks comes later, through `say`."""
         self.started = [p for p in self.started if p.poll() is None]  # reaped
-        if len(self.started) >= MAX_LIVE:
-            return f"not started: {MAX_LIVE} runs started from this page still train; stop one first"
         try:
-            cfg = TrainConfig(**{f: self._check(f, self.values[f]) for f in FIELDS})
+            cfg = self.checked()
         except ConfigError as err:
             return f"rejected: {err}"
-        name = default_run_name(cfg)
-        while (self.runs_dir / name).exists():  # two Starts in one second
-            name += "-2"
-        run_dir = self.runs_dir / name
-        flags = [arg for f in FIELDS for arg in (f"--{f.replace('_', '-')}", str(getattr(cfg, f)))]
         try:
-            proc = start_logged(train_command(*flags, "--runs-dir", str(self.runs_dir), "--name", name, "--server",
-                                              self.server, "--port", str(self.port)), run_dir, detached=True)
+            with page_runs.place(self.runs_dir, "form") as placed:
+                name = default_run_name(cfg)
+                while (self.runs_dir / name).exists():  # two Starts in one second
+                    name += "-2"
+                run_dir = self.runs_dir / name
+                flags = [arg for f in FIELDS for arg in (f"--{f.replace('_', '-')}", str(getattr(cfg, f)))]
+                proc = start_logged(train_command(*flags, "--runs-dir", str(self.runs_dir), "--name", name,
+                                                  "--server", self.server, "--port", str(self.port)),
+                                    run_dir, detached=True)
+                placed(run_dir, proc.pid)
+        except page_runs.PageRunsFull as err:
+            return f"not started: {err}"
         except OSError as err:
             return f"not started: {err}"
         self.started.append(proc)
-        return f"started {name} (pid {proc.pid}; output in {name}/{TRAIN_LOG})"
+        threading.Thread(target=self._watch, args=(proc, run_dir), name=f"start-{name}", daemon=True).start()
+        return f"starting {name} (pid {proc.pid}; output in {name}/{TRAIN_LOG}) ..."
+
+    def checked(self) -> TrainConfig:
+        """The form's values as a run's config, checked together as `train` checks them before it trains
+        (the model fits the images, the batch the training set); ConfigError otherwise."""
+        values = {f: self._check(f, self.values[f]) for f in FIELDS}
+        shape, n_train = FIXED_DATASETS[values["dataset"]]
+        problem = model_fits(values["model"], shape)
+        if problem:
+            raise ConfigError(f"model: {problem}")
+        parse_value("batch_size", values["batch_size"], {"n_train": n_train})
+        return TrainConfig(**values)
+
+    def _watch(self, proc: subprocess.Popen, run_dir: Path) -> None:
+        """Say "started" once the run wrote its config.json (what a trainer does after its start-up checks),
+        or what it refused with; a refused run's folder (its log, its place) goes."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while proc.poll() is None and not (run_dir / "config.json").exists():
+            if time.monotonic() > deadline:
+                self.say(f"{run_dir.name} is still setting up after {START_TIMEOUT_S:.0f} s; see {run_dir.name}/"
+                         f"{TRAIN_LOG}")
+                return
+            time.sleep(0.2)
+        if (run_dir / "config.json").exists():
+            self.say(f"started {run_dir.name} (pid {proc.pid}; output in {run_dir.name}/{TRAIN_LOG})")
+            return
+        said = last_line(run_dir / TRAIN_LOG) or f"exit status {proc.returncode}"
+        for made in (TRAIN_LOG, page_runs.MARK):  # what this form put there; the trainer cleans up its own
+            (run_dir / made).unlink(missing_ok=True)
+        try:
+            run_dir.rmdir()
+        except OSError:  # something else is there after all: leave it
+            pass
+        self.say(f"not started: {run_dir.name} refused at once: {said}")
 
     @staticmethod
     def _check(field: str, raw):
@@ -75,3 +125,12 @@ class NewRunForm:
             raise ConfigError(f"dataset: {shown(raw)} needs a data folder; start it from a terminal "
                               f"(vae-visdom train --dataset {value} --data-dir DIR); here: {', '.join(NO_DATA_DIR)}")
         return value
+
+
+def last_line(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a log (a refused run's one line), shortened."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""

@@ -205,7 +205,8 @@ class PropertiesPane(Window):
         self.width, self.height = width, height
 
     def full(self, env: str) -> Message:
-        return "events", {"data": [{"content": self.render(), "type": "properties"}],
+        rows = [{**row, "name": breakable(str(row["name"]))} if "name" in row else row for row in self.render()]
+        return "events", {"data": [{"content": rows, "type": "properties"}],
                           "win": self.win, "eid": env,
                           "opts": {"title": self.title, "width": self.width, "height": self.height}}
 
@@ -257,6 +258,24 @@ class ImageGrid(Window):
 
     def ready(self) -> bool:
         return self.images is None or (self._encoded is not None and self._encoded[0] == self.version)
+
+
+BREAK = "\u200b"  # zero-width space: a place the browser may break a line, invisible otherwise
+_UNBROKEN = re.compile(r"[^\s\-\u200b]{25,}")  # a run of characters with no place to break a line
+
+
+def breakable(text: str, every: int = 24) -> str:
+    """`text` with a zero-width space after every `every` characters of a run that has no space or hyphen.
+
+    visdom's properties pane draws a row's name as plain text in a table cell that we cannot style: a long
+    name without a break (a run name of 68 letters, an accepted fork-with value) widened the table and
+    pushed every control of the pane out of view. Where a name is read back (the runs home's pane_data),
+    unbreakable() gives it back as it was."""
+    return _UNBROKEN.sub(lambda m: BREAK.join(m[0][i:i + every] for i in range(0, len(m[0]), every)), text)
+
+
+def unbreakable(text: str) -> str:
+    return text.replace(BREAK, "")
 
 
 def encode_grid(images, nrow: int) -> tuple[str, int, int]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
-from vae_visdom.runs import resume as resuming
+from vae_visdom.runs import page_runs, resume as resuming
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
@@ -129,6 +129,8 @@ class ForkLauncher(Callback):
     session (a Ctrl-C or the end of the parent does not reach it), its output in CHILD/train.log, its own
     lock, env and panel. It outlives the parent and the server like any run; the parent only reaps it
     (no zombie) if it ends first. `vae-visdom runs` and the runs home learn that it died from its lock.
+    A fork is a process a page started: it takes a place under the pages' limit (runs/page_runs.py) or is
+    refused with the reason in the panel.
     """
 
     def __init__(self, run_dir: str | Path):
@@ -137,8 +139,13 @@ class ForkLauncher(Callback):
 
     def on_fork(self, point: ForkPoint) -> None:
         try:
-            child, cfg = create(self.run_dir, None, self.run_dir.parent, state=point.state)
-            proc = spawn(child, point.changes)
+            with page_runs.place(self.run_dir.parent, "fork") as started:  # the pages' limit (runs/page_runs.py)
+                child, cfg = create(self.run_dir, None, self.run_dir.parent, state=point.state)
+                proc = spawn(child, point.changes)
+                started(child, proc.pid)
+        except page_runs.PageRunsFull as err:
+            point.outcome = f"fork refused: {err}"
+            return
         except (UsageError, OSError, RunWriteError) as err:  # a verdict in the panel, never a stopped parent
             point.outcome = f"fork failed: {err}"
             return

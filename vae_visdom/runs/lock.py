@@ -109,6 +109,12 @@ def is_held(run_dir: str | Path) -> bool | None:
     return False if mine and _gone(pid, started) else None
 
 
+def alive(pid: int, started: float) -> bool:
+    """The process that was started at `started` (time.time()) with this pid may still run: it is there and
+    no zombie, or it cannot be told. For a process whose folder lock is not taken yet (runs/page_runs.py)."""
+    return not _gone(pid, started)
+
+
 def _gone(pid: int, started: float) -> bool:
     """The process that wrote the lock file at `started` has ended: no such pid, a zombie, or the pid now
     belongs to a process started later (pids are reused)."""

@@ -18,10 +18,11 @@ log = logging.getLogger("vae_visdom.serve.server")
 
 
 class HomeProcess:
-    def __init__(self, runs_dir: Path, server: str, port: int):
+    def __init__(self, runs_dir: Path, server: str, port: int, max_page_runs: int | None = None):
         self.runs_dir = runs_dir
         self.cmd = [sys.executable, "-m", "vae_visdom", "home", "--runs-dir", str(runs_dir), "--server", server,
                     "--port", str(port), "--parent", str(os.getpid())]  # it ends with this process
+        self.cmd += [] if max_page_runs is None else ["--max-page-runs", str(max_page_runs)]
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self._watch: threading.Thread | None = None

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import json
 import logging
 import os
 import signal
@@ -48,9 +49,12 @@ import sys
 import time
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, env_login
+from vae_visdom import page_limit
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, argparse_type, env_login
+from vae_visdom.page_limit import DEFAULT_MAX_PAGE_RUNS
 from vae_visdom.serve.app import login_credential, make_application, running_env_path
 from vae_visdom.serve.home_process import HomeProcess
+from vae_visdom.serve.envs import LOCK_NAME as ENV_LOCK_NAME
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
 from vae_visdom.serve.net import connect_host, is_loopback, server_answers, url_of
 from vae_visdom.serve import assets, compat
@@ -73,7 +77,7 @@ def _bind(host: str, port: int) -> list[socket.socket]:
 
 
 async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Path, credential: dict | None,
-               runs_dir: Path, home: bool = True) -> int:
+               runs_dir: Path, home: bool = True, max_page_runs: int = DEFAULT_MAX_PAGE_RUNS) -> int:
     import threading
 
     from tornado.httpserver import HTTPServer
@@ -93,7 +97,7 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     catching_up = threading.Thread(target=catch_up, args=(runs_dir, env_path, server_address, port, stopping),
                                    name="catch-up", daemon=True)
     catching_up.start()
-    runs_home = HomeProcess(runs_dir, server_address, port).start() if home else None
+    runs_home = HomeProcess(runs_dir, server_address, port, max_page_runs).start() if home else None
     await stop.wait()
     stopping.set()
     server.stop()
@@ -119,7 +123,8 @@ def _ensure_assets() -> str | None:
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
-          login: bool = False, runs_dir: str | os.PathLike = "runs", home: bool = True) -> int:
+          login: bool = False, runs_dir: str | os.PathLike = "runs", home: bool = True,
+          max_page_runs: int = DEFAULT_MAX_PAGE_RUNS) -> int:
     """Run the server in this process until SIGINT/SIGTERM; returns the exit code."""
     env_path = Path(env_path or default_env_path()).expanduser().resolve()
     runs_dir = Path(runs_dir).expanduser().resolve()
@@ -153,9 +158,19 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os
             else:
                 print(f"error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
             return EXIT_USAGE
-        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir, home))
+        _record_limit(runs_dir, max_page_runs)
+        return asyncio.run(_run(sockets, host, port, env_path, credential, runs_dir, home, max_page_runs))
     finally:
         os.close(lock)  # after the exit save: the next server must not load envs half written
+
+
+def _record_limit(runs_dir: Path, max_page_runs: int) -> None:
+    """--max-page-runs where the home and every trainer that forks into runs_dir read it (runs/page_runs.py)."""
+    try:
+        page_limit.write_limit(runs_dir, max_page_runs)
+    except OSError as err:
+        log.warning("cannot record --max-page-runs in %s (%s); runs started from a page keep the limit recorded "
+                    "there, or %d", runs_dir, err, DEFAULT_MAX_PAGE_RUNS)
 
 
 def _check_access(host: str, login: bool) -> dict | None | int:
@@ -175,7 +190,7 @@ def _check_access(host: str, login: bool) -> dict | None | int:
 
 def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | os.PathLike | None = None,
            log_file: str | os.PathLike | None = None, login: bool = False,
-           runs_dir: str | os.PathLike = "runs", home: bool = True) -> int:
+           runs_dir: str | os.PathLike = "runs", home: bool = True, max_page_runs: int = DEFAULT_MAX_PAGE_RUNS) -> int:
     """Make sure a visdom server answers on host:port, starting one in the background if needed.
 
     A server already answering is reused, unless --env-path was given and it keeps its envs elsewhere."""
@@ -196,19 +211,29 @@ def detach(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, env_path: str | o
            "--env-path", str(env_path), "--runs-dir", str(Path(runs_dir).expanduser().resolve())]
     cmd += ["--login"] if login else []
     cmd += [] if home else ["--no-home"]
+    cmd += ["--max-page-runs", str(max_page_runs)]
     with open(log_path, "ab") as out:
         # new session: the server outlives this shell and its Ctrl-C; credentials travel in the env
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:
-        if server_answers(host, port):
-            print(f"visdom server started at {url} (pid {proc.pid}, log {log_path})")
-            return 0
         if proc.poll() is not None:
+            if server_answers(host, port):  # another `serve --detach` started at the same moment, and won
+                winner = _written_holder(env_path)
+                who = f"pid {winner['pid']}, " if winner.get("pid") not in (None, proc.pid) else ""
+                where = running_env_path(host, port) or winner.get("env_path") or "a folder it does not say"
+                print(f"error: lost the race: another vae-visdom server started at the same moment answers at {url} "
+                      f"({who}envs in {where}); this one exited with code {proc.returncode} (log {log_path})",
+                      file=sys.stderr)
+                return EXIT_USAGE
             print(f"error: the server exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}",
                   file=sys.stderr)
             return proc.returncode or 1
+        # the one answering must be ours: the env folder's lock names the server that holds it
+        if server_answers(host, port) and _written_holder(env_path).get("pid") == proc.pid:
+            print(f"visdom server started at {url} (pid {proc.pid}, log {log_path})")
+            return 0
         time.sleep(0.2)
     proc.terminate()
     print(f"error: no answer at {url} after {DETACH_TIMEOUT_S:.0f} s; log {log_path}:\n{_tail(log_path)}",
@@ -232,6 +257,16 @@ def _reuse(host: str, port: int, env_path: str | os.PathLike | None) -> int:
     return 0
 
 
+def _written_holder(env_path: Path) -> dict:
+    """What the env folder's lock file says of its holder ({"pid", "url", ...}), read without locking it: a
+    lock taken to look could make a server starting at that instant find the folder busy."""
+    try:
+        holder = json.loads((env_path / ENV_LOCK_NAME).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -241,21 +276,23 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.detach:
-        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir, not args.no_home)
+        return detach(args.host, args.port, args.env_path, args.log, args.login, args.runs_dir, not args.no_home,
+                      args.max_page_runs)
     logging.basicConfig(level=logging.INFO, filename=args.log,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # one line per request drowns the rest
     # index.html asks tornado to hash "../user/style.css", a route, not a file: a harmless ERROR line
     logging.getLogger("tornado.general").addFilter(lambda r: "user/style.css" not in r.getMessage())
     compat.without_torch()
-    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir, not args.no_home)
+    return serve(args.host, args.port, args.env_path, args.login, args.runs_dir, not args.no_home, args.max_page_runs)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__.split("\n\n")[0]
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default 127.0.0.1; others need VISDOM_USERNAME/VISDOM_PASSWORD)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s; busy is an error")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="default %(default)s; busy is an error")
     p.add_argument("--env-path", default=None,
                    help="where envs are saved and loaded (default ~/.visdom); one server per folder")
     p.add_argument("--runs-dir", default="runs",
@@ -264,6 +301,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "env `runs` (default: ./runs)")
     p.add_argument("--no-home", action="store_true",
                    help="do not keep the env `runs` (the runs home: every run in --runs-dir, with actions)")
+    p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=DEFAULT_MAX_PAGE_RUNS,
+                   help="at most this many runs started from the pages (the runs home's form and the panels' Fork, "
+                        "forks of forks included) run at once, counted from the run folders' trainer locks, so it "
+                        "holds across restarts (default %(default)s; 0: the pages start none)")
     p.add_argument("--login", action="store_true",
                    help="require login even on loopback (credentials from VISDOM_USERNAME, VISDOM_PASSWORD)")
     p.add_argument("--detach", action="store_true",

@@ -260,7 +260,7 @@ def test_the_new_run_form_checks_every_field_and_starts_a_run_of_its_own(server,
     assert "needs a data folder" in press("new_dataset", "folder")
     assert press("new_dataset", "cifar").startswith("rejected: dataset")
     assert press("new_batch_size", "0").startswith("rejected: batch_size")
-    assert home.form.values == {"dataset": "mnist", "model": "mlp", "lr": "1e-3", "batch_size": "128", "epochs": "10"}
+    assert home.form.values == {"dataset": "mnist", "model": "mlp", "lr": "", "batch_size": "", "epochs": "10"}
     assert press("new_epochs", "1") == "new run: epochs = 1; press Start"
     press("new_batch_size", "256")
     said = press("start")
@@ -446,3 +446,24 @@ def test_a_deleted_runs_row_goes_and_a_click_on_a_list_that_moved_is_refused(tmp
     monkeypatch.setattr(home_module.time, "monotonic", lambda: now + home_module.RECENT_S + 1)
     tick(1)  # the old list is long gone from every page: the index is the current list's
     assert home.selected == {shown[0], after[1]}
+
+
+def test_an_empty_lr_or_batch_size_in_the_form_is_the_models_own_default(tmp_path):
+    """The form used to pass --lr 1e-3 --batch-size 128 always, overriding conv64's batch 16: an empty field
+    is now the model's default (models/specs.py), and only the fields typed reach the command line."""
+    from vae_visdom.models import MODEL_SPECS
+    from vae_visdom.monitor.home import RunsHome
+
+    home = RunsHome(tmp_path / "runs", port=1)
+    assert (home.form.values["lr"], home.form.values["batch_size"]) == ("", "")
+    _home_event(home, "new_dataset", "orl")
+    _home_event(home, "new_model", "conv64")
+    cfg = home.form.checked()
+    orl = MODEL_SPECS["conv64"].defaults_for("orl")
+    assert (cfg.lr, cfg.batch_size, cfg.likelihood) == (orl["lr"], orl["batch_size"], "gaussian") == (1e-3, 16, "gaussian")
+    assert home.form.flags() == ["--dataset", "orl", "--model", "conv64", "--epochs", "10"]
+    assert _home_event(home, "new_batch_size", "32") == "new run: batch_size = 32; press Start"
+    assert home.form.checked().batch_size == 32 and "--batch-size" in home.form.flags()
+    assert _home_event(home, "new_batch_size", "") == "new run: batch_size = the model's default (16); press Start"
+    assert home.form.checked().batch_size == 16
+    home.close()

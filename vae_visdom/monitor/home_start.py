@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Callable
 
 from vae_visdom.config import (FIXED_DATASETS, ConfigError, TrainConfig, default_run_name, model_fits, parse_value,
-                               shown)
+                               shown, with_model_defaults)
 from vae_visdom.runs import page_runs
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 
 FIELDS = ("dataset", "model", "lr", "batch_size", "epochs")
-DEFAULTS = {"dataset": "mnist", "model": "mlp", "lr": "1e-3", "batch_size": "128", "epochs": "10"}
+DEFAULTS = {"dataset": "mnist", "model": "mlp", "lr": "", "batch_size": "", "epochs": "10"}
+MODEL_DEFAULTED = ("lr", "batch_size")  # empty: the model's default for the dataset (models/specs.py)
 NO_DATA_DIR = tuple(FIXED_DATASETS)  # the datasets that need no --data-dir
 ROWS = tuple(f"new_{f}" for f in FIELDS) + ("start",)
 START_TIMEOUT_S = 300.0  # a run still setting up after this is said to be slow, not failed
@@ -44,13 +45,21 @@ class NewRunForm:
         self.started: list[subprocess.Popen] = []  # reaped when they end (no zombies); counted by page_runs
 
     def rows(self) -> list[dict]:
-        rows = [{"type": "text", "name": f"new run: {f}" + (f" ({', '.join(NO_DATA_DIR)})" if f == "dataset" else ""),
-                 "value": self.values[f]} for f in FIELDS]
+        about = {"dataset": f" ({', '.join(NO_DATA_DIR)})", "lr": " (empty: the model's)",
+                 "batch_size": " (empty: the model's)"}
+        rows = [{"type": "text", "name": f"new run: {f}{about.get(f, '')}", "value": self.values[f]} for f in FIELDS]
         return rows + [{"type": "button", "name": "start a new run with these values", "value": "Start"}]
 
     def edit(self, row: str, raw) -> str:
         """A field typed in the page: kept when its rule accepts it; the verdict either way."""
         field = row[len("new_"):]
+        if field in MODEL_DEFAULTED and str(raw).strip() == "":
+            self.values[field] = ""
+            try:
+                default = getattr(self.checked(), field)
+            except ConfigError:  # another field does not fit yet: Start will say which
+                return f"new run: {field} = the model's default; press Start"
+            return f"new run: {field} = the model's default ({default}); press Start"
         try:
             value = self._check(field, raw)
         except ConfigError as err:
@@ -72,8 +81,7 @@ class NewRunForm:
                 while (self.runs_dir / name).exists():  # two Starts in one second
                     name += "-2"
                 run_dir = self.runs_dir / name
-                flags = [arg for f in FIELDS for arg in (f"--{f.replace('_', '-')}", str(getattr(cfg, f)))]
-                proc = start_logged(train_command(*flags, "--runs-dir", str(self.runs_dir), "--name", name,
+                proc = start_logged(train_command(*self.flags(), "--runs-dir", str(self.runs_dir), "--name", name,
                                                   "--server", self.server, "--port", str(self.port)),
                                     run_dir, detached=True)
                 placed(run_dir, proc.pid)
@@ -88,13 +96,18 @@ class NewRunForm:
     def checked(self) -> TrainConfig:
         """The form's values as a run's config, checked together as `train` checks them before it trains
         (the model fits the images, the batch the training set); ConfigError otherwise."""
-        values = {f: self._check(f, self.values[f]) for f in FIELDS}
-        shape, n_train = FIXED_DATASETS[values["dataset"]]
-        problem = model_fits(values["model"], shape)
+        values = {f: self._check(f, self.values[f]) for f in FIELDS if self.values[f] != ""}
+        cfg = with_model_defaults(TrainConfig(**values))  # an empty lr or batch size: the model's own
+        shape, n_train = FIXED_DATASETS[cfg.dataset]
+        problem = model_fits(cfg.model, shape)
         if problem:
             raise ConfigError(f"model: {problem}")
-        parse_value("batch_size", values["batch_size"], {"n_train": n_train})
-        return TrainConfig(**values)
+        parse_value("batch_size", cfg.batch_size, {"n_train": n_train})
+        return cfg
+
+    def flags(self) -> list[str]:
+        """`vae-visdom train` flags for the fields typed; an empty one is left to the model's default."""
+        return [arg for f in FIELDS if self.values[f] != "" for arg in (f"--{f.replace('_', '-')}", self.values[f])]
 
     def _watch(self, proc: subprocess.Popen, run_dir: Path) -> None:
         """Say "started" once the run wrote its config.json (what a trainer does after its start-up checks),

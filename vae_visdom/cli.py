@@ -16,6 +16,7 @@ from vae_visdom import launch
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConfig, UsageError
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.runs import tables
+from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.serve import assets, compat, server
 
 EXIT_USAGE = 2
@@ -70,9 +71,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.resume = str(fork.start(args))
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").exists():
-            raise UsageError(f"--resume {run_dir}: no config.json there (not a run directory)")
-        base = TrainConfig.load(run_dir / "config.json")
+        try:
+            base = load_config(run_dir / "config.json")  # never opens a FIFO; a damaged file is one line
+        except FileNotFoundError:
+            raise UsageError(f"--resume {run_dir}: no config.json there (not a run directory)") from None
+        except RunFileError as err:
+            raise UsageError(f"--resume {run_dir}: {err}") from None
         base.out = str(run_dir)
     cfg = config_from_args(args, base)
     overrides = {k: getattr(args, k) for k in ("lr", "epochs", "batch_size", "log_interval", "beta")

@@ -23,6 +23,7 @@ from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.fork import ForkLauncher
 from vae_visdom.runs.lock import RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
+from vae_visdom.runs.run_file import RunFileError
 from vae_visdom.train import distributed
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, RunInfo, Status
@@ -82,6 +83,8 @@ class TrainingSession:
                 point = resuming.choose(self.run_dir, map_location=self.device)
             except resuming.NothingToResume as err:
                 raise UsageError(str(err)) from None
+            except RunFileError as err:  # a history file that is a FIFO, a folder...: never opened
+                raise UsageError(f"--resume {self.run_dir}: {err}") from None
         elif face:
             note = resuming.start_afresh(self.run_dir)
             if note:

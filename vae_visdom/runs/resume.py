@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae_visdom import safe_io
+from vae_visdom.runs.run_file import read_lines
 from vae_visdom.train import checkpoint
 from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
 
@@ -52,19 +53,10 @@ class Rows:
 
 
 def read_rows(path: Path) -> Rows:
-    out = Rows()
-    if not path.exists():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            out.rows.append(row)
-        elif line.strip():
-            out.torn.append(n)
-    return out
+    """A history file's rows; lines that are not JSON objects count as torn. Raises run_file.RunFileError
+    (one line) for a file that is not a regular file: it is never opened."""
+    rows, torn, odd = read_lines(path)
+    return Rows(rows, sorted(torn + odd))
 
 
 @dataclass

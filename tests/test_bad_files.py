@@ -117,3 +117,73 @@ def test_resume_of_a_run_with_a_damaged_config_is_one_line_naming_the_file(tmp_p
         err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2, proc.stderr
         assert len(err) == 1 and "config.json" in err[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+# -- 24.6: a damaged checkpoint is detected, never trained on ----------------------------------------------
+
+def _train_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--no-visdom", *args], env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+MNIST_SMALL = ("--subset", "512", "--batch-size", "64", "--hidden-dim", "32", "--latent-dim", "4", "--no-views",
+               "--log-interval", "2")
+
+
+def test_sixteen_flipped_bytes_in_a_checkpoint_are_refused_and_the_previous_one_is_used(tmp_path):
+    """24.6: 16 bytes flipped inside checkpoint.pt's tensor data loaded without complaint; the resumed run
+    went NaN, ended "finished", and the good checkpoint.prev.pt was rotated away."""
+    import torch
+    run = tmp_path / "run"
+    done = _train_cli("--epochs", "2", "--out", str(run), *MNIST_SMALL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cur, prev = run / "checkpoint.pt", run / "checkpoint.prev.pt"
+    prev_bytes = prev.read_bytes()
+    data = bytearray(cur.read_bytes())
+    mid = len(data) // 2  # inside the tensor data (the weights are most of the file)
+    data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])
+    cur.write_bytes(bytes(data))
+    resumed = _train_cli("--resume", str(run), "--epochs", "3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = [ln for ln in resumed.stderr.splitlines() if "checkpoint" in ln]
+    assert len(lines) == 1 and "checkpoint.pt" in lines[0] and "checkpoint.prev.pt" in lines[0], resumed.stderr
+    assert "checksum" in lines[0], lines[0]
+    assert "Traceback" not in resumed.stderr
+    assert (run / "checkpoint.pt.broken").read_bytes() == bytes(data)  # kept for a look
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["epoch"] == 3, status
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["train_loss"] == r["train_loss"] for r in rows)
+    state = torch.load(cur, weights_only=True)
+    assert state["epoch"] == 3 and all(torch.isfinite(t).all() for t in state["model"].values())
+    # epoch 2 was trained again from prev (epoch 1); prev now holds that new epoch 2, and epoch 1's
+    # checkpoint stayed until a good one after it existed
+    assert torch.load(prev, weights_only=True)["epoch"] == 2
+
+
+def test_a_checkpoint_not_verified_is_never_made_the_previous_one(tmp_path):
+    """24.6: the rotation made whatever checkpoint.pt held the previous one, pushing out the last good one."""
+    from vae_visdom.train import checkpoint
+    import torch
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save(run, {"epoch": 1, "w": torch.ones(1000)})
+    checkpoint.save(run, {"epoch": 2, "w": torch.ones(1000) * 2})
+    good_prev = (run / "checkpoint.prev.pt").read_bytes()
+    data = bytearray((run / "checkpoint.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+    checkpoint.save(run, {"epoch": 3, "w": torch.ones(1000) * 3})
+    assert (run / "checkpoint.prev.pt").read_bytes() == good_prev
+    assert checkpoint.read(run / "checkpoint.pt", required=("epoch",))["epoch"] == 3
+    with pytest.raises(checkpoint.CheckpointError, match="checksum"):
+        (run / "bad.pt").write_bytes(bytes(data))
+        checkpoint.read(run / "bad.pt", required=())
+
+
+def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
+    """24.6: checkpoints of earlier versions carry no checksum: they load unchecked, as before."""
+    from vae_visdom.train import checkpoint
+    import torch
+    torch.save({"epoch": 4, "model": {}, "optimizer": {}, "step": 9, "rng": {}}, tmp_path / "old.pt")
+    assert checkpoint.read(tmp_path / "old.pt")["epoch"] == 4

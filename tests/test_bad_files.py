@@ -187,3 +187,53 @@ def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
     import torch
     torch.save({"epoch": 4, "model": {}, "optimizer": {}, "step": 9, "rng": {}}, tmp_path / "old.pt")
     assert checkpoint.read(tmp_path / "old.pt")["epoch"] == 4
+
+
+# -- 24.7: non-finite losses are never "finished" -----------------------------------------------------------
+
+def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite_checkpoint(tmp_path, server):
+    """24.7: `train --lr 10` was NaN from epoch 1, ended "finished", exit 0, and checkpointed NaN weights.
+    One good epoch, then a resume with --lr 10 streaming to a real visdom server."""
+    import torch
+    run = tmp_path / "runs" / "nan-run"
+    first = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--epochs", "1", "--out", str(run),
+                            "--port", str(server.port), *MNIST_SMALL], env=CHILD_ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    good = (run / "checkpoint.pt").read_bytes()
+    cmd = [sys.executable, "-m", "vae_visdom", "train", "--resume", str(run), "--epochs", "3", "--lr", "10",
+           "--port", str(server.port)]
+    proc = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    said = [ln for ln in proc.stderr.splitlines() if "diverged" in ln]
+    assert len(said) == 1 and "nan" in said[0].lower(), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "RuntimeWarning" not in proc.stderr, proc.stderr[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "diverged" and status["epoch"] == 2 and status["step"] > 8, status
+    assert f"step {status['step']}" in status["message"] and "epoch 2" in status["message"], status
+    assert (run / "checkpoint.pt").read_bytes() == good  # never replaced by a non-finite state
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values())
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    listing = subprocess.run([sys.executable, "-m", "vae_visdom", "runs", "--runs-dir", str(run.parent)],
+                             env=CHILD_ENV, capture_output=True, text=True, timeout=30).stdout
+    assert "nan-run" in listing and "diverged" in listing, listing
+    from vae_visdom.runs.records import find_runs
+    from vae_visdom.monitor.home_table import table_html
+    assert ">diverged<" in table_html(find_runs(run.parent), str(run.parent))
+    env = json.loads(server.client("nan-run", use_incoming_socket=False).get_window_data(env="nan-run"))
+    text = json.dumps(env)
+    assert "diverged" in text, sorted(p.get("title") for p in env.values())
+    props = [p for p in env.values() if p.get("type") == "properties"]
+    assert any("diverged" in json.dumps(p["content"]) for p in props), props  # the panel's message row
+
+
+def test_a_fresh_run_at_lr_10_ends_diverged_without_a_checkpoint(tmp_path):
+    """24.7: the issue's own command, without a monitor: it must end (not hang), exit 3, say diverged."""
+    run = tmp_path / "lr10"
+    proc = _train_cli("--epochs", "2", "--lr", "10", "--out", str(run), *MNIST_SMALL)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert json.loads((run / "status.json").read_text())["state"] == "diverged"
+    assert not (run / "checkpoint.pt").exists()
+    assert len([ln for ln in proc.stderr.splitlines() if "diverged" in ln]) == 1, proc.stderr

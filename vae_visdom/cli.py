@@ -56,6 +56,9 @@ class Subcommands(argparse._SubParsersAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+EXIT_DIVERGED = 3  # `train`: the loss turned NaN/inf and the run ended as "diverged" (1: failed, 2: refused)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.fork and (args.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         raise UsageError("--fork runs in one process; to train a fork on several ranks, fork it first, then "
@@ -83,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if getattr(args, k, None) is not None}
     session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
     status = session.run(install_signal_handlers=True)
-    return 0 if status.state in ("finished", "stopped") else 1
+    return 0 if status.state in ("finished", "stopped") else EXIT_DIVERGED if status.state == "diverged" else 1
 
 
 def add_train_cli(sub) -> None:

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--fork runs in one process; to train a fork on several ranks, fork it first, then "
                          "`vae-visdom train --resume FORK_DIR --nproc-per-node N`")
     if args.nproc_per_node:
-        return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
+        return launch.run_torchrun(args)  # torch's launcher, which starts this command N times
     from vae_visdom.runs import fork  # late: torch (checkpoints) only when a run starts, not for --help
     from vae_visdom.session import TrainingSession  # late: torch only when a run starts, not for --help
 

@@ -1,6 +1,6 @@
-"""`vae-visdom train --nproc-per-node N`: a thin front that execs torch's own launcher (torch.distributed.run).
+"""`vae-visdom train --nproc-per-node N`: a thin front that runs torch's own launcher (torch.distributed.run).
 
-It adds nothing of its own: `vae-visdom train --nproc-per-node 2 --max-restarts 1 ARGS` becomes
+It adds nothing of its own but the signals (see run_torchrun): `vae-visdom train --nproc-per-node 2 --max-restarts 1 ARGS` becomes
 `python -m torch.distributed.run --standalone --nproc-per-node 2 --max-restarts 1 -m vae_visdom train ARGS`.
 Several nodes: call torchrun yourself with its rendezvous flags (README, "Scaling out").
 Also here, for the workers torchrun starts: a rank other than 0 never imports visdom (`quiet_rank`),
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,8 +45,19 @@ def torchrun_command(argv: list[str], nproc: int, max_restarts: int) -> list[str
             f"--max-restarts={max_restarts}", "-m", "vae_visdom", "train", *rest]
 
 
-def exec_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """Replace this process by torch's launcher (never returns unless the arguments are wrong)."""
+def run_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run torch's launcher as a child and return its exit status.
+
+    A child, not an exec, for the signals: a terminal's Ctrl-C goes to its whole foreground process
+    group, and torch's launcher answers SIGINT (or SIGTERM) by raising SignalException: it tears its
+    workers down, prints ~30 lines of traceback and exits 1, even though the ranks stopped cleanly
+    with a checkpoint. So the launcher runs in a session of its own (out of the terminal's reach; it
+    starts its workers in sessions of their own too) and this front hands SIGINT and SIGTERM to
+    rank 0 alone, as if it were a single-process run: rank 0 stops the group at the next step (the
+    stop reaches the other ranks with every step's command broadcast, train/distributed.py), both
+    exit 0, the launcher exits 0, and so does this command, with the one "run stopped" line. A
+    second SIGINT aborts, as it does for one process. Should this front die, the launcher gets
+    SIGTERM (Linux: PR_SET_PDEATHSIG) and ends the group."""
     if args.nproc_per_node < 1 or args.max_restarts < 0:
         raise UsageError("--nproc-per-node must be >= 1 and --max-restarts >= 0")
     if args.max_restarts and not (args.out or args.name or args.resume):
@@ -52,8 +65,52 @@ def exec_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> in
     cmd = torchrun_command(list(sys.argv[1:] if argv is None else argv), args.nproc_per_node, args.max_restarts)
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execv(cmd[0], cmd)
-    return 1  # not reached
+    agent = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_end_with_parent)
+
+    def forward(signum, frame):
+        for pid in _rank_zero(agent.pid) or [agent.pid]:  # no rank yet: the launcher itself ends the group
+            try:
+                os.kill(pid, signum)
+            except OSError:  # gone meanwhile
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = agent.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
+
+
+def _end_with_parent() -> None:
+    """In the launcher's child process: SIGTERM when this front dies (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _rank_zero(agent: int) -> list[int]:
+    """The pid of the launcher's worker with RANK=0 (read from /proc: Linux), or [] when none is seen."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) != agent:  # field 4: the parent's pid
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if b"RANK=0" in f.read().split(b"\0"):
+                    return [int(pid)]
+        except (OSError, ValueError, IndexError):
+            continue
+    return []
 
 
 def quiet_rank() -> None:

@@ -237,3 +237,34 @@ def test_a_fresh_run_at_lr_10_ends_diverged_without_a_checkpoint(tmp_path):
     assert json.loads((run / "status.json").read_text())["state"] == "diverged"
     assert not (run / "checkpoint.pt").exists()
     assert len([ln for ln in proc.stderr.splitlines() if "diverged" in ln]) == 1, proc.stderr
+
+
+# -- 24.8a: a disk that fills while streaming is one line --------------------------------------------------
+
+def _dead_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_file_size_limit_while_streaming_is_one_line_not_the_sender_threads_traceback(tmp_path):
+    """24.8a: a full disk while streaming printed 18 lines (the sender thread's traceback when visdom.log was
+    closed). A real write error with RLIMIT_FSIZE (as tests/test_run_safety.py does); a monitor that streams
+    to a port where nothing listens still writes visdom.log, which passes the limit first."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--epochs", "4", "--hidden-dim", "8",
+                           "--latent-dim", "2", "--batch-size", "512", "--no-views", "--port", str(_dead_port()),
+                           "--out", str(run)], env=CHILD_ENV, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    err = proc.stderr
+    assert "Traceback" not in err and "Exception in thread" not in err, err[-4000:]
+    about_log = [ln for ln in err.splitlines() if "visdom.log" in ln]
+    assert len(about_log) == 1 and "File too large" in about_log[0], err[-4000:]

@@ -105,6 +105,7 @@ def test_the_home_table_lists_every_run_and_names_the_damaged_file(mixed_runs):
 def test_resume_of_a_run_with_a_damaged_config_is_one_line_naming_the_file(tmp_path):
     """24.5: --resume of a run whose config.json is [1, 2] was a 23-line traceback."""
     run = _good_run(tmp_path, "run")
+    good = (run / "config.json").read_text()
     for text in ("[1, 2]", "{not json", None):
         cfg = run / "config.json"
         cfg.unlink()
@@ -117,6 +118,18 @@ def test_resume_of_a_run_with_a_damaged_config_is_one_line_naming_the_file(tmp_p
         err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2, proc.stderr
         assert len(err) == 1 and "config.json" in err[0] and "Traceback" not in proc.stderr, proc.stderr
+    (run / "config.json").unlink()
+    (run / "config.json").write_text(good)
+    for name in ("metrics.jsonl", "steps.jsonl"):  # a history file that is a FIFO: never opened either
+        rows = (run / name).read_text()
+        (run / name).unlink()
+        os.mkfifo(run / name)
+        proc = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--resume", str(run), "--no-visdom"],
+                              env=CHILD_ENV, capture_output=True, text=True, timeout=120)
+        err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(err) == 1 and name in err[0], proc.stderr
+        (run / name).unlink()
+        (run / name).write_text(rows)
 
 
 # -- 24.6: a damaged checkpoint is detected, never trained on ----------------------------------------------

@@ -118,7 +118,10 @@ class TrainingSession:
                                  f"this run's model ({first})") from None
             if face:
                 self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
-                notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+                try:
+                    notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+                except RunFileError as err:  # steps.jsonl a FIFO...: never opened
+                    raise UsageError(f"--resume {self.run_dir}: {err}") from None
                 resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
         distributed.attach(self.trainer, self.group)  # nothing for a single process

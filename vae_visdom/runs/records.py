@@ -77,8 +77,14 @@ class RunRecord:
         return {k: self.config.get(k) for k in keys}
 
     def steps(self) -> list[dict]:
-        """steps.jsonl: training loss every log interval (read on demand: it can be long)."""
-        return read_jsonl(self.run_dir / "steps.jsonl")
+        """steps.jsonl: training loss every log interval (read on demand: it can be long). One that cannot
+        be read (not a regular file) gives no rows and a line in `problems`."""
+        try:
+            return read_jsonl(self.run_dir / "steps.jsonl")
+        except RunFileError as err:
+            if str(err) not in self.problems:
+                self.problems.append(str(err))
+            return []
 
     def last_sample(self) -> tuple[int, Path] | None:
         """(epoch, path) of the newest sample_N.png."""

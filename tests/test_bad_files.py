@@ -281,3 +281,25 @@ def test_a_file_size_limit_while_streaming_is_one_line_not_the_sender_threads_tr
     assert "Traceback" not in err and "Exception in thread" not in err, err[-4000:]
     about_log = [ln for ln in err.splitlines() if "visdom.log" in ln]
     assert len(about_log) == 1 and "File too large" in about_log[0], err[-4000:]
+
+
+def test_the_runs_home_of_a_real_server_lists_every_run_beside_a_fifo(mixed_runs, visdom_server_factory, browser):
+    """24.5 end to end: `serve --runs-dir` with the good and the damaged runs (a FIFO among them): the
+    home's table, as Chromium shows it, has every run, each damaged one naming its file."""
+    from tests.fixtures import until
+    root, bad = mixed_runs
+    server = visdom_server_factory(args=["--runs-dir", str(root)])
+    client = server.client("runs", use_incoming_socket=False)
+    until(lambda: f">{'cfg-fifo'}<" in client.get_window_data(env="runs"), "the home's table", 40)
+    browser.get(f"{server.url}/env/runs")
+
+    def table() -> dict[str, str]:
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('.layout table tr')].map("
+            "tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))")
+        return {cells[0]: cells[1] for cells in rows if len(cells) > 2}
+
+    until(lambda: len(table()) == 2 + len(bad), "every run in the table", 30, every=0.3)
+    shown = table()
+    assert shown["good-a"] == shown["good-b"] == "finished", shown
+    assert all(file in shown[name] for name, file in bad.items()), shown

@@ -14,8 +14,8 @@ A checkpoint therefore never covers a row or image that is not on disk, so after
   damaged or edited by hand) and the previous checkpoint comes before it, the run resumes from
   the previous checkpoint and trains that epoch again (the same numbers: resuming is exact);
   otherwise the row is reported lost;
-- a damaged checkpoint.pt (empty, truncated, garbage) gives way to checkpoint.prev.pt; it is kept
-  as checkpoint.pt.broken.
+- a damaged checkpoint.pt (empty, truncated, garbage, or failing its checksum: checkpoint.py) gives way
+  to checkpoint.prev.pt; it is kept as checkpoint.pt.broken.
 The resumed run's plots are drawn again from these rows (monitor/content.py: restore_from_rows), not
 from visdom.log, which can lag behind the rows (it is written every half second) or run ahead of
 the checkpoint. Each problem is one line on stderr and a record in events.jsonl (source "resume").

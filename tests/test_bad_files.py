@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +117,12 @@ def test_resume_of_a_run_with_a_damaged_config_is_one_line_naming_the_file(tmp_p
         err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2, proc.stderr
         assert len(err) == 1 and "config.json" in err[0] and "Traceback" not in proc.stderr, proc.stderr
+        if text == "[1, 2]":  # `train --fork` and `eval` read it through the same reader
+            for cmd in (["train", "--fork", str(run), "--no-visdom"], ["eval", str(run)]):
+                proc = subprocess.run([sys.executable, "-m", "vae_visdom", *cmd], env=CHILD_ENV, capture_output=True,
+                                      text=True, timeout=120)
+                err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+                assert proc.returncode != 0 and len(err) == 1 and "config.json" in err[0], (cmd, proc.stderr)
     (run / "config.json").unlink()
     (run / "config.json").write_text(good)
     for name in ("metrics.jsonl", "steps.jsonl"):  # a history file that is a FIFO: never opened either
@@ -151,7 +156,6 @@ def test_sixteen_flipped_bytes_in_a_checkpoint_are_refused_and_the_previous_one_
     done = _train_cli("--epochs", "2", "--out", str(run), *MNIST_SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
     cur, prev = run / "checkpoint.pt", run / "checkpoint.prev.pt"
-    prev_bytes = prev.read_bytes()
     data = bytearray(cur.read_bytes())
     mid = len(data) // 2  # inside the tensor data (the weights are most of the file)
     data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from vae_visdom import launch
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, TrainConfig, UsageError
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, ConfigError, UsageError
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.runs import tables
 from vae_visdom.runs.run_file import RunFileError, load_config

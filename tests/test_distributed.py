@@ -272,3 +272,13 @@ def test_ctrl_c_under_torchrun_stops_both_ranks_with_a_checkpoint_and_exits_as_o
     assert len([ln for ln in after.splitlines() if ln.strip()]) <= 3, after  # SIGINT: ..., run stopped: ...
     assert json.loads((out / "status.json").read_text())["state"] == "stopped"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch_state"] is not None  # mid-epoch
+    # 24.7 on two ranks: both judge the same global loss, end at the same step; exit 3 and one line, not
+    # torch.distributed.run's failure report (the ranks' agreed ending reaches the front through a file)
+    nan = tmp_path / "nan"
+    cmd = [*cmd[:cmd.index("--out")], "--out", str(nan), "--lr", "10"]
+    done = subprocess.run(cmd, cwd=REPO, env=env(VAE_VISDOM_CACHE=str(tmp_path / "cache")), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr[-3000:]
+    assert len([ln for ln in done.stderr.splitlines() if "diverged" in ln]) == 1, done.stderr[-3000:]
+    assert json.loads((nan / "status.json").read_text())["state"] == "diverged"

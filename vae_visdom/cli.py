@@ -56,7 +56,7 @@ class Subcommands(argparse._SubParsersAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-EXIT_DIVERGED = 3  # `train`: the loss turned NaN/inf and the run ended as "diverged" (1: failed, 2: refused)
+EXIT_DIVERGED = launch.EXIT_DIVERGED  # 3: the run ended as "diverged" (1: failed, 2: refused)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -14,11 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from vae_visdom.config import UsageError
 
 FRONT_FLAGS = ("--nproc-per-node", "--max-restarts")
+EXIT_DIVERGED = 3  # `train`: the loss turned NaN/inf and the run ended as "diverged" (1: failed, 2: refused)
+AGREED = (EXIT_DIVERGED,)  # endings every rank reaches at the same step (the numbers judged are global)
+ENV_OUTCOME = "VAE_VISDOM_OUTCOME_FILE"  # set by the front: where rank 0 leaves an agreed ending's status
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +61,11 @@ def run_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int
     stop reaches the other ranks with every step's command broadcast, train/distributed.py), both
     exit 0, the launcher exits 0, and so does this command, with the one "run stopped" line. A
     second SIGINT aborts, as it does for one process. Should this front die, the launcher gets
-    SIGTERM (Linux: PR_SET_PDEATHSIG) and ends the group."""
+    SIGTERM (Linux: PR_SET_PDEATHSIG) and ends the group.
+
+    An ending all ranks agree on (a diverged run, exit 3) is not a failure of the group: the ranks exit
+    0, so the launcher prints no failure report, and rank 0 leaves the status in a file (ENV_OUTCOME)
+    that this front exits with (see exit_rank)."""
     if args.nproc_per_node < 1 or args.max_restarts < 0:
         raise UsageError("--nproc-per-node must be >= 1 and --max-restarts >= 0")
     if args.max_restarts and not (args.out or args.name or args.resume):
@@ -65,7 +73,10 @@ def run_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int
     cmd = torchrun_command(list(sys.argv[1:] if argv is None else argv), args.nproc_per_node, args.max_restarts)
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     sys.stdout.flush()
-    agent = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_end_with_parent)
+    fd, outcome = tempfile.mkstemp(prefix="vae-visdom-outcome-")
+    os.close(fd)
+    agent = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_end_with_parent,
+                             env={**os.environ, ENV_OUTCOME: outcome})
 
     def forward(signum, frame):
         for pid in _rank_zero(agent.pid) or [agent.pid]:  # no rank yet: the launcher itself ends the group
@@ -77,9 +88,17 @@ def run_torchrun(args: argparse.Namespace, argv: list[str] | None = None) -> int
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = agent.wait()
+        if code == 0:
+            with open(outcome, encoding="utf-8") as f:
+                said = f.read().strip()
+            code = int(said) if said.isdigit() and int(said) in AGREED else 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        try:
+            os.unlink(outcome)
+        except OSError:
+            pass
     return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
 
 
@@ -144,6 +163,15 @@ def exit_rank(code: int) -> None:
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
+    outcome = os.environ.get(ENV_OUTCOME)
+    if outcome and code in AGREED:  # every rank ends so at the same step: for the launcher, a clean end
+        if os.environ.get("RANK", "0") == "0":
+            try:
+                with open(outcome, "w", encoding="utf-8") as f:
+                    f.write(str(code))
+            except OSError:  # the front then exits 0; status.json still says diverged
+                pass
+        code = 0
     try:
         dist.destroy_process_group()
     except Exception:  # a peer already gone: nothing left to release

@@ -1,6 +1,7 @@
 """`vae-visdom train --nproc-per-node N`: a thin front that runs torch's own launcher (torch.distributed.run).
 
-It adds nothing of its own but the signals (see run_torchrun): `vae-visdom train --nproc-per-node 2 --max-restarts 1 ARGS` becomes
+It adds nothing of its own but the signals and the exit status (see run_torchrun):
+`vae-visdom train --nproc-per-node 2 --max-restarts 1 ARGS` runs
 `python -m torch.distributed.run --standalone --nproc-per-node 2 --max-restarts 1 -m vae_visdom train ARGS`.
 Several nodes: call torchrun yourself with its rendezvous flags (README, "Scaling out").
 Also here, for the workers torchrun starts: a rank other than 0 never imports visdom (`quiet_rank`),

@@ -124,18 +124,13 @@ def load_run(run_dir: str | Path, lenient: bool = False) -> RunRecord:
         if held is False:  # the run may have ended between the two reads: its last word counts
             problems = [p for p in problems if not p.startswith("status.json")]
             status = _read_status(d, problems)
-    by_epoch = {}
     try:
         rows, torn, odd = read_lines(d / "metrics.jsonl")
     except RunFileError as err:
         rows, torn, odd = [], [], []
         problems.append(str(err))
-    for r in rows:
-        if _whole(r.get("epoch")) is not None:
-            by_epoch[r["epoch"]] = r
-        else:
-            odd.append(r)
-    bad = len(torn) + len(odd)
+    by_epoch: dict[int, dict] = {r["epoch"]: r for r in rows if _whole(r.get("epoch")) is not None}
+    bad = len(torn) + len(odd) + len(rows) - sum(1 for r in rows if _whole(r.get("epoch")) is not None)
     if bad:
         problems.append(f"metrics.jsonl: {bad} line(s) that are not epoch rows, skipped")
     mtimes = []

@@ -247,3 +247,38 @@ def test_a_two_rank_run_learns_as_a_one_rank_run_of_the_same_global_batch(tmp_pa
         assert all(abs(x - y) < 0.02 * x for x, y in zip(a, b))
     assert [r["step"] for r in one] == [r["step"] for r in two]
     assert one[-1]["test_loss"] < one[0]["test_loss"] and two[-1]["test_loss"] < two[0]["test_loss"]
+
+
+def test_ctrl_c_under_torchrun_stops_both_ranks_with_a_checkpoint_and_exits_as_one_process_does(tmp_path):
+    """24.8b: SIGINT to `train --nproc-per-node 2` (a terminal's Ctrl-C: the whole foreground process group)
+    stopped both ranks with a checkpoint, then torch.distributed.run printed ~30 lines and exited 1."""
+    folder, out = image_folder(tmp_path / "images", 800), tmp_path / "run"
+    cmd = [sys.executable, "-m", "vae_visdom", "train", "--nproc-per-node", "2", "--dataset", "folder",
+           "--data-dir", str(folder), "--model", "mlp", "--batch-size", "8", "--log-interval", "5", "--no-visdom",
+           "--no-views", "--epochs", "20", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(VAE_VISDOM_CACHE=str(tmp_path / "cache")), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: any(r["epoch"] >= 2 for r in jsonl(out / "steps.jsonl")), 180, proc)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: every process of the terminal's foreground group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    after = err[err.index("SIGINT"):] if "SIGINT" in err else err
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "ChildFailedError" not in err and "SignalException" not in err, err[-3000:]
+    assert [ln for ln in after.splitlines() if ln.startswith("run stopped")] != [], err[-3000:]
+    assert len([ln for ln in after.splitlines() if ln.strip()]) <= 3, after  # SIGINT: ..., run stopped: ...
+    assert json.loads((out / "status.json").read_text())["state"] == "stopped"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch_state"] is not None  # mid-epoch
+    # 24.7 on two ranks: both judge the same global loss, end at the same step; exit 3 and one line, not
+    # torch.distributed.run's failure report (the ranks' agreed ending reaches the front through a file)
+    nan = tmp_path / "nan"
+    cmd = [*cmd[:cmd.index("--out")], "--out", str(nan), "--lr", "10"]
+    done = subprocess.run(cmd, cwd=REPO, env=env(VAE_VISDOM_CACHE=str(tmp_path / "cache")), capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr, done.stderr[-3000:]
+    assert len([ln for ln in done.stderr.splitlines() if "diverged" in ln]) == 1, done.stderr[-3000:]
+    assert json.loads((nan / "status.json").read_text())["state"] == "diverged"

@@ -108,7 +108,8 @@ def append_line(path: str | Path, line: str, fsync: bool = False) -> None:
     """Append one line (newline added) in one write; a failed write leaves the file as it was."""
     data = (line + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # O_NONBLOCK: a FIFO put in a run file's place fails at once (ENXIO) instead of blocking forever
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
         try:
             size = os.fstat(fd).st_size
             try:

@@ -24,6 +24,7 @@ from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.fork import ForkLauncher
 from vae_visdom.runs.lock import LOCK_NAME, RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
+from vae_visdom.runs.run_file import RunFileError
 from vae_visdom.train import distributed
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, RunInfo, Status
@@ -98,6 +99,8 @@ class TrainingSession:
                 point = resuming.choose(self.run_dir, map_location=self.device)
             except resuming.NothingToResume as err:
                 raise UsageError(str(err)) from None
+            except RunFileError as err:  # a history file that is a FIFO, a folder...: never opened
+                raise UsageError(f"--resume {self.run_dir}: {err}") from None
         elif face:
             note = resuming.start_afresh(self.run_dir)
             if note:
@@ -131,7 +134,10 @@ class TrainingSession:
                                  f"this run's model ({first})") from None
             if face:
                 self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
-                notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+                try:
+                    notes = point.notes + resuming.reconcile(self.run_dir, point.state)
+                except RunFileError as err:  # steps.jsonl a FIFO...: never opened
+                    raise UsageError(f"--resume {self.run_dir}: {err}") from None
                 resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
         distributed.attach(self.trainer, self.group)  # nothing for a single process

@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 from vae_visdom import launch
-from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, TrainConfig, UsageError
+from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, UsageError
 from vae_visdom.flags import add_train_arguments, config_from_args
+from vae_visdom.runs.run_file import RunFileError, load_config
 
 OVERRIDABLE = ("lr", "epochs", "batch_size", "log_interval", "beta")  # what `--resume` may change
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fork runs in one process; to train a fork on several ranks, fork it first, then "
                          "`vae-visdom train --resume FORK_DIR --nproc-per-node N`")
     if args.nproc_per_node:
-        return launch.exec_torchrun(args)  # becomes torch's launcher, which starts this command N times
+        return launch.run_torchrun(args)  # torch's launcher, which starts this command N times
     from vae_visdom.runs import fork  # late: torch (checkpoints) only when a run starts, not for --help
     from vae_visdom.session import TrainingSession  # late: torch only when a run starts, not for --help
 
@@ -37,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
         args.resume = str(fork.start(args))
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").exists():
-            raise UsageError(f"--resume {run_dir}: no config.json there (not a run directory)")
-        base = TrainConfig.load(run_dir / "config.json")
+        try:
+            base = load_config(run_dir / "config.json")  # never opens a FIFO; a damaged file is one line
+        except FileNotFoundError:
+            raise UsageError(f"--resume {run_dir}: no config.json there (not a run directory)") from None
+        except RunFileError as err:
+            raise UsageError(f"--resume {run_dir}: {err}") from None
         base.out = str(run_dir)
     cfg = config_from_args(args, base)
     overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k, None) is not None}
     session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
     status = session.run(install_signal_handlers=True)
-    return 0 if status.state in ("finished", "stopped") else 1
+    return 0 if status.state in ("finished", "stopped") else launch.EXIT_DIVERGED if status.state == "diverged" else 1

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from vae_visdom.config import DEVICES, TrainConfig, UsageError, argparse_type, with_model_defaults
+from vae_visdom.config import DEVICES, UsageError, argparse_type, with_model_defaults
 from vae_visdom.data import load_dataset
 from vae_visdom.insight.iwae import DEFAULT_MAX_FLOATS, IWResult, format_result, iw_log_likelihood
 from vae_visdom.models import build_model
+from vae_visdom.runs.run_file import load_config
 from vae_visdom.safe_io import atomic_write
 from vae_visdom.train import checkpoint
 from vae_visdom.train.step import resolve_device
@@ -28,7 +29,7 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"):
     for name in ("config.json", "checkpoint.pt"):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a run directory?")
-    cfg = with_model_defaults(TrainConfig.load(run_dir / "config.json"))
+    cfg = with_model_defaults(load_config(run_dir / "config.json"))  # a damaged one: RunFileError, one line
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
     # every model's defaults name these three, so with_model_defaults has filled them

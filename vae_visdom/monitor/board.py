@@ -198,7 +198,12 @@ class Board:
             if stopping:
                 break
         if self._log_file is not None:
-            self._log_file.close()
+            try:
+                self._log_file.close()  # flushes what is left: fails again on a full disk (the file is closed)
+            except OSError as err:  # said once already when the first write failed: no second word
+                self.log_failures += 1
+                if self.log_failures == 1:
+                    log.warning("cannot write %s: %s", self.log_path, err)
 
     def _encode_images(self) -> None:
         with self.lock:

@@ -7,7 +7,6 @@ and each member's latest samples.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from vae_visdom.config import env_login, fit_name
 from vae_visdom.monitor.compare import compare_runs
 from vae_visdom.runs.records import load_run
+from vae_visdom.runs.run_file import read_object
 from vae_visdom.train.events import Callback, EpochImages, EpochRecord, RunInfo, Status
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 
 def _parent(run_dir: Path) -> Path | None:
     try:
-        parent = json.loads((run_dir / "config.json").read_text()).get("parent")
+        parent = read_object(run_dir / "config.json").get("parent")  # (a FIFO there is never opened)
     except (OSError, ValueError):
         return None
-    return Path(parent) if parent else None
+    return Path(parent) if isinstance(parent, str) and parent else None
 
 
 def root_of(run_dir: Path) -> Path:

@@ -90,8 +90,8 @@ class RunsHome:
             rec = self.records.get(name)
             if stamps != self._seen.get(name) or rec is None:
                 try:
-                    rec = load_run(self.runs_dir / name)
-                except (OSError, ValueError) as err:  # half-written config.json: next tick
+                    rec = load_run(self.runs_dir / name, lenient=True)  # a damaged file: said in its row
+                except (OSError, ValueError) as err:  # gone between the glob and the read: next tick
                     log.debug("runs home: %s: %s", name, err)
                     continue
                 self._seen[name], self.created[name] = stamps, stamps[0]

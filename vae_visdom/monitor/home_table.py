@@ -18,11 +18,13 @@ from vae_visdom.runs.tables import loss_cell  # the listing's own loss cell: 105
 
 STATE_COLORS = {  # crashed stands out: a run that will never finish by itself
     "starting": "#1a7f37", "running": "#1a7f37", "paused": "#bf8700", "stopping": "#bf8700",
-    "finished": "#0969da", "stopped": "#57606a", "failed": "#cf222e", "crashed": "#cf222e", "unknown": "#8c959f",
+    "finished": "#0969da", "stopped": "#57606a", "failed": "#cf222e", "crashed": "#cf222e", "diverged": "#cf222e",
+    "unknown": "#8c959f",
 }
 COLUMNS = ("run", "status", "epoch", "best test", "last test", "lr", "batch size", "model", "dataset", "parent",
            "last update")
 CELL = "padding:3px 8px;text-align:left;white-space:nowrap"
+PROBLEM_CHARS = 60  # a damaged file's note in the status cell; the whole of it is the cell's tooltip
 
 
 def env_of(rec: RunRecord) -> str:
@@ -61,8 +63,13 @@ def row_cells(rec: RunRecord, envs: set[str] | None, now: float) -> list[str]:
                 f'draws them from its visdom.log)">{html.escape(rec.name)}</span>')
     state = rec.state
     color = STATE_COLORS.get(state, STATE_COLORS["unknown"])
-    weight = "bold" if state in ("crashed", "failed", "running") else "normal"
+    weight = "bold" if state in ("crashed", "failed", "diverged", "running") else "normal"
     status = f'<span style="color:{color};font-weight:{weight}">{html.escape(state)}</span>'
+    if rec.problems:  # a damaged file is said in the run's own row; the full text on hover
+        text = "; ".join(rec.problems)
+        short = text if len(text) <= PROBLEM_CHARS else text[:PROBLEM_CHARS - 1] + "\u2026"
+        status += (f' <span style="color:#cf222e" title="{html.escape(text)}">&#9888; '
+                   f"{html.escape(short)}</span>")
     parent = rec.config.get("parent")
     return [name, status, f"{rec.epochs_done}/{rec.epochs_total}", loss_cell(rec.best, with_epoch=True),
             loss_cell(rec.last),

@@ -22,6 +22,7 @@ from pathlib import Path
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
 from vae_visdom.runs import page_runs, resume as resuming
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
@@ -69,7 +70,10 @@ def create(parent: str | Path, at_epoch: int | None, runs_dir: str | Path, name:
         state = checkpoint.read(src) if state is None else state
     except checkpoint.CheckpointError as err:
         raise UsageError(f"--fork {parent}: {err}") from None
-    cfg = TrainConfig.load(parent / "config.json")
+    try:
+        cfg = load_config(parent / "config.json")  # never opens a FIFO; a damaged file is one line
+    except (OSError, RunFileError) as err:
+        raise UsageError(f"--fork {parent}: {err}") from None
     try:
         child_name = check_name(name, "name") if name else None
     except ConfigError as err:

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TextIO
 
+from vae_visdom.runs.run_file import RunFileError, read_text
+
 fcntl: ModuleType | None  # the module, or None where the platform has none
 try:
     import fcntl
@@ -74,8 +76,8 @@ def holder(run_dir: str | Path) -> str | None:
     if not is_held(run_dir):
         return None
     try:
-        return describe((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8"))
-    except OSError:
+        return describe(read_text(Path(run_dir) / LOCK_NAME, 4096))
+    except (OSError, RunFileError):
         return "a trainer"
 
 
@@ -91,8 +93,8 @@ def is_held(run_dir: str | Path) -> bool | None:
     try:
         st = path.stat()
         table = Path("/proc/locks").read_text()
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, 4096)  # (a FIFO in its place is never opened)
+    except (OSError, RunFileError):
         return None
     me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     for line in table.splitlines():

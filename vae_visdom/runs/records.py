@@ -20,12 +20,14 @@ from typing import Any, Sequence
 
 from vae_visdom.runs.jsonl import read_jsonl
 from vae_visdom.runs.lock import is_held
+from vae_visdom.runs.run_file import RunFileError, read_lines, read_object
 
 # The hyperparameters a listing and a comparison show, with their short names (legends, sweep run names).
 KEY_HYPERPARAMETERS = {"model": "model", "dataset": "data", "lr": "lr", "batch_size": "bs", "optimizer": "opt",
                        "latent_dim": "latent", "epochs": "epochs", "hidden_dim": "hidden", "likelihood": "lik",
                        "binarize": "bin", "seed": "seed", "beta": "beta"}
 LIVE_STATES = ("starting", "running", "paused", "stopping")  # status.json states of a trainer still at work
+STATUS_FIELDS = {"state": str, "message": str, "epoch": int, "step": int, "epochs": int, "values": dict}
 LISTED = ("model", "dataset", "lr", "batch_size", "optimizer", "latent_dim")  # columns of `vae-visdom runs`
 
 
@@ -40,10 +42,11 @@ class RunRecord:
     metrics: list[dict] = field(default_factory=list)  # metrics.jsonl: one row per epoch, by epoch
     updated: float | None = None  # newest modification time of the run's files (time.time() scale)
     held: bool | None = None  # its trainer.lock held by a live trainer (lock.is_held); None: cannot be told
+    problems: list[str] = field(default_factory=list)  # what is wrong with which file, one line each
 
     @property
     def state(self) -> str:
-        """starting | running | paused | stopping | stopped | finished | failed | crashed, or unknown.
+        """starting | running | paused | stopping | stopped | finished | failed | diverged | crashed, or unknown.
 
         A process killed with SIGKILL cannot say so: its status.json keeps a live state. "crashed" is
         that state with evidence that no trainer holds the folder any more (lock.is_held is False);
@@ -58,7 +61,7 @@ class RunRecord:
     @property
     def epochs_total(self) -> int:
         """The live epoch count when the run changed it, else the configured one."""
-        return int(self.status.get("epochs") or self.config.get("epochs") or 0)
+        return _whole(self.status.get("epochs")) or _whole(self.config.get("epochs")) or 0
 
     @property
     def best(self) -> dict | None:
@@ -74,8 +77,14 @@ class RunRecord:
         return {k: self.config.get(k) for k in keys}
 
     def steps(self) -> list[dict]:
-        """steps.jsonl: training loss every log interval (read on demand: it can be long)."""
-        return read_jsonl(self.run_dir / "steps.jsonl")
+        """steps.jsonl: training loss every log interval (read on demand: it can be long). One that cannot
+        be read (not a regular file) gives no rows and a line in `problems`."""
+        try:
+            return read_jsonl(self.run_dir / "steps.jsonl")
+        except RunFileError as err:
+            if str(err) not in self.problems:
+                self.problems.append(str(err))
+            return []
 
     def last_sample(self) -> tuple[int, Path] | None:
         """(epoch, path) of the newest sample_N.png."""
@@ -88,45 +97,82 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def load_run(run_dir: str | Path) -> RunRecord:
-    """Read one run directory. Raises FileNotFoundError without config.json, ValueError if it is not JSON."""
+def _whole(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def load_run(run_dir: str | Path, lenient: bool = False) -> RunRecord:
+    """Read one run directory through run_file (no FIFO is ever opened, no shape of JSON breaks it).
+    Raises FileNotFoundError without config.json. A damaged config.json raises run_file.RunFileError (a
+    ValueError naming the file), or with `lenient` (the listing, the home) gives a record with an empty
+    config; whatever else is wrong (status.json, metrics.jsonl) is said in `problems`, the rest is kept."""
     d = Path(run_dir)
-    cfg_path = d / "config.json"
+    problems: list[str] = []
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = read_object(d / "config.json")
     except FileNotFoundError:
         raise FileNotFoundError(f"{d}: no config.json (not a run directory)") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{cfg_path}: not valid JSON ({err})") from None
-    status = _read_status(d)
+    except RunFileError as err:
+        if not lenient:
+            raise RunFileError(d / "config.json", f"{err.reason} (in {d})") from None
+        config = {}
+        problems.append(str(err))
+    status = _read_status(d, problems)
     held = None
     if status.get("state") in LIVE_STATES:
         held = is_held(d)
         if held is False:  # the run may have ended between the two reads: its last word counts
-            status = _read_status(d)
-    by_epoch = {int(r["epoch"]): r for r in read_jsonl(d / "metrics.jsonl") if "epoch" in r}
-    mtimes = [p.stat().st_mtime for p in (d / n for n in ("config.json", "status.json", "metrics.jsonl",
-                                                            "steps.jsonl", "events.jsonl")) if p.exists()]
-    return RunRecord(name=str(config.get("name") or d.name), run_dir=d, config=config, status=status,
-                     metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None,
-                     held=held)
-
-
-def _read_status(d: Path) -> dict:
+            problems = [p for p in problems if not p.startswith("status.json")]
+            status = _read_status(d, problems)
     try:
-        status = json.loads((d / "status.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}  # not written yet, or torn: the listing says "unknown"
-    return status if isinstance(status, dict) else {}
+        rows, torn, odd = read_lines(d / "metrics.jsonl")
+    except RunFileError as err:
+        rows, torn, odd = [], [], []
+        problems.append(str(err))
+    by_epoch: dict[int, dict] = {r["epoch"]: r for r in rows if _whole(r.get("epoch")) is not None}
+    bad = len(torn) + len(odd) + len(rows) - sum(1 for r in rows if _whole(r.get("epoch")) is not None)
+    if bad:
+        problems.append(f"metrics.jsonl: {bad} line(s) that are not epoch rows, skipped")
+    mtimes = []
+    for n in ("config.json", "status.json", "metrics.jsonl", "steps.jsonl", "events.jsonl"):
+        try:
+            mtimes.append((d / n).stat().st_mtime)
+        except OSError:
+            pass
+    name = config.get("name") if isinstance(config.get("name"), str) and config.get("name") else d.name
+    return RunRecord(name=name, run_dir=d, config=config, status=status,
+                     metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None,
+                     held=held, problems=problems)
+
+
+def _read_status(d: Path, problems: list[str]) -> dict:
+    """status.json's fields that have their type; each one that does not is a problem, and dropped."""
+    try:
+        status = read_object(d / "status.json")
+    except FileNotFoundError:
+        return {}  # not written yet: the listing says "unknown"
+    except RunFileError as err:
+        problems.append(str(err))
+        return {}
+    for key, kind in STATUS_FIELDS.items():
+        value = status.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            problems.append(f"status.json: {key} is {json.dumps(value)[:40]}, not {_KINDS[kind]}; ignored")
+            del status[key]
+    return status
+
+
+_KINDS = {str: "text", int: "a whole number", dict: "an object"}
 
 
 def find_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every run under runs_dir (RUNS_DIR/*/config.json), least recently updated first."""
+    """Every run under runs_dir (RUNS_DIR/*/config.json), least recently updated first; a run with a
+    damaged file is listed too, with its `problems`."""
     records = []
     for cfg in sorted(Path(runs_dir).glob("*/config.json")):
         try:
-            records.append(load_run(cfg.parent))
-        except (OSError, ValueError) as err:
+            records.append(load_run(cfg.parent, lenient=True))
+        except (OSError, ValueError) as err:  # gone between the glob and the read
             print(f"warning: skipping {cfg.parent}: {err}", file=sys.stderr)
     return sorted(records, key=lambda r: (r.updated or 0.0, r.name))
 

@@ -14,8 +14,8 @@ A checkpoint therefore never covers a row or image that is not on disk, so after
   damaged or edited by hand) and the previous checkpoint comes before it, the run resumes from
   the previous checkpoint and trains that epoch again (the same numbers: resuming is exact);
   otherwise the row is reported lost;
-- a damaged checkpoint.pt (empty, truncated, garbage) gives way to checkpoint.prev.pt; it is kept
-  as checkpoint.pt.broken.
+- a damaged checkpoint.pt (empty, truncated, garbage, or failing its checksum: checkpoint.py) gives way
+  to checkpoint.prev.pt; it is kept as checkpoint.pt.broken.
 The resumed run's plots are drawn again from these rows (monitor/content.py: restore_from_rows), not
 from visdom.log, which can lag behind the rows (it is written every half second) or run ahead of
 the checkpoint. Each problem is one line on stderr and a record in events.jsonl (source "resume").
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae_visdom import safe_io
+from vae_visdom.runs.run_file import read_lines
 from vae_visdom.train import checkpoint
 from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS, CheckpointError
 
@@ -52,19 +53,10 @@ class Rows:
 
 
 def read_rows(path: Path) -> Rows:
-    out = Rows()
-    if not path.exists():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        if isinstance(row, dict):
-            out.rows.append(row)
-        elif line.strip():
-            out.torn.append(n)
-    return out
+    """A history file's rows; lines that are not JSON objects count as torn. Raises run_file.RunFileError
+    (one line) for a file that is not a regular file: it is never opened."""
+    rows, torn, odd = read_lines(path)
+    return Rows(rows, sorted(torn + odd))
 
 
 @dataclass

@@ -37,12 +37,15 @@ def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
     """The `vae-visdom runs` table."""
     now = time.time() if now is None else now
     head = ["NAME", "STATUS", "EPOCHS", "BEST TEST", "LAST TEST", "MODEL", "DATA", "LR", "BS", "OPT", "LATENT",
-            "UPDATED"]
+            "UPDATED", "PROBLEM"]
     rows = [head]
     for r in records:
         c = r.config
         rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", loss_cell(r.best, with_epoch=True),
-                     loss_cell(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now)])
+                     loss_cell(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now),
+                     "; ".join(r.problems)])
+    if not any(r.problems for r in records):
+        rows = [row[:-1] for row in rows]
     return format_table(rows)
 
 
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         for r in records:
             print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state, "held": r.held,
                               "epochs_done": r.epochs_done, "epochs_total": r.epochs_total, "best": r.best,
-                              "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated}))
+                              "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated,
+                              "problems": r.problems}))
         return 0
     if not records:
         print(f"no runs in {args.runs_dir}")

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
+from vae_visdom.runs.run_file import read_object
 from vae_visdom.safe_io import atomic_write
 
 log = logging.getLogger("vae_visdom.serve.server")
@@ -186,7 +187,7 @@ def stale_runs(runs_dir: Path, env_path: Path) -> tuple[int, list[tuple[Path, st
     for run_log in logs:
         run_dir = run_log.parent
         try:
-            env = json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("env")
+            env = read_object(run_dir / "config.json").get("env")  # (a FIFO there is never opened)
             saved = env_file(env_path, env)
         except (OSError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
             log.warning("catch-up: skipping %s: %s", run_dir, err)

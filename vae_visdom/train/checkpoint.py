@@ -7,12 +7,23 @@ checkpoint.prev.pt.tmp and renames that over checkpoint.prev.pt, then renames th
 checkpoint.pt: at every instant both names hold a whole checkpoint (the old or the new one).
 The trainer writes one at the end of every epoch, after the epoch's rows and images (resume.py
 says why), and when a run is stopped mid-epoch.
+
+Every checkpoint carries a checksum inside itself: torch.save writes a zip archive, and the
+archive's comment (the last bytes of the file, which torch.load and every zip reader skip) holds
+"vae_visdom sha256 HEX", the sha256 of the archive as torch wrote it (comment length 0). Inside
+the file, not beside it: a hard link (checkpoint.prev.pt, checkpoints/epoch_E.pt) or a copy carries
+it along, and no second file can be out of step with the first. read() checks it: a flipped bit
+anywhere is a CheckpointError (one line), never weights trained on. A checkpoint written before
+checksums (no such comment) loads unchecked, as it always did. A save makes the current file the
+previous one only when its checksum holds, so a damaged file never pushes out the last good one.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,9 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 KEPT = "checkpoints"  # RUN_DIR/checkpoints/epoch_E.pt with --keep-checkpoints (what `--fork --at-epoch` reads)
 REQUIRED = ("model", "optimizer", "epoch", "step", "rng")
+SEAL = b"vae_visdom sha256 "  # + 64 hex digits: the zip comment that ends every checkpoint (see above)
+_EOCD = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, its last 2 the comment length
+_TAIL = len(SEAL) + 64
 
 
 @dataclass
@@ -130,10 +144,16 @@ def save(run_dir: str | Path, state: dict[str, Any], rotate: bool = True, keep: 
     path, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
     buf = io.BytesIO()
     torch.save(state, buf)  # in memory first: a failed write is then a plain OSError, not torch's
+    data = seal(buf.getvalue())
 
     def keep_previous() -> None:
         if not (rotate and path.exists()) or (prev.exists() and os.path.samefile(path, prev)):
             return  # (the same file already: a kill came between the two renames of a save)
+        try:
+            unseal(path.read_bytes(), path)
+        except (OSError, CheckpointError) as err:  # damaged on disk since it was written: not kept
+            print(f"warning: {err}; not kept as {PREVIOUS} (the one there stays)", file=sys.stderr, flush=True)
+            return
         link = prev.with_name(prev.name + ".tmp")
         safe_io.remove(link)
         try:
@@ -145,7 +165,7 @@ def save(run_dir: str | Path, state: dict[str, Any], rotate: bool = True, keep: 
         finally:
             safe_io.remove(link)  # gone after the rename, unless it failed
 
-    safe_io.atomic_write(path, buf.getbuffer(), before_replace=keep_previous)
+    safe_io.atomic_write(path, data, before_replace=keep_previous)
     if keep:
         kept = kept_path(run_dir, state["epoch"])
         kept.parent.mkdir(exist_ok=True)
@@ -181,8 +201,12 @@ def read(path: str | Path, map_location: str | torch.device = "cpu", required=RE
     if size == 0:
         raise CheckpointError(path, "empty file")
     try:
+        data = unseal(path.read_bytes(), path)
+    except OSError as err:
+        raise CheckpointError(path, err.strerror or str(err)) from None
+    try:
         # our own files hold RNG states (ByteTensors) and plain containers: weights_only loading handles them
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(path, f"{size:,} bytes, not a whole checkpoint: {first[:120]}") from None
@@ -190,6 +214,30 @@ def read(path: str | Path, map_location: str | torch.device = "cpu", required=RE
     if missing:
         raise CheckpointError(path, f"no {', '.join(missing)} in it")
     return state
+
+
+def seal(data: bytes) -> bytes:
+    """torch.save's bytes with their sha256 as the zip comment (see the module's text). Bytes that do
+    not end like a zip archive without a comment (not torch's format) are returned as they are."""
+    if len(data) < 22 or data[-22:-18] != _EOCD or data[-2:] != b"\0\0":
+        return data
+    tail = SEAL + hashlib.sha256(data).hexdigest().encode("ascii")
+    return data[:-2] + len(tail).to_bytes(2, "little") + tail
+
+
+def unseal(data: bytes, path: Path) -> bytes:
+    """The bytes torch wrote, their checksum checked. Raises CheckpointError when it does not hold. A
+    file without a checksum (written before checksums existed) is returned unchecked."""
+    if len(data) < 22 + _TAIL + 2 or data[-_TAIL:-64] != SEAL:
+        return data
+    head = data[:-_TAIL - 2]
+    if head[-20:-16] != _EOCD or data[-_TAIL - 2:-_TAIL] != _TAIL.to_bytes(2, "little"):
+        return data  # "vae_visdom sha256" at the end, but not as a zip comment: not one of ours
+    original = head + b"\0\0"
+    if hashlib.sha256(original).hexdigest().encode("ascii") != data[-64:]:
+        raise CheckpointError(path, f"{len(data):,} bytes, checksum mismatch: changed after it was written "
+                                    "(a bad disk block, a bad copy, an edit)")
+    return original
 
 
 def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -94,12 +94,13 @@ class Reason(str, Enum):
     FINISHED = "finished"
     STOPPED = "stopped"
     FAILED = "failed"
+    DIVERGED = "diverged"  # the loss turned NaN or infinite: the run ends (trainer.py, Diverged)
     OTHER = ""
 
 
 @dataclass
 class Status:
-    state: str  # starting | running | paused | stopping | stopped | finished | failed
+    state: str  # starting | running | paused | stopping | stopped | finished | failed | diverged
     epoch: int
     step: int
     epochs: int

@@ -3,9 +3,19 @@
 It knows no consumer: visdom, the run files and the probes reach it only through the Callback and Probe
 protocols of events.py. The dataset lives on the device as one uint8 tensor; each epoch slices batches
 from a permutation by indexing (no DataLoader); loss sums stay on the device until a log point.
+
+Divergence: a loss that turns NaN or infinite ends the run as "diverged" (exit status 3 from
+`vae-visdom train`). It is checked where the numbers reach the host anyway, so it costs no extra
+sync per step: every log point (the interval's loss), the epoch's train and test losses, and the
+weights themselves before every checkpoint (one sync per checkpoint). A NaN step is therefore seen
+within one log interval, and always before a checkpoint could hold it: the last checkpoint on disk
+is the last finite one. The numbers checked are the global ones under torchrun (all-reduced, the
+weights kept equal by the summed gradients), so every rank comes to the same decision at the same
+point without a collective of its own.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -27,6 +37,10 @@ from vae_visdom.train.step import autocast_for, backward_and_step, iwae_backward
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
+
+
+class Diverged(Exception):
+    """The loss (or the weights) turned non-finite; str() says what and where."""
 
 
 class Trainer:
@@ -185,6 +199,7 @@ class Trainer:
 
     def _log_step(self, es: EpochState) -> None:
         loss, recon, kl, objective = es.take_interval(self.dist.reduce)
+        self._check_finite(f"the training loss is {loss}", loss, recon, kl)
         self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
                                       loss, recon, kl, self.lr, self.batch_size, self.kl.current, objective))
 
@@ -214,6 +229,16 @@ class Trainer:
             while self.run_epoch():
                 pass
             return self.end()
+        except Diverged as err:
+            kept = ("no checkpoint was written (none would have been finite)" if self.checkpoint_at is None else
+                    "the last finite checkpoint (epoch {}, step {}) is kept".format(*self.checkpoint_at))
+            final = self.status(f"{err} at epoch {self.epoch}, step {self.step} (lr {self.lr:g}); training stopped; {kept}",
+                                Reason.DIVERGED)
+            final.state = self.state = "diverged"
+            self.epoch_state = None  # non-finite: nothing of it may be saved (a fork, a later stop)
+            self._emit("on_status", final)  # the panel's message row and the run pane
+            self._emit("on_run_end", final)
+            return final
         except RunWriteError as err:
             kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
                     "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
@@ -257,6 +282,9 @@ class Trainer:
         probe_seconds = time.perf_counter() - t0 - test_seconds if self.probes else 0.0
         tr = (train_sums / self.n_train).tolist()
         te = (test_sums / len(self.test_x)).tolist()
+        self._check_finite(f"the epoch's training loss is {tr[0]}", *tr)
+        self._check_finite(f"the test loss is {te[0]}", *te)
+        self._check_weights()
         record = EpochRecord(self.epoch, self.step, tr[0], tr[1], tr[2], te[0], te[1], te[2], self.lr,
                              self.batch_size, round(seconds, 4), round(test_seconds, 4),
                              round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra,
@@ -274,6 +302,9 @@ class Trainer:
         if self._stop:
             self._set_state("stopping", "stop requested: finishing the step and writing a checkpoint", Reason.STOPPING)
             self.dist.settle(self.epoch_state)  # the unfinished epoch's sums, global
+            if self.epoch_state is not None:  # the steps since the last log point, before they are saved
+                self._check_finite("the training loss is not finite", *self.epoch_state.sums.tolist())
+            self._check_weights()
             self.save_checkpoint()
             final = self.status("stopped by request; checkpoint written", Reason.STOPPED)
             final.state = "stopped"
@@ -284,6 +315,19 @@ class Trainer:
         self._emit("on_status", final)
         self._emit("on_run_end", final)
         return final
+
+    # -- divergence (see the module's text) ----------------------------------------------------------
+    def _check_finite(self, what: str, *values: float) -> None:
+        if not all(math.isfinite(v) for v in values):
+            raise Diverged(what)
+
+    def _check_weights(self) -> None:
+        """One host sync: are all weights finite? (The last step's update may have broken them while its
+        loss, computed before the update, was still finite.)"""
+        with torch.no_grad():
+            ok = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        if not bool(ok):
+            raise Diverged("the weights are no longer finite")
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -86,7 +86,7 @@ def test_the_home_table_lists_every_run_and_names_the_damaged_file(mixed_runs):
     and a FIFO hung the home's thread for good. Run in a child with a timeout, so a hang fails."""
     root, bad = mixed_runs
     code = ("import sys, html; from vae_visdom.runs.records import find_runs; "
-            "from vae_visdom.monitor.home_table import table_html; "
+            "from vae_visdom.pages.home_table import table_html; "
             f"print(table_html(find_runs({str(root)!r}), {str(root)!r}))")
     proc = subprocess.run([sys.executable, "-c", code], env=CHILD_ENV, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -236,7 +236,7 @@ def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite
                              env=CHILD_ENV, capture_output=True, text=True, timeout=30).stdout
     assert "nan-run" in listing and "diverged" in listing, listing
     from vae_visdom.runs.records import find_runs
-    from vae_visdom.monitor.home_table import table_html
+    from vae_visdom.pages.home_table import table_html
     assert ">diverged<" in table_html(find_runs(run.parent), str(run.parent))
     env = json.loads(server.client("nan-run", use_incoming_socket=False).get_window_data(env="nan-run"))
     text = json.dumps(env)

@@ -70,7 +70,7 @@ def test_a_live_status_without_a_lock_holder_is_crashed_and_without_evidence_sta
 
 
 def test_everything_a_run_folder_says_is_escaped(tmp_path):
-    from vae_visdom.monitor.home_table import table_html
+    from vae_visdom.pages.home_table import table_html
 
     run = tmp_path / "r"
     run.mkdir()
@@ -85,7 +85,7 @@ def test_everything_a_run_folder_says_is_escaped(tmp_path):
 def test_a_tick_names_the_row_the_page_showed_not_one_that_moved_under_it(tmp_path):
     """Rows are append-only; and where visdom sends the pane as the page showed it (0.3's pane_data), the
     name shown there decides. A command without a connection is said, not pretended."""
-    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+    from vae_visdom.pages.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
 
     runs = tmp_path / "runs"
     for name in ("x", "y"):
@@ -246,7 +246,7 @@ def test_the_new_run_form_checks_every_field_and_starts_a_run_of_its_own(server,
     """The home's form: each field by the CLI's rule (a bad one is refused and the last good one stays), only
     datasets that need no folder, and Start runs `vae-visdom train` with them in a process of its own whose
     output is in its folder (real MNIST, one epoch)."""
-    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+    from vae_visdom.pages.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
 
     runs = tmp_path / "runs"
     home = RunsHome(runs, port=server.port)
@@ -294,7 +294,7 @@ def _proc_state(pid: int) -> str:
 
 
 def _home_event(home, row: str, value="") -> str:
-    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV
+    from vae_visdom.pages.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV
 
     home.handle({"target": ACTIONS_WIN, "eid": HOME_ENV, "event_type": "PropertyUpdate",
                  "propertyId": ACTION_ROWS.index(row), "value": value})
@@ -305,7 +305,7 @@ def test_the_form_checks_the_run_as_train_does_and_says_started_only_when_it_is(
     """conv64 with mnist and a batch larger than the data used to be "started" for a run that exited 2 at once
     (issue 24, item 9): now refused by train's own rules before anything starts; a run that is refused at
     start-up anyway is said with its own line, and its folder goes (real trainer processes)."""
-    from vae_visdom.monitor.home import RunsHome
+    from vae_visdom.pages.home import RunsHome
 
     runs = tmp_path / "runs"
     home = RunsHome(runs, port=1)
@@ -340,7 +340,7 @@ def test_the_form_refuses_past_the_limit_also_after_the_server_and_its_home_rest
     The exact websocket messages the page sends; a real server, its home, a real MNIST trainer."""
     import websocket
 
-    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN
+    from vae_visdom.pages.home import ACTION_ROWS, ACTIONS_WIN
     from vae_visdom.runs import page_runs
 
     runs = tmp_path / "runs"
@@ -417,8 +417,8 @@ def test_a_deleted_runs_row_goes_and_a_click_on_a_list_that_moved_is_refused(tmp
     move names no run (it is refused, never redirected to the run now at that index), until that list is old."""
     import shutil
 
-    from vae_visdom.monitor import home as home_module
-    from vae_visdom.monitor.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
+    from vae_visdom.pages import home as home_module
+    from vae_visdom.pages.home import ACTION_ROWS, ACTIONS_WIN, HOME_ENV, RunsHome
 
     runs = tmp_path / "runs"
     for name in ("x", "y", "z"):
@@ -452,7 +452,7 @@ def test_an_empty_lr_or_batch_size_in_the_form_is_the_models_own_default(tmp_pat
     """The form used to pass --lr 1e-3 --batch-size 128 always, overriding conv64's batch 16: an empty field
     is now the model's default (models/specs.py), and only the fields typed reach the command line."""
     from vae_visdom.models import MODEL_SPECS
-    from vae_visdom.monitor.home import RunsHome
+    from vae_visdom.pages.home import RunsHome
 
     home = RunsHome(tmp_path / "runs", port=1)
     assert (home.form.values["lr"], home.form.values["batch_size"]) == ("", "")

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from vae_visdom.monitor.content import figure_title
-from vae_visdom.monitor.log_screen import rebuild_html
+from vae_visdom.pages.log_screen import rebuild_html
 from vae_visdom.monitor.windows import plotly_text
 from vae_visdom.train.events import (CommandEvent, EpochImages, EpochRecord, ImageFigure, NumbersFigure, RunInfo,
                                      ScatterFigure, Status, StepLog)
-from vae_visdom.monitor import TITLES, VisdomMonitor, replay
+from vae_visdom.monitor import TITLES, VisdomMonitor
+from vae_visdom.pages.replay import replay
 from vae_visdom.serve.net import find_free_port
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.resume import reconcile
@@ -281,7 +282,7 @@ def test_replay_rebuilds_the_same_windows(server, tmp_path):
             assert [(t["name"], t["x"], t["y"], t.get("text")) for t in replayed[win]["content"]["data"]] == \
                    [(plotly_text(t["name"]), t["x"], t["y"], t.get("text") and [plotly_text(x) for x in t["text"]])
                     for t in pane["content"]["data"]]
-        elif pane["type"] == "text":  # a log is untrusted: its HTML is rebuilt (monitor/log_screen.py)
+        elif pane["type"] == "text":  # a log is untrusted: its HTML is rebuilt (pages/log_screen.py)
             assert replayed[win]["content"] == rebuild_html(pane["content"])
             assert text_of(replayed[win]["content"]) == text_of(pane["content"])
         else:

@@ -14,7 +14,7 @@ import pytest
 from tests.fixtures import REPO, screenshot, until, wait_for
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
-from vae_visdom.monitor.compare import TITLES as CMP_TITLES
+from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.train.controller import Controller, parse_fork
 from vae_visdom.config import ConfigError

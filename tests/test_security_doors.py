@@ -280,7 +280,7 @@ def finished_run(runs: Path, name: str, parent: Path | None = None) -> Path:
 
 
 def test_24_8_compare_and_the_family_view_log_in_with_the_servers_credentials(visdom_server_factory, tmp_path):
-    from vae_visdom.monitor.family import FamilyView
+    from vae_visdom.pages.family import FamilyView
 
     server = login_server(visdom_server_factory, tmp_path)
     runs = tmp_path / "runs"
@@ -333,7 +333,7 @@ def no_script_ran(browser) -> None:
 
 def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_the_home(visdom_server_factory,
                                                                                           browser, tmp_path):
-    from vae_visdom.monitor.home import TABLE_WIN
+    from vae_visdom.pages.home import TABLE_WIN
 
     server = visdom_server_factory(start=False)
     runs = server.env_path.parent / "runs"
@@ -394,7 +394,7 @@ def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_t
 
 def test_24_2_compare_and_the_family_view_show_markup_from_run_folders_as_text(visdom_server_factory, browser,
                                                                                tmp_path):
-    from vae_visdom.monitor.compare import compare_runs
+    from vae_visdom.pages.compare import compare_runs
     from vae_visdom.runs.records import load_run
 
     server = visdom_server_factory()

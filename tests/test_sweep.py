@@ -12,7 +12,7 @@ import pytest
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.cli import build_parser, main
 from vae_visdom.monitor import TITLES
-from vae_visdom.monitor.compare import TITLES as CMP_TITLES
+from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.sweep import Job, plan, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]

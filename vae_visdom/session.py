@@ -165,7 +165,7 @@ class TrainingSession:
 
     def _family_view(self) -> Callback:
         """A fork keeps compare-<root> (itself, its parent, their forks) up to date as it trains."""
-        from vae_visdom.monitor.family import FamilyView  # late: only the monitor imports visdom
+        from vae_visdom.pages.family import FamilyView  # late: only the monitor imports visdom
 
         return FamilyView(self.run_dir, self.cfg.server, self.cfg.port)
 

@@ -5,7 +5,7 @@
 Every run is a separate process, so each streams live to its own env with its own
 working control panel, and a run that fails (or is killed) harms no other. Runs are
 named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write to RUN_DIR/train.log.
-At the end the sweep prints the runs best first and builds the comparison env (monitor/compare.py).
+At the end the sweep prints the runs best first and builds the comparison env (pages/compare.py).
 """
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def _report(jobs: list[Job]) -> list:
 def _compare(sweep: str, records: list, server: str, port: int, env: str | None, runs_dir: Path) -> None:
     """The sweep's comparison env, or a line saying how to build it later."""
     try:
-        from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
+        from vae_visdom.pages.compare import compare_runs  # late: only the monitor imports visdom
 
         done = compare_runs([r for r in records if r.metrics], server, port, env or fit_name(f"compare-{sweep}"))
         print(f"comparison env: {server}:{port}/env/{done.env}")

@@ -1,16 +1,11 @@
-"""Live monitoring in visdom: the run's windows, the control panel, and replay from the log.
+"""The live run's visdom observer: its windows, the control panel, the view pane, the event socket.
 
     VisdomMonitor(server, port, env, run_dir, controller)  an events.Callback
-    replay(run_dir, server, port, env)                      draw a run again from RUN_DIR/visdom.log
-    add_arguments(p), run(args)                             the `vae-visdom replay` command
 
-VisdomMonitor and TITLES are imported on first use (PEP 562), not with the package: the runs
-home (monitor/home.py) runs in a process that never imports torch, and visdom_monitor does.
-Importing this package imports visdom (the CLI skips it where visdom is missing).
+VisdomMonitor and TITLES are imported on first use (PEP 562), not with the package: the pages built from run
+folders (pages/) use the board and the windows in processes that never import torch, and visdom_monitor does.
 """
 import importlib
-
-from vae_visdom.monitor.replay import replay
 
 
 def __getattr__(name: str):

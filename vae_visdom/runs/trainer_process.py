@@ -1,7 +1,7 @@
 """A training run as a process of its own, its output in RUN_DIR/train.log.
 
 What a sweep (sweep.py), the panel's Fork (runs/fork.py) and the runs home's new-run form
-(monitor/home_start.py) share. A detached one gets a session of its own: a Ctrl-C in the starter's
+(pages/home_form.py) share. A detached one gets a session of its own: a Ctrl-C in the starter's
 terminal, or the starter's end, does not reach it (it is a run like any other, stopped from its panel).
 """
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from vae_visdom.monitor.board import LOG_NAME, connect
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login
-from vae_visdom.monitor.home import HOME_ENV
-from vae_visdom.monitor.log_screen import screen
+from vae_visdom.pages.home import HOME_ENV
+from vae_visdom.pages.log_screen import screen
 
 
 def read_log(path: Path) -> list[tuple[str, dict]]:
@@ -46,7 +46,7 @@ def replay(run_dir: str | Path, server: str = DEFAULT_SERVER, port: int = DEFAUL
     """Close the run's windows in the env, then draw them again from its log; returns what was done.
 
     The log is untrusted input: only the run's own windows of its own env are drawn, rebuilt from their data
-    (monitor/log_screen.py), never into the runs home. env None: the env the run wrote to. Raises
+    (pages/log_screen.py), never into the runs home. env None: the env the run wrote to. Raises
     FileNotFoundError (no log), ValueError (no env it may draw into) or ConnectionError (no server).
     """
     run_dir = Path(run_dir)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if done["refused"]:  # the log held what a run's monitor never writes: someone else wrote it
         print("refused " + ", ".join(f"{n} message(s) {why}" for why, n in done["refused"].items()))
     if args.browse:
-        from vae_visdom.monitor.browse import browse
+        from vae_visdom.pages.browse import browse
 
         print("the view pane steps through the run's epochs until Ctrl-C", flush=True)
         try:

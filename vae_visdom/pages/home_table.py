@@ -1,4 +1,4 @@
-"""The runs home's table: every run of a runs folder as one HTML table (monitor/home.py sends it).
+"""The runs home's table: every run of a runs folder as one HTML table (pages/home.py sends it).
 
 Everything shown comes from the runs' own files (runs/records.py) and is HTML-escaped: a run
 folder is written by whoever can write there, and the page is visdom's, where a script in a

@@ -5,7 +5,7 @@
 
 Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with the buttons
 Compare selected, Pause selected, Resume selected, Stop selected, a message row with the last
-verdict, the new-run form (home_start.py) and a checkbox per run. Every `interval` seconds the
+verdict, the new-run form (home_form.py) and a checkbox per run. Every `interval` seconds the
 folder is looked at; a run's files are read again only when their modification times changed, and a live run's trainer.lock
 is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
 content changed.
@@ -32,10 +32,10 @@ from pathlib import Path
 
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
 from vae_visdom.monitor.board import Board, connect
-from vae_visdom.monitor.compare import compare_runs
+from vae_visdom.pages.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
-from vae_visdom.monitor.home_start import ROWS as FORM_ROWS, NewRunForm
-from vae_visdom.monitor.home_table import env_of, table_html
+from vae_visdom.pages.home_form import ROWS as FORM_ROWS, NewRunForm
+from vae_visdom.pages.home_table import env_of, table_html
 from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 from vae_visdom import page_limit
@@ -65,7 +65,7 @@ class RunsHome:
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
         self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
-        self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_start.py)
+        self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_form.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
         self.created: dict[str, float] = {}  # run folder name -> config.json's mtime (newest first)
         self._seen: dict[str, tuple] = {}  # run folder name -> its files' mtimes when last read

@@ -2,7 +2,7 @@
 
 Built when a fork starts and rebuilt after each of its epochs (on a thread of its own, at most one
 build at a time, the newest asked for winning), from the runs' files alone, with the same builder as
-`vae-visdom compare` (monitor/compare.py): every member's train and test loss, a table of what differs,
+`vae-visdom compare` (pages/compare.py): every member's train and test loss, a table of what differs,
 and each member's latest samples.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from vae_visdom.config import env_login, fit_name
-from vae_visdom.monitor.compare import compare_runs
+from vae_visdom.pages.compare import compare_runs
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.run_file import read_object
 from vae_visdom.train.events import Callback, EpochImages, EpochRecord, RunInfo, Status

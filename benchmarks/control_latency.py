@@ -67,15 +67,15 @@ def main() -> int:
         cfg = TrainConfig(epochs=1000, batch_size=args.batch_size, port=port, env="latency",
                           out=str(tmp / "run"), views=False)
         session = TrainingSession(cfg, data=load_dataset("mnist"), callbacks=[Watch()], progress=False)
-        original_step = session.trainer.step_fn
+        def timed(step):
+            def timed_step(x):
+                t0 = time.perf_counter()
+                out = step(x)
+                steps.append(time.perf_counter() - t0)
+                return out
+            return timed_step
 
-        def timed_step(x):
-            t0 = time.perf_counter()
-            out = original_step(x)
-            steps.append(time.perf_counter() - t0)
-            return out
-
-        session.trainer.step_fn = timed_step
+        session.trainer.wrap_step(timed)
         submit = session.controller.submit
 
         def recording_submit(*a, **kw):

@@ -13,10 +13,10 @@ from tests.conftest import synthetic_data
 from vae_visdom.train import checkpoint
 from vae_visdom.config import TrainConfig
 from vae_visdom.train.graph_step import make_step
+from vae_visdom.train import step as step_module
 from vae_visdom.train.step import prepare_optimizer
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
-from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,15 +42,10 @@ def twin_setups(device, model_name="mlp", shape=(1, 28, 28)):
 
 
 def eager_step(model, optimizer):
-    """The trainer's eager step, as a free function over (model, optimizer)."""
-    def step(x):
-        import contextlib
+    """The eager autograd step (step.py) over (model, optimizer), fp32, beta 1: the ELBO."""
+    import contextlib
 
-        holder = type("T", (), {})()
-        holder.model, holder.optimizer, holder.autocast = model, optimizer, contextlib.nullcontext
-        holder.kl = KLWeight()  # beta 1: the ELBO
-        return Trainer._eager_step(holder, x)
-    return step
+    return step_module.eager_step(model, optimizer, contextlib.nullcontext)
 
 
 # -- CPU: the captured step does not exist, and nothing changes ----------------------------------------------

@@ -146,8 +146,7 @@ def test_batch_size_change_mid_epoch_re_slices_the_permutation(tmp_path):
     session = TrainingSession(config, data=data, callbacks=[changer, Record()], progress=False)
     holder["s"] = session
     batches = []
-    step = session.trainer.step_fn
-    session.trainer.step_fn = lambda x: (batches.append(len(x)), step(x))[1]
+    session.trainer.wrap_step(lambda step: lambda x: (batches.append(len(x)), step(x))[1])
     session.run()
     # two steps of 100, then 300 examples left in 64s: 64*4 + 44
     assert batches == [100, 100, 64, 64, 64, 64, 44]
@@ -194,14 +193,14 @@ def test_the_fast_path_visits_every_example_once_per_epoch(tmp_path):
     visited = []
     config = TrainConfig(visdom=False, out=str(tmp_path / "perm"), epochs=2, batch_size=64)
     session = TrainingSession(config, data=data, progress=False)
-    step = session.trainer.step_fn
+    def spy(step):
+        def watched(x):
+            ids = (x[:, 0, 0, 0] * 255).round().long() + 256 * (x[:, 0, 0, 1] * 255).round().long()
+            visited.append(ids)
+            return step(x)
+        return watched
 
-    def spy(x):
-        ids = (x[:, 0, 0, 0] * 255).round().long() + 256 * (x[:, 0, 0, 1] * 255).round().long()
-        visited.append(ids)
-        return step(x)
-
-    session.trainer.step_fn = spy
+    session.trainer.wrap_step(spy)
     session.run()
     ids = torch.cat(visited)
     assert sorted(ids[:300].tolist()) == list(range(300)) and sorted(ids[300:].tolist()) == list(range(300))

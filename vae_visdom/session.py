@@ -123,24 +123,26 @@ class TrainingSession:
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
                   ] if (cfg.views or cfg.iw_every) and face else []
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
-                               run_dir=str(self.run_dir) if face else None, run_name=cfg.name, probes=probes)
+                               run_dir=str(self.run_dir) if face else None, run_name=cfg.name, probes=probes,
+                               group=self.group)
+        record = distributed.command_record(self.group)  # VAE_VISDOM_COMMAND_RECORD: each rank's commands
+        if record is not None:
+            self.trainer.add_callback(record)
         state = self.group.share(point and point.state) if resume else None  # rank 0's read of the checkpoint
         if state is not None:
-            try:
-                self.trainer.load_state_dict(state)  # the live values in force when it stopped, too
+            try:  # the live values in force when it stopped, too; the next save keeps its file as the previous
+                self.trainer.load_state_dict(state, point.checkpoint_at if face and point else None)
             except (KeyError, RuntimeError, ValueError, TypeError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
                 raise UsageError(f"--resume {self.run_dir}: {point.name if point else 'its checkpoint'} does not fit "
                                  f"this run's model ({first})") from None
             if face:
-                self.trainer.checkpoint_at = point.checkpoint_at  # the next save keeps it as the previous one
                 try:
                     notes = point.notes + resuming.reconcile(self.run_dir, point.state)
                 except RunFileError as err:  # steps.jsonl a FIFO...: never opened
                     raise UsageError(f"--resume {self.run_dir}: {err}") from None
                 resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
-        distributed.attach(self.trainer, self.group)  # nothing for a single process
         self.trainer.choose_step()  # once, with the run's state and live values in place
         if face:
             safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())

@@ -48,9 +48,10 @@ class EpochState:
     perm: torch.Tensor  # (N,) int64, the epoch's order
     pos: int = 0  # examples consumed
     steps: int = 0  # optimizer steps taken this epoch
-    sums: torch.Tensor | None = None  # (3,) loss, recon, kl summed over the epoch so far
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3))  # (3,) loss, recon, kl over the epoch
     seconds: float = 0.0  # training time so far, paused time excluded
-    interval: list = field(default_factory=lambda: [None, 0])  # [(3,) sums, examples] since the last log
+    interval_sums: torch.Tensor | None = None  # (3,) sums since the last log point (None: no step yet)
+    interval_count: int = 0  # examples since the last log point
     # sum of beta * KL over the epoch and the interval, once the run weights its KL term (kl_weight.py)
     wkl: torch.Tensor | None = None
     interval_wkl: torch.Tensor | None = None
@@ -60,67 +61,50 @@ class EpochState:
         if beta is not None:
             if self.wkl is None:  # the first weighted step: every step before it weighted KL by 1
                 self.wkl = self.sums[2].clone()
-                self.interval_wkl = None if self.interval[0] is None else self.interval[0][2].clone()
+                self.interval_wkl = None if self.interval_sums is None else self.interval_sums[2].clone()
             w = stepsums[2] * beta
             self.wkl += w
             self.interval_wkl = w if self.interval_wkl is None else self.interval_wkl + w
         self.sums += stepsums
         self.steps += 1
-        isum, icount = self.interval
-        self.interval = [stepsums if isum is None else isum + stepsums, icount + n]
+        self.interval_sums = stepsums if self.interval_sums is None else self.interval_sums + stepsums
+        self.interval_count += n
 
     def take_interval(self, reduce=lambda t: t) -> tuple[float, float, float, float | None]:
         """(loss, recon, kl, objective or None) per example since the last log point; starts the next.
         `reduce` makes the sums global (under torchrun: a sum over the ranks)."""
-        isum, icount = self.interval
+        assert self.interval_sums is not None, "a log point comes after at least one step"
+        isum = self.interval_sums
         both = reduce(isum if self.interval_wkl is None else torch.cat([isum, self.interval_wkl.reshape(1)]))
-        values = (both / icount).tolist()  # the one host sync of a log interval
-        self.interval, self.interval_wkl = [None, 0], None
+        values = (both / self.interval_count).tolist()  # the one host sync of a log interval
+        self.interval_sums, self.interval_count, self.interval_wkl = None, 0, None
         return values[0], values[1], values[2], (values[1] + values[3] if len(values) == 4 else None)
 
+    def sums_to(self, change) -> None:
+        """Every carried sum passed through `change` (a reduce over the ranks, a zeroing): the epoch's, the
+        interval's, and the beta-weighted KL's."""
+        self.sums = change(self.sums)
+        for name in ("interval_sums", "wkl", "interval_wkl"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, change(value))
 
-def pack(t) -> dict:
-    """A trainer's whole state as a checkpoint holds it: model, optimizer, counters, live values, RNGs,
-    and the unfinished epoch (if any)."""
-    es = t.epoch_state
-    return {
-        "model": t.model.state_dict(),
-        "optimizer": t.optimizer.state_dict(),
-        "epoch": t.epoch if es is None else t.epoch - 1,  # epochs completed
-        "step": t.step,
-        "live": dict(epochs=t.epochs, batch_size=t.batch_size, log_interval=t.log_interval, beta=t.kl.beta),
-        "rng": {"torch": torch.get_rng_state(), "data": t.data_gen.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else None},
-        "epoch_state": None if es is None else {
-            "epoch": t.epoch, "perm": es.perm.cpu(), "pos": es.pos, "steps": es.steps,
-            "sums": es.sums.cpu(), "seconds": es.seconds,
-            "interval": [None if es.interval[0] is None else es.interval[0].cpu(), es.interval[1]],
-            **{k: getattr(es, k).cpu() for k in ("wkl", "interval_wkl") if getattr(es, k) is not None}},
-    }
+    def to_dict(self) -> dict:
+        """The checkpoint's form: tensors on the CPU."""
+        d = {"perm": self.perm.cpu(), "pos": self.pos, "steps": self.steps, "sums": self.sums.cpu(),
+             "seconds": self.seconds, "interval_sums": None if self.interval_sums is None else self.interval_sums.cpu(),
+             "interval_count": self.interval_count}
+        d.update({k: getattr(self, k).cpu() for k in ("wkl", "interval_wkl") if getattr(self, k) is not None})
+        return d
 
-
-def unpack(t, state: dict) -> None:
-    """Put a checkpoint's state back into a trainer (the inverse of `pack`)."""
-    t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
-    t.epoch, t.step = state["epoch"], state["step"]
-    live = state.get("live", {})
-    t.epochs = live.get("epochs", t.epochs)
-    t.batch_size = live.get("batch_size", t.batch_size)
-    t.log_interval = live.get("log_interval", t.log_interval)
-    t.kl.set_beta(live.get("beta", t.kl.beta), t.step)
-    torch.set_rng_state(state["rng"]["torch"])
-    t.data_gen.set_state(state["rng"]["data"])
-    if state["rng"].get("cuda") is not None and t.device.type == "cuda":
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    es = state.get("epoch_state")
-    if es is not None:
-        t.epoch = es["epoch"]
-        interval = es["interval"]
-        t.epoch_state = EpochState(
-            es["perm"].to(t.device), es["pos"], es["steps"], es["sums"].to(t.device), es["seconds"],
-            [None if interval[0] is None else interval[0].to(t.device), interval[1]],
-            *(es[k].to(t.device) if es.get(k) is not None else None for k in ("wkl", "interval_wkl")))
+    @classmethod
+    def from_dict(cls, d: dict, device: torch.device | str = "cpu") -> EpochState:
+        """The inverse of `to_dict`, on `device`; also reads the layout of earlier versions, whose
+        interval was a list [sums, examples]."""
+        isum, icount = d["interval"] if "interval" in d else (d["interval_sums"], d["interval_count"])
+        on = (lambda t: None if t is None else t.to(device))
+        return cls(d["perm"].to(device), d["pos"], d["steps"], d["sums"].to(device), d["seconds"], on(isum), icount,
+                   on(d.get("wkl")), on(d.get("interval_wkl")))
 
 
 class CheckpointError(ValueError):

@@ -3,7 +3,8 @@
 A single process (no torchrun, or one rank) gets `SOLO`, whose every method is the identity: its
 numbers are bit for bit those of a run before this module existed. Under torchrun (`WORLD_SIZE` > 1)
 `join` starts the process group (gloo on the CPU, nccl with one device per rank, `LOCAL_RANK`) and
-`attach` wires a trainer to it:
+the trainer asks it (when built: `training_config`, `commands`, `wire`; when loading a state:
+`seed_noise`, `own_share`) for what a rank needs:
 
 - the batch: `--batch-size` is the global batch; every rank draws the same permutation (same seed)
   and takes a contiguous share of each step's rows, `torch.tensor_split(idx, world)[rank]`, so when
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from vae_visdom.config import TrainConfig
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.controller import Command, Controller
 from vae_visdom.train.events import Callback, CommandEvent
@@ -64,6 +66,22 @@ class Solo:
     def describe(self, device: torch.device) -> str:
         return str(device)
 
+    # what a trainer asks of its group when it is built and when it loads a state (trainer.py)
+    def training_config(self, cfg: TrainConfig, device: torch.device) -> TrainConfig:
+        return cfg
+
+    def commands(self, controller: Controller) -> Controller:
+        return controller
+
+    def wire(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def seed_noise(self, seed: int, step: int) -> None:
+        pass
+
+    def own_share(self, es: EpochState) -> None:
+        pass
+
 
 SOLO = Solo()
 
@@ -88,13 +106,37 @@ class Group(Solo):
     def settle(self, es: EpochState | None) -> None:
         """Before a mid-epoch checkpoint: the unfinished epoch's sums made global (rank 0 saves them)."""
         if es is not None:
-            es.sums = self.reduce(es.sums)
-            if es.interval[0] is not None:
-                es.interval[0] = self.reduce(es.interval[0])
-            if es.wkl is not None:  # the KL weighted by beta, once the run weights it
-                es.wkl = self.reduce(es.wkl)
-            if es.interval_wkl is not None:
-                es.interval_wkl = self.reduce(es.interval_wkl)
+            es.sums_to(self.reduce)
+
+    def training_config(self, cfg: TrainConfig, device: torch.device) -> TrainConfig:
+        """The config a rank trains with: no captured CUDA graph (the gradient all-reduce would run inside the
+        replayed graph, which is not ours to prove)."""
+        if device.type == "cuda" and cfg.fast_step != "eager":
+            print(f"rank {self.rank}: fast step: no captured CUDA graph under torchrun (the gradient all-reduce "
+                  "would run inside the replayed graph); training eagerly", flush=True)
+            return dataclasses.replace(cfg, fast_step="eager")
+        return cfg
+
+    def commands(self, controller: Controller) -> Controller:
+        """What every rank polls: rank 0's commands, at the same step on every rank (Commands, below)."""
+        return Commands(controller, self)  # type: ignore[return-value]  # Controller's interface, duck-typed
+
+    def wire(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """One starting point for the weights (rank 0's), and every step's gradients summed over the ranks."""
+        params = list(model.parameters())
+        for t in [*params, *model.buffers()]:
+            dist.broadcast(t.data, src=0)  # whatever each rank's init did
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: sum_gradients(params))
+
+    def seed_noise(self, seed: int, step: int) -> None:
+        """A rank > 0 draws noise of its own (rank 0 keeps the run's, or the checkpoint's, RNG state)."""
+        if self.rank > 0:
+            torch.manual_seed(seed + self.rank * RNG_STRIDE + step)
+
+    def own_share(self, es: EpochState) -> None:
+        """A resumed epoch's carried sums are global: rank 0 alone carries them, the others start from 0."""
+        if self.rank > 0:
+            es.sums_to(lambda t: t * 0)
 
     def share(self, obj):
         """Rank 0's `obj`, on every rank."""
@@ -145,30 +187,10 @@ def _leave() -> None:
         pass
 
 
-def attach(trainer, group: Solo) -> None:
-    """Wire a built (and, on a resume, loaded) trainer to the group; nothing at all for SOLO."""
-    if os.environ.get(ENV_RECORD):
-        trainer.add_callback(CommandRecord(Path(os.environ[ENV_RECORD]), group.rank))
-    if group is SOLO:
-        return
-    trainer.dist = group
-    params = [p for p in trainer.model.parameters()]
-    for t in [*params, *trainer.model.buffers()]:
-        dist.broadcast(t.data, src=0)  # one starting point, whatever each rank's init did
-    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: sum_gradients(params))
-    trainer.controller = Commands(trainer.controller, group)
-    if trainer.device.type == "cuda" and trainer.cfg.fast_step != "eager":
-        print(f"rank {group.rank}: fast step: no captured CUDA graph under torchrun (the gradient all-reduce "
-              "would run inside the replayed graph); training eagerly", flush=True)
-        trainer.cfg = dataclasses.replace(trainer.cfg, fast_step="eager")
-    if group.rank > 0:
-        torch.manual_seed(trainer.cfg.seed + group.rank * RNG_STRIDE + trainer.step)  # noise of its own
-        es = trainer.epoch_state
-        if es is not None:  # a resumed epoch's carried sums are global: rank 0 alone carries them
-            es.sums.zero_()
-            es.interval[0] = None if es.interval[0] is None else es.interval[0] * 0
-            es.wkl = None if es.wkl is None else es.wkl * 0  # the KL weighted by beta, likewise
-            es.interval_wkl = None if es.interval_wkl is None else es.interval_wkl * 0
+def command_record(group: Solo) -> Callback | None:
+    """With VAE_VISDOM_COMMAND_RECORD set (a folder): an observer writing each command this rank applies."""
+    folder = os.environ.get(ENV_RECORD)
+    return CommandRecord(Path(folder), group.rank) if folder else None
 
 
 def sum_gradients(params: list[torch.Tensor]) -> None:

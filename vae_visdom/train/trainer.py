@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -33,7 +34,7 @@ from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochR
                                      Reason, Status, StepLog)
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
-from vae_visdom.train.step import autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
+from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
@@ -44,18 +45,27 @@ class Diverged(Exception):
 
 
 class Trainer:
+    """The one owner of a run's training state: every field below is written by the trainer's own methods
+    (the constructor, the commands it applies, `load_state_dict`), and `state_dict()` is the whole of it.
+
+    `group` is the process group under torchrun (distributed.py); the trainer asks it for the controller
+    every rank polls, the weights' common start and the gradients' sum, once, here.
+    """
+
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, data: ImageData, cfg: TrainConfig,
-                 device: torch.device, controller: Controller | None = None,
-                 callbacks: list[Callback] | None = None, run_dir: str | None = None, run_name: str = "run",
-                 probes: list[Probe] | None = None):
-        self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
-        self.controller = controller or Controller()
-        self.callbacks = list(callbacks or [])
+                 device: torch.device, controller: Controller | None = None, run_dir: str | None = None,
+                 run_name: str = "run", probes: list[Probe] | None = None, group: distributed.Solo = distributed.SOLO):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.dist = group  # under torchrun: each step's share of the batch, global sums
+        self.cfg = group.training_config(cfg, device)  # (no captured CUDA graph under torchrun)
+        self.controller = group.commands(controller or Controller())  # every rank applies rank 0's commands
+        group.wire(model, optimizer)  # one starting point; gradients summed over the ranks
+        self.callbacks: list[Callback] = []
         self.probes = list(probes or [])  # built by the session; called at run start and after each test pass
         self.run_dir, self.run_name = run_dir, run_name
         self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
         self.test_x = data.test.to(device)  # (M, C, H, W) uint8
-        self.data, self.n_train = data, len(data.train)
+        self.n_train = len(data.train)
         # live settings: the controller may change these between steps
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
@@ -69,17 +79,19 @@ class Trainer:
         self.checkpoint_at: tuple[int, int] | None = None  # (epoch, step) of RUN_DIR/checkpoint.pt, if any
         self._stop = False
         self.autocast = autocast_for(cfg.precision, device)
-        self.step_fn = None  # chosen once the run's state is known (choose_step), again when the batch size changes
+        self.step_fn: StepFn | None = None  # chosen once the run's state is known, again when the batch changes
+        self._step_wrappers: list[Callable[[StepFn], StepFn]] = []  # wrap_step: around every step chosen
         schedule.configure_optimizer(cfg.lr_schedule, optimizer)  # a resumed run's own settings load over these
-        self.dist = distributed.SOLO  # under torchrun: each step's share of the batch, global sums
+        group.seed_noise(cfg.seed, self.step)  # a rank > 0 draws noise of its own
 
     # -- events ---------------------------------------------------------------------------------
     def add_callback(self, cb: Callback) -> None:
         self.callbacks.append(cb)
 
-    def _emit(self, hook: str, *args) -> None:
+    def _tell(self, hook: Callable[[Callback], object]) -> None:
+        """Call one hook of every observer, in order, on this thread."""
         for cb in self.callbacks:
-            getattr(cb, hook)(*args)
+            hook(cb)
 
     @property
     def lr(self) -> float:
@@ -92,7 +104,8 @@ class Trainer:
 
     def _set_state(self, state: str, message: str, reason: Reason) -> None:
         self.state = state
-        self._emit("on_status", self.status(message, reason))
+        status = self.status(message, reason)
+        self._tell(lambda cb: cb.on_status(status))
 
     # -- commands -------------------------------------------------------------------------------
     def apply_setting(self, name: str, value) -> None:
@@ -120,13 +133,15 @@ class Trainer:
                 self.apply_setting(cmd.name, cmd.value)
             elif cmd.name == FORK:
                 point = ForkPoint(self.state_dict(), dict(cmd.value))  # the state at this step, as a stop saves it
-                self._emit("on_fork", point)
+                self._tell(lambda cb: cb.on_fork(point))
                 point.answer(cmd)  # accepted once a run was started; its outcome is the command's message
         latency = (time.monotonic() - cmd.submitted) * 1000.0
-        self._emit("on_command", CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value,
-                                              cmd.accepted, cmd.message, cmd.source, round(latency, 3)))
+        event = CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value, cmd.accepted, cmd.message,
+                             cmd.source, round(latency, 3))
+        self._tell(lambda cb: cb.on_command(event))
         if cmd.accepted and cmd.name in SETTINGS:
-            self._emit("on_status", self.status(cmd.message, Reason.SETTING))
+            status = self.status(cmd.message, Reason.SETTING)
+            self._tell(lambda cb: cb.on_status(status))
 
     def poll(self) -> float:
         """Apply pending commands; block while paused. Returns the seconds spent paused."""
@@ -150,8 +165,11 @@ class Trainer:
     def choose_step(self) -> None:
         """Choose the step (choose_step.py): once the run's state is loaded (optimizer flags come from the
         checkpoint), and again when the batch size changes on a GPU (a graph is shape-specialised)."""
-        self.step_fn = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
-                                   self._eager_step, self.kl)
+        step = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
+                           self._eager_step, self.kl)
+        for wrapper in self._step_wrappers:
+            step = wrapper(step)
+        self.step_fn = step
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(self.train_x.index_select(0, idx))  # (B, C, H, W) in [0, 1]
@@ -189,7 +207,9 @@ class Trainer:
             idx = es.perm[es.pos:es.pos + self.batch_size]
             es.pos += len(idx)
             beta = self.kl.advance(self.step)
-            es.add(self.step_fn(self._batch(self.dist.shard(idx))), len(idx), beta if self.kl.weighted else None)
+            step_fn = self.step_fn  # read at every step: a batch-size change on a GPU chooses another
+            assert step_fn is not None  # chosen above, and again by every change that unsets it
+            es.add(step_fn(self._batch(self.dist.shard(idx))), len(idx), beta if self.kl.weighted else None)
             self.step += 1
             if es.steps % self.log_interval == 0 or es.pos >= self.n_train:
                 self._log_step(es)
@@ -200,8 +220,9 @@ class Trainer:
     def _log_step(self, es: EpochState) -> None:
         loss, recon, kl, objective = es.take_interval(self.dist.reduce)
         self._check_finite(f"the training loss is {loss}", loss, recon, kl)
-        self._emit("on_step", StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train,
-                                      loss, recon, kl, self.lr, self.batch_size, self.kl.current, objective))
+        log = StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train, loss, recon, kl, self.lr,
+                      self.batch_size, self.kl.current, objective)
+        self._tell(lambda cb: cb.on_step(log))
 
     @torch.no_grad()
     def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
@@ -236,27 +257,27 @@ class Trainer:
                                 Reason.DIVERGED)
             final.state = self.state = "diverged"
             self.epoch_state = None  # non-finite: nothing of it may be saved (a fork, a later stop)
-            self._emit("on_status", final)  # the panel's message row and the run pane
-            self._emit("on_run_end", final)
+            self._tell(lambda cb: cb.on_status(final))  # the panel's message row and the run pane
+            self._tell(lambda cb: cb.on_run_end(final))
             return final
         except RunWriteError as err:
             kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
                     "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
             final = self.status(f"{err}; {kept}", Reason.FAILED)
             final.state = self.state = "failed"
-            self._emit("on_run_end", final)
+            self._tell(lambda cb: cb.on_run_end(final))
             return final
         except BaseException as err:
             final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
             final.state = self.state = "failed"
-            self._emit("on_run_end", final)
+            self._tell(lambda cb: cb.on_run_end(final))
             raise
 
     def begin(self) -> None:
         self._set_state("running", "training", Reason.STARTED)
         for probe in self.probes:
             for name, figure in probe.run_start().items():
-                self._emit("on_figure", name, figure)
+                self._tell(lambda cb: cb.on_figure(name, figure))
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -290,8 +311,8 @@ class Trainer:
                              round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra,
                              self.kl.current)
         for name, figure in figures.items():
-            self._emit("on_figure", name, figure)
-        self._emit("on_epoch_end", record, images)  # the run files write the epoch's images and row
+            self._tell(lambda cb: cb.on_figure(name, figure))
+        self._tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         if self.controller.has_pending():
             self.poll()
@@ -312,8 +333,8 @@ class Trainer:
             final = self.status(f"finished {self.epoch} epochs", Reason.FINISHED)
             final.state = "finished"
         self.state = final.state
-        self._emit("on_status", final)
-        self._emit("on_run_end", final)
+        self._tell(lambda cb: cb.on_status(final))
+        self._tell(lambda cb: cb.on_run_end(final))
         return final
 
     # -- divergence (see the module's text) ----------------------------------------------------------
@@ -331,11 +352,52 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return checkpoint.pack(self)  # the layout lives with the checkpoint code
+        """The whole training state, as a checkpoint holds it: model, optimizer, counters, the live values in
+        force, the RNGs, and the unfinished epoch (if any). checkpoint.py writes and reads it."""
+        es = self.epoch_state
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch if es is None else self.epoch - 1,  # epochs completed
+            "step": self.step,
+            "live": dict(epochs=self.epochs, batch_size=self.batch_size, log_interval=self.log_interval,
+                         beta=self.kl.beta),
+            "rng": {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+            "epoch_state": None if es is None else {"epoch": self.epoch, **es.to_dict()},
+        }
 
-    def load_state_dict(self, state: dict) -> None:
-        checkpoint.unpack(self, state)
+    def load_state_dict(self, state: dict, saved_at: tuple[int, int] | None = None) -> None:
+        """Continue from `state` (the inverse of `state_dict`; every rank loads rank 0's). `saved_at`: the
+        (epoch, step) of the checkpoint file it came from, which the next save keeps as the previous one."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        live = state.get("live", {})
+        self.epochs = live.get("epochs", self.epochs)
+        self.batch_size = live.get("batch_size", self.batch_size)
+        self.log_interval = live.get("log_interval", self.log_interval)
+        self.kl.set_beta(live.get("beta", self.kl.beta), self.step)
+        torch.set_rng_state(state["rng"]["torch"])
+        self.data_gen.set_state(state["rng"]["data"])
+        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.dist.seed_noise(self.cfg.seed, self.step)  # rank 0's RNG state, then a rank > 0's own noise
+        es = state.get("epoch_state")
+        if es is not None:
+            self.epoch = es["epoch"]
+            self.epoch_state = EpochState.from_dict(es, self.device)
+            self.dist.own_share(self.epoch_state)  # the carried sums are global: rank 0 alone carries them
+        if saved_at is not None:
+            self.checkpoint_at = saved_at
         self.step_fn = None  # re-chosen with the loaded optimizer's flags before the next step
+
+    def wrap_step(self, wrapper: Callable[[StepFn], StepFn]) -> None:
+        """Put `wrapper` around every step the trainer chooses (now and after a re-choice): what a test or a
+        benchmark that watches or times the steps uses, instead of replacing the step."""
+        self._step_wrappers.append(wrapper)
+        if self.step_fn is not None:
+            self.step_fn = wrapper(self.step_fn)
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoint.pt, the one it replaces kept as checkpoint.prev.pt (unless both are
@@ -343,7 +405,7 @@ class Trainer:
         if self.run_dir is None:
             return
         state = self.state_dict()
-        self._emit("on_save_checkpoint", state["epoch"], self.step)
+        self._tell(lambda cb: cb.on_save_checkpoint(state["epoch"], self.step))
         checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step,
                         keep=self.cfg.keep_checkpoints and state["epoch_state"] is None)
         self.checkpoint_at = (state["epoch"], self.step)

@@ -18,6 +18,7 @@ setup(
         "tornado<6.6",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5", "build>=1"]},
+    extras_require={"test": ["pytest>=7", "selenium>=4.10", "websocket-client>=1.5", "build>=1"],
+                    "sweep": ["ray[tune]>=2.40"]},  # `vae-visdom sweep` runs its trials on Ray Tune
     entry_points={"console_scripts": ["vae-visdom=vae_visdom.cli:main"]},
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -33,6 +34,21 @@ from vae_visdom.sweep_trial import TrialPlan, run_name
 
 OWN = set(SWEPT) | {"name", "out", "resume", "env", "runs_dir", "parallel", "fork", "at_epoch"}  # not passed as they are
 GRID = SWEPT  # the flags a sweep varies (kept under its old name)
+SCHEDULERS = ("fifo", "asha", "pbt")
+
+
+def check_address(address: str) -> tuple[str, int]:
+    """HOST:PORT of a Ray head that accepts a connection; UsageError (one line) otherwise."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address!r}: give HOST:PORT of a Ray head (`ray start --head --port PORT`)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except OSError as err:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
+                         f"with `ray start --head --port {port}`, or leave out --address to run on this machine")
+    return host, int(port)
 
 
 @dataclass
@@ -56,7 +72,6 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
     """The sweep from the command line; raises ConfigError/UsageError before anything starts."""
     from vae_visdom.flags import config_from_args
     from vae_visdom.models import MODELS  # noqa: F401  (late: torch; the model names are checked by the rules)
-    from vae_visdom.sweep_ray import SCHEDULERS, check_address
 
     for dest, flag in (("out", "--out"), ("resume", "--resume"), ("fork", "--fork")):
         if getattr(args, dest, None):

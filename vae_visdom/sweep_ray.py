@@ -1,7 +1,6 @@
 """The sweep's engine: Ray Tune. Ray started in this process (default) or joined at --address / RAY_ADDRESS.
 
     connect(address, cpus)            ray.init: a local Ray of `cpus` CPUs, no dashboard; or the cluster
-    check_address(address)            an unreachable cluster is a UsageError before anything starts
     tune_sweep(plan, space, ...)      the Tuner: one trial per run (sweep_trial.train_trial), a scheduler
                                       (fifo, asha, pbt), the driver's lines and the population's compare env
 
@@ -14,32 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from vae_visdom.config import UsageError
+from ray import tune
+
 from vae_visdom.sweep_space import Range, Space
 from vae_visdom.sweep_trial import TrialPlan, train_trial, trial_number
 
-SCHEDULERS = ("fifo", "asha", "pbt")
 log = logging.getLogger(__name__)
-
-
-def check_address(address: str) -> tuple[str, int]:
-    """HOST:PORT of a Ray head that accepts a connection; UsageError (one line) otherwise."""
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--address {address!r}: give HOST:PORT of a Ray head (`ray start --head --port PORT`)")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
-            pass
-    except OSError as err:
-        raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
-                         f"with `ray start --head --port {port}`, or leave out --address to run on this machine")
-    return host, int(port)
 
 
 def connect(address: str | None, cpus: int) -> None:
@@ -53,6 +37,8 @@ def connect(address: str | None, cpus: int) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    # a failed trial is said in one line by the sweep (Lines below) and kept whole in Tune's error.txt
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
 
 @dataclass
@@ -74,8 +60,6 @@ class SweepOutcome:
 
 def param_space(space: Space, scheduler: str) -> dict[str, Any]:
     """Tune's search space: lists are grid axes (PBT: drawn for each member), ranges are sampled."""
-    from ray import tune
-
     out: dict[str, Any] = {}
     for k, axis in space.axes.items():
         if isinstance(axis, Range):
@@ -88,8 +72,6 @@ def param_space(space: Space, scheduler: str) -> dict[str, Any]:
 
 
 def _domain(r: Range):
-    from ray import tune
-
     if r.integer:
         return tune.lograndint(int(r.lo), int(r.hi) + 1) if r.log else tune.randint(int(r.lo), int(r.hi) + 1)
     return tune.loguniform(r.lo, r.hi) if r.log else tune.uniform(r.lo, r.hi)
@@ -139,40 +121,12 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
                say: Callable[[str], None] = print, on_result: Callable[[], None] | None = None,
                resume: bool = False, live: str | None = None) -> SweepOutcome:
     """Run the sweep's trials under Tune; returns each trial's outcome (the runs' folders hold the rest)."""
-    from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
     n = len(names)
-    started: set[str] = set()
-
-    def name_of(trial) -> str:
-        i = trial_number(trial.trial_id)
-        return names[i] if i < n else trial.trial_id
-
-    class Lines(tune.Callback):
-        """The driver's lines: a trial started (again), finished (with its last test loss), failed."""
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            again = "started again" if trial.trial_id in started else "started"
-            started.add(trial.trial_id)
-            where = f"; live: {live}/env/{name_of(trial)}" if live else ""
-            say(f"[{trial_number(trial.trial_id) + 1}/{n}] {again} {name_of(trial)} ({_values(trial.config)}){where}")
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if on_result:
-                on_result()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            r = trial.last_result or {}
-            say(f"[{trial_number(trial.trial_id) + 1}/{n}] finished {name_of(trial)}: epoch {r.get('epoch', '?')}, "
-                f"test loss {r.get('test_loss', float('nan')):.2f}")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            say(f"[{trial_number(trial.trial_id) + 1}/{n}] FAILED {name_of(trial)}: {_first_line(trial)}")
-
     trainable = tune.with_resources(tune.with_parameters(train_trial, plan=plan),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0, callbacks=[Lines()],
+    run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0, callbacks=[Lines(names, say, on_result, live)],
                            # PBT may clone any member's latest checkpoint: Tune must not delete it under the clone
                            checkpoint_config=CheckpointConfig(num_to_keep=None if scheduler == "pbt" else 2),
                            failure_config=FailureConfig(max_failures=0))
@@ -181,7 +135,9 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
     else:
         tuner = tune.Tuner(trainable, param_space=param_space(space, scheduler), run_config=run_config,
                            tune_config=TuneConfig(metric="test_loss", mode="min", num_samples=samples,
-                                                  max_concurrent_trials=parallel,
+                                                  # PBT needs its whole population to exist (waiting trials
+                                                  # take turns): there the CPUs Ray has bound --parallel
+                                                  max_concurrent_trials=None if scheduler == "pbt" else parallel,
                                                   scheduler=make_scheduler(scheduler, space, epochs, perturb_every),
                                                   reuse_actors=False))
     outcome = SweepOutcome()
@@ -198,6 +154,46 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
         outcome.trials.append(TrialOutcome(name, "ERROR" if result.error else "TERMINATED",
                                            _error_line(result.error) if result.error else ""))
     return outcome
+
+
+class Lines(tune.Callback):
+    """The driver's lines: a trial started (again), finished (with its last test loss), failed; and a wake-up
+    for the population view after each result. Tune pickles its callbacks with the experiment: the printing
+    and waking functions stay behind (a restored experiment gets new ones)."""
+
+    def __init__(self, names: list[str], say: Callable[[str], None] | None,
+                 on_result: Callable[[], None] | None, live: str | None):
+        self.names, self.say, self.on_result, self.live = names, say, on_result, live
+        self.started: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        return {"names": self.names, "say": None, "on_result": None, "live": self.live, "started": set()}
+
+    def _name(self, trial) -> str:
+        i = trial_number(trial.trial_id)
+        return self.names[i] if i < len(self.names) else trial.trial_id
+
+    def _line(self, trial, text: str) -> None:
+        if self.say:
+            self.say(f"[{trial_number(trial.trial_id) + 1}/{len(self.names)}] {text}")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        again = "started again" if trial.trial_id in self.started else "started"
+        self.started.add(trial.trial_id)
+        where = f"; live: {self.live}/env/{self._name(trial)}" if self.live else ""
+        self._line(trial, f"{again} {self._name(trial)} ({_values(trial.config)}){where}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.on_result:
+            self.on_result()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        r = trial.last_result or {}
+        self._line(trial, f"finished {self._name(trial)}: epoch {r.get('epoch', '?')}, "
+                          f"test loss {r.get('test_loss', float('nan')):.2f}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, f"FAILED {self._name(trial)}: {_first_line(trial)}")
 
 
 def _values(config: dict) -> str:

@@ -89,7 +89,11 @@ def train_trial(config: dict, plan: TrialPlan) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / TRAIN_LOG, "a", encoding="utf-8", buffering=1) as out, \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # one trial per worker process
-        _train(tune, values, plan, name, run_dir)
+        try:
+            _train(tune, values, plan, name, run_dir)
+        except Exception as err:  # the run's log says why in one line, as `train` would; Tune gets the rest
+            print(f"run failed: {type(err).__name__}: {err}", flush=True)
+            raise
 
 
 def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> None:

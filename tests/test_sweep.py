@@ -119,6 +119,21 @@ def test_a_grid_sweep_runs_ray_trials_and_a_failing_run_harms_no_other(tmp_path)
 
 
 @pytest.mark.slow
+def test_asha_stops_a_weak_run_early_and_the_run_says_so(tmp_path):
+    """One trial at a time, the strong one first: at the first rung the weak one is below the cutoff."""
+    done = sweep(tmp_path, "--scheduler", "asha", "--lr", "1e-2,1e-6", "--epochs", "3", "--no-visdom",
+                 "--parallel", "1", *SMALL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    strong, weak = tmp_path / "runs" / "sw-lr0.01", tmp_path / "runs" / "sw-lr1e-6"
+    assert [r["epoch"] for r in read_jsonl(strong / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["epoch"] for r in read_jsonl(weak / "metrics.jsonl")] == [1]
+    status = json.loads((weak / "status.json").read_text())
+    assert status["state"] == "stopped" and "stopped by the sweep's scheduler after epoch 1" in status["message"]
+    assert [e["source"] for e in read_jsonl(weak / "events.jsonl")] == ["scheduler"]
+    assert (weak / "checkpoint.pt").is_file()  # `train --resume` can take it further
+
+
+@pytest.mark.slow
 def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path, visdom_server):
     """Real Ray, real trainers, a real visdom server: a population of 2, perturbed every epoch, one trial at a
     time (so PBT pauses each after every epoch and they take turns: the exploit is certain by epoch 2, and

@@ -82,6 +82,31 @@ def test_ranges_are_checked_by_trains_rules_and_lists_make_the_grid():
     assert set(space.mutable()) == {"lr", "batch_size", "beta"} and space.varying == ["lr", "batch_size", "beta"]
 
 
+def test_pbt_perturbs_the_values_in_force_and_stays_in_the_rules():
+    """A value typed into a trial's panel is what its clone's perturbation starts from (the trial reports its
+    values in force with every result), and x0.8 / x1.2 never leaves the range."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from vae_visdom.sweep_ray import make_scheduler
+
+    pbt = make_scheduler("pbt", parse_space({"lr": "log:1e-4:1e-2", "batch_size": "32,64,128"}), 6, 1)
+    strong, weak = (Trial("t", config={"lr": 1e-3, "batch_size": 64}, stub=True) for _ in range(2))
+    for t in (strong, weak):
+        pbt._trial_state[t] = _PBTTrialState(t)
+    pbt._trial_state[strong].last_result = {"in_force_lr": 5e-3, "in_force_batch_size": 128}  # set from its panel
+    lrs = []
+    for _ in range(40):
+        config, _ = pbt._get_new_config(weak, strong)
+        lrs.append(config["lr"])
+        assert config["batch_size"] in (32, 64, 128) and 1e-4 <= config["lr"] <= 1e-2
+    from_in_force = [lr for lr in lrs if lr in (pytest.approx(4e-3), pytest.approx(6e-3))]
+    from_started = [lr for lr in lrs if lr in (pytest.approx(8e-4), pytest.approx(1.2e-3))]
+    assert len(from_in_force) >= 15 and not from_started  # a quarter are resampled in the range instead
+    pbt._trial_state[strong].last_result = {"in_force_lr": 1e-2, "in_force_batch_size": 128}
+    assert all(pbt._get_new_config(weak, strong)[0]["lr"] <= 1e-2 for _ in range(20))
+
+
 def test_the_plan_names_every_run_and_passes_the_train_flags(tmp_path):
     args = build_parser().parse_args(["sweep", "--lr", "1e-3,3e-4,0.001", "--batch-size", "64,128", "--epochs", "2",
                                       "--dataset", "mnist", "--binarize", "--no-visdom", "--port", "9999",

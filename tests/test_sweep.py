@@ -197,3 +197,37 @@ def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path
     traces = [t["name"] for t in cmp[CMP_TITLES["epochs"]]["content"]["data"]]
     assert "fork points" in traces  # where PBT's exploit happened
     print(f"PBT sweep on Ray: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_two_node_ray_cluster_places_runs_on_both_nodes(tmp_path, visdom_server):
+    """A real two-node cluster on this machine (Ray's cluster utilities: a head and a second node, one CPU
+    each, loopback only); the sweep joins it with --address; both runs stream to the one visdom server."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        nodes = {n.node_id for n in cluster.list_all_nodes()}
+        assert len(nodes) == 2
+        t0 = time.monotonic()
+        done = sweep(tmp_path, "--lr", "1e-3,3e-3", "--epochs", "2", "--parallel", "2", "--address", cluster.address,
+                     "--port", str(visdom_server.port), *SMALL, timeout=180)
+        seconds = time.monotonic() - t0
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"on the Ray cluster at {cluster.address}" in done.stdout
+        placed = {}
+        for n in ("sw-lr1e-3", "sw-lr3e-3"):
+            run = tmp_path / "runs" / n
+            assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+            line = next(ln for ln in (run / "train.log").read_text().splitlines() if "on Ray node" in ln)
+            placed[n] = line.rsplit(" ", 1)[-1]
+        assert set(placed.values()) == nodes  # one CPU a node, two runs at once: one on each
+        client = visdom_server.client("compare-sw", use_incoming_socket=False)
+        for n in placed:
+            assert TITLES["loss"] in {p["title"] for p in json.loads(client.get_window_data(env=n)).values()}
+        print(f"sweep on a two-node cluster: {seconds:.1f} s")
+    finally:
+        cluster.shutdown()

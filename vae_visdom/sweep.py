@@ -28,7 +28,7 @@ from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIM
 from vae_visdom.flags import add_train_arguments
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.tables import ranking
-from vae_visdom.serve.net import server_answers
+from vae_visdom.serve.net import is_loopback, server_answers
 from vae_visdom.sweep_space import SWEPT, Space, parse_space
 from vae_visdom.sweep_trial import TrialPlan, run_name
 
@@ -128,6 +128,10 @@ def _last_line(path: Path) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     p = plan(args)
+    if p.address and is_loopback(p.address.rpartition(":")[0].strip("[]")):
+        # Ray swaps a loopback head address for this machine's outside address, where a head started on
+        # loopback does not answer; this setting (read when Ray is imported) keeps it on loopback
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from vae_visdom import sweep_ray  # late: Ray
 
     n = len(p.names)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,24 @@ def connect(address: str | None, cpus: int) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would bury the sweep's own lines
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # a report per epoch
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                 _node_ip_address=_own_ip_towards(address))
     else:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     # a failed trial is said in one line by the sweep (Lines below) and kept whole in Tune's error.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+def _own_ip_towards(address: str) -> str:
+    """This machine's address on the route to the head (127.0.0.1 for a head on loopback): Ray would otherwise
+    take the machine's first outside address, which a head listening on loopback does not answer on."""
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))  # no packet is sent: only the route is chosen
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1" if host in ("localhost", "127.0.0.1") else host
 
 
 @dataclass

@@ -90,6 +90,9 @@ def train_trial(config: dict, plan: TrialPlan) -> None:
     with open(run_dir / TRAIN_LOG, "a", encoding="utf-8", buffering=1) as out, \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # one trial per worker process
         try:
+            import ray
+
+            print(f"trial {name} on Ray node {ray.get_runtime_context().get_node_id()}", flush=True)  # a cluster's
             _train(tune, values, plan, name, run_dir)
         except Exception as err:  # the run's log says why in one line, as `train` would; Tune gets the rest
             print(f"run failed: {type(err).__name__}: {err}", flush=True)

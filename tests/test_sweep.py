@@ -231,3 +231,30 @@ def test_a_sweep_on_a_two_node_ray_cluster_places_runs_on_both_nodes(tmp_path, v
         print(f"sweep on a two-node cluster: {seconds:.1f} s")
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tmp_path):
+    """kill -9 of the sweep's driver while both runs train (its local Ray goes with it), then
+    `sweep --resume RUNS_DIR/sw.sweep`: each run goes on from its last checkpoint to the end."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
+                             "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "8", "--parallel", "2", "--no-visdom",
+                             *SMALL], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    deadline = time.monotonic() + 180
+    while not all(len(read_jsonl(r / "metrics.jsonl")) >= 2 for r in runs):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r.name: len(read_jsonl(r / "metrics.jsonl")) for r in runs}
+    done = subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--resume", str(tmp_path / "runs" / "sw.sweep")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for r in runs:
+        assert [row["epoch"] for row in read_jsonl(r / "metrics.jsonl")] == list(range(1, 9)), before
+        assert json.loads((r / "status.json").read_text())["state"] == "finished"
+    assert "sweep sw: 2 runs" in done.stdout

@@ -14,6 +14,7 @@ comparison env (monitor/compare.py), which is kept up to date while the trials t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -66,6 +67,7 @@ class SweepPlan:
     perturb_every: int
     address: str | None
     gpus_per_trial: float
+    resume: bool = False  # continue the sweep whose Tune state is in `storage`
 
 
 def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
@@ -73,7 +75,9 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
     from vae_visdom.flags import config_from_args
     from vae_visdom.models import MODELS  # noqa: F401  (late: torch; the model names are checked by the rules)
 
-    for dest, flag in (("out", "--out"), ("resume", "--resume"), ("fork", "--fork")):
+    if getattr(args, "resume", None):
+        return resumed(Path(args.resume), args)
+    for dest, flag in (("out", "--out"), ("fork", "--fork")):
         if getattr(args, dest, None):
             raise UsageError(f"{flag} does not apply to a sweep (each run gets RUNS_DIR/<sweep>-<values>); "
                              f"use --runs-dir and --name")
@@ -118,6 +122,40 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
                      epochs, args.perturb_every or 1, address, gpus)
 
 
+PLAN_FILE = "sweep.json"  # RUNS_DIR/<sweep>.sweep/sweep.json: what `sweep --resume` needs besides Tune's state
+
+
+def save_plan(p: SweepPlan, live: dict) -> None:
+    from vae_visdom import safe_io
+
+    safe_io.atomic_write(p.storage / PLAN_FILE, json.dumps({
+        "sweep": p.sweep, "trial": asdict(p.trial), "names": p.names, "runs_dir": str(p.runs_dir),
+        "scheduler": p.scheduler, "samples": p.samples, "parallel": p.parallel, "epochs": p.epochs,
+        "perturb_every": p.perturb_every, "address": p.address, "gpus_per_trial": p.gpus_per_trial, "live": live},
+        indent=2))
+
+
+def resumed(storage: Path, args: argparse.Namespace) -> SweepPlan:
+    """The plan of the sweep whose Tune state is in `storage` (RUNS_DIR/<sweep>.sweep), to continue it."""
+    try:
+        saved = json.loads((storage / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"--resume {storage}: no readable {PLAN_FILE} there (give the sweep's folder, "
+                         f"RUNS_DIR/<sweep>.sweep)") from None
+    if not (storage / "tune").is_dir():
+        raise UsageError(f"--resume {storage}: no Tune state there (the sweep never started its trials)")
+    address = args.address or os.environ.get("RAY_ADDRESS") or saved["address"]
+    if address and address not in ("auto", "local"):
+        check_address(address)
+    args.visdom = saved["live"]["visdom"] if args.visdom is None else args.visdom
+    args.server, args.port = args.server or saved["live"]["server"], args.port or saved["live"]["port"]
+    args.env = args.env or saved["live"]["env"]
+    return SweepPlan(saved["sweep"], parse_space({}), TrialPlan(**saved["trial"]), saved["names"],
+                     Path(saved["runs_dir"]), storage.resolve(), saved["scheduler"], saved["samples"],
+                     saved["parallel"], saved["epochs"], saved["perturb_every"],
+                     None if address in (None, "local") else address, saved["gpus_per_trial"], resume=True)
+
+
 def _last_line(path: Path) -> str:
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
@@ -150,7 +188,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     env = args.env or fit_name(f"compare-{p.sweep}")
     view = sweep_ray.PopulationView(lambda: [d for d in run_dirs if d.is_dir()], server, port, env) \
         if visdom_on else None
-    p.storage.mkdir(parents=True)
+    if not p.resume:
+        p.storage.mkdir(parents=True)
+        save_plan(p, {"visdom": visdom_on, "server": server, "port": port, "env": args.env})
     import ray
 
     try:
@@ -160,7 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                        storage=p.storage, gpus_per_trial=p.gpus_per_trial,
                                        say=lambda line: print(line, flush=True),
                                        on_result=view.wake if view else None,
-                                       live=f"{server}:{port}" if visdom_on else None)
+                                       live=f"{server}:{port}" if visdom_on else None, resume=p.resume)
     finally:
         ray.shutdown()
         if view:
@@ -253,5 +293,8 @@ def add_cli(subparsers) -> None:
                    help="run on the Ray cluster there (default: $RAY_ADDRESS, else Ray started on this machine)")
     g.add_argument("--name", default=None, help="sweep name, the prefix of its runs' names (default sweep-<time>)")
     g.add_argument("--env", default=None, help="the comparison env (default compare-<sweep name>)")
+    g.add_argument("--resume", metavar="SWEEP_DIR", default=None,
+                   help="continue a sweep that was stopped or killed: RUNS_DIR/<sweep>.sweep (its runs go on from "
+                        "their last checkpoints; finished ones stay finished)")
     g.add_argument("--test-subset", type=_parallel, default=None, help=argparse.SUPPRESS)  # tests: N images
     p.set_defaults(func=cmd_sweep)

@@ -141,11 +141,13 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
     trainable = tune.with_resources(tune.with_parameters(train_trial, plan=plan),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0, callbacks=[Lines(names, say, on_result, live)],
-                           # PBT may clone any member's latest checkpoint: Tune must not delete it under the clone
-                           checkpoint_config=CheckpointConfig(num_to_keep=None if scheduler == "pbt" else 2),
+                           # every one kept: PBT may clone any member's checkpoint, and after a kill of this process
+                           # Tune's saved state may name one that a keep-N policy had already deleted
+                           checkpoint_config=CheckpointConfig(num_to_keep=None),
                            failure_config=FailureConfig(max_failures=0))
     if resume:
-        tuner = tune.Tuner.restore(str(storage.resolve() / "tune"), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(str(storage.resolve() / "tune"), trainable, resume_unfinished=True,
+                                   resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space(space, scheduler), run_config=run_config,
                            tune_config=TuneConfig(metric="test_loss", mode="min", num_samples=samples,

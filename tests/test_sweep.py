@@ -153,8 +153,8 @@ def test_asha_stops_a_weak_run_early_and_the_run_says_so(tmp_path):
     assert [r["epoch"] for r in read_jsonl(strong / "metrics.jsonl")] == [1, 2, 3]
     assert [r["epoch"] for r in read_jsonl(weak / "metrics.jsonl")] == [1]
     status = json.loads((weak / "status.json").read_text())
-    assert status["state"] == "stopped" and "stopped by the sweep's scheduler after epoch 1" in status["message"]
-    assert [e["source"] for e in read_jsonl(weak / "events.jsonl")] == ["scheduler"]
+    assert status["state"] == "stopped" and "stopped by the sweep after epoch 1" in status["message"]
+    assert [e["source"] for e in read_jsonl(weak / "events.jsonl")] == ["sweep"]
     assert (weak / "checkpoint.pt").is_file()  # `train --resume` can take it further
 
 
@@ -183,7 +183,7 @@ def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path
         assert pbt[-1]["message"].startswith(f"PBT: from {parent} at epoch {cfg['forked_at']['epoch']}, lr ")
         assert " -> " in pbt[-1]["message"] and pbt[-1]["value"]["changes"]["lr"][1] == cfg["lr"]
         assert read_jsonl(runs[child] / "pbt.jsonl")[-1]["forked_at"] == cfg["forked_at"]
-    scheduler_stops = [e for r in runs.values() for e in read_jsonl(r / "events.jsonl") if e["source"] == "scheduler"]
+    scheduler_stops = [e for r in runs.values() for e in read_jsonl(r / "events.jsonl") if e["source"] == "sweep"]
     assert scheduler_stops  # PBT's pauses are in the runs' events too
 
     client = visdom_server.client("compare-sw", use_incoming_socket=False)
@@ -258,3 +258,27 @@ def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tm
         assert [row["epoch"] for row in read_jsonl(r / "metrics.jsonl")] == list(range(1, 9)), before
         assert json.loads((r / "status.json").read_text())["state"] == "finished"
     assert "sweep sw: 2 runs" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_stops_its_runs_with_a_checkpoint_and_says_how_to_continue(tmp_path):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
+                             "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "50", "--parallel", "2", "--no-visdom",
+                             *SMALL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    deadline = time.monotonic() + 180
+    while not all(read_jsonl(r / "metrics.jsonl") for r in runs):  # both are training
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert f"interrupted: running runs were stopped with a checkpoint; continue the sweep with `vae-visdom sweep " \
+           f"--resume {tmp_path / 'runs' / 'sw.sweep'}`" in out and "FAILED" not in out
+    for r in runs:
+        status = json.loads((r / "status.json").read_text())
+        assert status["state"] == "stopped" and status["epoch"] < 50, status
+        assert (r / "checkpoint.pt").is_file()

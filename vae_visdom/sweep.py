@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -193,21 +194,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         save_plan(p, {"visdom": visdom_on, "server": server, "port": port, "env": args.env})
     import ray
 
+    stopping = []
+
+    def stop(signum, frame):  # Ctrl-C or a `kill`: Tune's own graceful stop (its SIGUSR1), noted to say so after
+        stopping.append(signal.Signals(signum).name)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Tune is not listening yet
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours, above, instead: Tune's would not tell us
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    outcome = sweep_ray.SweepOutcome(interrupted=True)
     try:
         sweep_ray.connect(p.address, cpus=max(1, p.parallel))
+        for sig in previous:  # again: Ray's core installs its own on connecting (a SIGTERM would end us at once)
+            signal.signal(sig, stop)
         outcome = sweep_ray.tune_sweep(p.trial, p.space, p.names, scheduler=p.scheduler, samples=p.samples,
                                        parallel=p.parallel, epochs=p.epochs, perturb_every=p.perturb_every,
                                        storage=p.storage, gpus_per_trial=p.gpus_per_trial,
                                        say=lambda line: print(line, flush=True),
                                        on_result=view.wake if view else None,
                                        live=f"{server}:{port}" if visdom_on else None, resume=p.resume)
+    except KeyboardInterrupt:
+        pass  # before Tune started: nothing ran
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         ray.shutdown()
         if view:
             view.close()
+    outcome.interrupted = outcome.interrupted or bool(stopping)
     if outcome.interrupted:
-        print(f"\nsweep {p.sweep} interrupted: running runs were stopped (they keep their checkpoints; "
-              f"continue one with `vae-visdom train --resume RUN_DIR`)", file=sys.stderr)
+        print(f"\nsweep {p.sweep} interrupted: running runs were stopped with a checkpoint; continue the sweep "
+              f"with `vae-visdom sweep --resume {p.storage}`", file=sys.stderr)
     records = _report(run_dirs)
     if visdom_on and any(r.metrics for r in records):
         _compare(p.sweep, records, server, port, args.env, p.runs_dir)

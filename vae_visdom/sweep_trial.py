@@ -138,7 +138,7 @@ def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> Non
                 if last.record is not None and last.record.epoch > reported:
                     reported = last.record.epoch
                     _report(tune, t, last.record, run_dir, name)
-        except SystemExit:  # Tune ended the trial inside report (ASHA's stop, PBT's pause): a stop, checkpointed
+        except SystemExit:  # Tune ended the trial inside report (ASHA, PBT's pause, a Ctrl-C): a stop, checkpointed
             if status is None:
                 status = _stopped_by_scheduler(t)
         except Exception as err:  # the run's own files say it failed, as Trainer.fit says it
@@ -156,13 +156,13 @@ def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> Non
 def _stopped_by_scheduler(t) -> Any:
     """The run's final status at once: the worker ends soon after Tune's decision, and the checkpoint of the
     epoch just reported is current (no second save, whose time the worker may not have)."""
-    message = f"stopped by the sweep's scheduler after epoch {t.epoch} (ASHA's early stop or PBT's pause); " \
-              "checkpoint written"
+    message = f"stopped by the sweep after epoch {t.epoch} (ASHA's early stop, PBT's pause, or the sweep " \
+              "stopping); checkpoint written"
     status = t.status(message, Reason.STOPPED)
     status.state = t.state = "stopped"
     for cb in t.callbacks:
         cb.on_status(status)  # status.json first: it is what the runs listing reads
-    event = CommandEvent(time.time(), t.epoch, t.step, "stop", None, True, message, "scheduler", None)
+    event = CommandEvent(time.time(), t.epoch, t.step, "stop", None, True, message, "sweep", None)
     for cb in t.callbacks:
         cb.on_command(event)
     for cb in t.callbacks:

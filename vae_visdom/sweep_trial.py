@@ -33,6 +33,7 @@ from vae_visdom import safe_io
 from vae_visdom.config import TrainConfig, check_name, fit_name
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.fork import COPIED, PNG
+from vae_visdom.runs.jsonl import read_jsonl
 from vae_visdom.runs.lock import RunLock
 from vae_visdom.runs.records import compact_tag
 from vae_visdom.runs.trainer_process import TRAIN_LOG
@@ -125,6 +126,10 @@ def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> Non
     reported = t.epoch if resume else 0
     try:
         session.announce()
+        if resume and session.monitor is not None:  # a restarted trial's pane starts empty: its exploits again
+            for row in read_jsonl(run_dir / "events.jsonl"):
+                if row.get("source") == "pbt":
+                    session.monitor.on_command(CommandEvent(**row))
         if pbt_event is not None:
             for cb in t.callbacks:  # events.jsonl (RunFiles) and the events pane (the monitor) say so
                 cb.on_command(pbt_event)

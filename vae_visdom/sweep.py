@@ -31,7 +31,7 @@ from vae_visdom.flags import add_train_arguments
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.tables import ranking
 from vae_visdom.serve.net import is_loopback, server_answers
-from vae_visdom.sweep_space import SWEPT, Space, parse_space
+from vae_visdom.sweep_space import SWEPT, Space, parse_list, parse_space  # noqa: F401  (parse_list: its old home)
 from vae_visdom.sweep_trial import TrialPlan, run_name
 
 OWN = set(SWEPT) | {"name", "out", "resume", "env", "runs_dir", "parallel", "fork", "at_epoch"}  # not passed as they are
@@ -102,7 +102,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
     sweep = check_name(args.name or time.strftime("sweep-%Y%m%d-%H%M%S", time.localtime(now)), "name")
     if getattr(args, "env", None):
         check_name(args.env, "env")
-    runs_dir = writable_dir(Path(args.runs_dir or "runs")).resolve()
+    runs_dir = Path(args.runs_dir or "runs").resolve()
     pbt = args.scheduler == "pbt"
     by_values = not space.ranges and args.samples == 1 and not pbt
     trial = TrialPlan(sweep, str(runs_dir), {k: v for k, v in asdict(base).items() if k not in OWN and v is not None},
@@ -116,6 +116,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
     storage = runs_dir / f"{sweep}.sweep"
     if storage.exists():
         raise UsageError(f"{storage} already exists (a sweep of that name ran here); give the sweep another --name")
+    writable_dir(runs_dir)  # made only once everything is known to be right
     epochs_axis = space.axes.get("epochs")
     epochs = max(epochs_axis) if isinstance(epochs_axis, list) else int(getattr(epochs_axis, "hi", 0) or base.epochs)
     gpus = 1.0 if (args.device == "cuda") else 0.0

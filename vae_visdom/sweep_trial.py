@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_visdom import safe_io
-from vae_visdom.config import TrainConfig, check_name, fit_name
+from vae_visdom.config import TrainConfig, check_name
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.fork import COPIED, PNG
 from vae_visdom.runs.jsonl import read_jsonl
@@ -66,8 +66,8 @@ def trial_number(trial_id: str) -> int:
 def run_name(plan: TrialPlan, values: dict, number: int) -> str:
     if plan.named_by_values:
         tag = compact_tag({k: values[k] for k in plan.varying if k in values})
-        return check_name(fit_name(f"{plan.sweep}-{tag}") if tag else plan.sweep, "name")
-    return check_name(fit_name(f"{plan.sweep}-{number}"), "name")
+        return check_name(f"{plan.sweep}-{tag}" if tag else plan.sweep, "name")  # too long: refused, as before
+    return check_name(f"{plan.sweep}-{number}", "name")
 
 
 class _LastEpoch(Callback):

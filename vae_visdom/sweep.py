@@ -226,8 +226,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             view.close()
     outcome.interrupted = outcome.interrupted or bool(stopping)
     if outcome.interrupted:
-        print(f"\nsweep {p.sweep} interrupted: running runs were stopped with a checkpoint; continue the sweep "
-              f"with `vae-visdom sweep --resume {p.storage}`", file=sys.stderr)
+        print(f"\nsweep {p.sweep} interrupted: the runs at work were ended and keep their last checkpoints; "
+              f"continue the sweep with `vae-visdom sweep --resume {p.storage}`", file=sys.stderr)
     records = _report(run_dirs)
     if visdom_on and any(r.metrics for r in records):
         _compare(p.sweep, records, server, port, args.env, p.runs_dir)

@@ -172,7 +172,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # Ray swaps a loopback head address for this machine's outside address, where a head started on
         # loopback does not answer; this setting (read when Ray is imported) keeps it on loopback
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from vae_visdom import sweep_ray  # late: Ray
+    try:
+        from vae_visdom import sweep_ray  # late: Ray
+    except ImportError as err:
+        raise UsageError(f"sweep runs its trials on Ray Tune, which is not installed here ({err}); install it with "
+                         f"`pip install 'ray[tune]'` (scripts/setup.sh does)") from None
 
     n = len(p.names)
     visdom_on = args.visdom is not False

@@ -17,6 +17,7 @@ import pytest
 from vae_visdom.cli import build_parser, main
 from vae_visdom.monitor import TITLES
 from vae_visdom.monitor.compare import TITLES as CMP_TITLES
+from vae_visdom.monitor.population import TITLE as POP_TITLE
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.sweep import plan
 from vae_visdom.sweep_space import Range, parse_space
@@ -191,11 +192,16 @@ def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path
     for n in runs:  # each trial streamed to its own env
         assert TITLES["loss"] in own[n]
     child = next(iter(forks))
+    parent_of = {c: Path(cfg["parent"]).name for c, cfg in forks.items()}
+    configs_now = {n: json.loads((r / "config.json").read_text()) for n, r in runs.items()}
     assert any("PBT: from" in json.dumps(p.get("content")) for p in own[child].values())  # its events pane
     cmp = {p["title"]: p for p in json.loads(client.get_window_data(env="compare-sw")).values()}
-    assert set(cmp) == set(CMP_TITLES.values())
+    assert set(cmp) == set(CMP_TITLES.values()) | {POP_TITLE}
     traces = [t["name"] for t in cmp[CMP_TITLES["epochs"]]["content"]["data"]]
     assert "fork points" in traces  # where PBT's exploit happened
+    table = cmp[POP_TITLE]["content"]  # the population now: the fork's row names its parent and its lr in force
+    row = next(r for r in table.split("<tr>") if f">{child}<" in r)
+    assert f">{parent_of[child]}<" in row and f">{configs_now[child]['lr']:.3g}<" in row and ">finished<" in row
     print(f"PBT sweep on Ray: {seconds:.1f} s")
 
 

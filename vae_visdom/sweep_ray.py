@@ -232,7 +232,8 @@ def _first_line(trial) -> str:
 
 class PopulationView:
     """compare-<sweep>, rebuilt from the runs' files after results come in (on a thread of its own, at most one
-    build at a time, the newest asked for winning): every trial's curves, fork markers where PBT exploited."""
+    build at a time, the newest asked for winning): every trial's curves, fork markers where PBT exploited, and
+    the population table (monitor/population.py)."""
 
     def __init__(self, run_dirs: Callable[[], list[Path]], server: str, port: int, env: str):
         self.run_dirs, self.server, self.port, self.env = run_dirs, server, port, env
@@ -259,12 +260,14 @@ class PopulationView:
     def build(self) -> bool:
         try:
             from vae_visdom.monitor.compare import compare_runs  # late: only the monitor imports visdom
+            from vae_visdom.monitor.population import draw_population
             from vae_visdom.runs.records import load_run
 
             records = [r for r in (load_run(d) for d in self.run_dirs() if (d / "config.json").is_file())
                        if r.metrics]
             if records:
                 compare_runs(records, self.server, self.port, self.env)
+                draw_population(records, self.server, self.port, self.env)
             return True
         except Exception as err:  # the view must never stop the sweep
             log.warning("population view %s not updated: %s", self.env, err)

@@ -22,10 +22,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
-from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, TrainConfig,
+from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, TrainConfig,
                                UsageError, check_name, fit_name, writable_dir)
 from vae_visdom.flags import add_train_arguments
 from vae_visdom.runs.records import load_run

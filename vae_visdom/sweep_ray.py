@@ -4,8 +4,8 @@
     tune_sweep(plan, space, ...)      the Tuner: one trial per run (sweep_trial.train_trial), a scheduler
                                       (fifo, asha, pbt), the driver's lines and the population's compare env
 
-Every trial reserves `cpus_per_trial` CPUs (and a GPU where the cluster has them and --device is not cpu),
-so `--parallel N` trials at once at most. Tune's own state (for `sweep --resume`) lives in
+Every trial reserves one CPU (and a GPU with --device cuda); at most `--parallel N` trials run at once (Tune's
+limit; with PBT, the CPUs a local Ray is started with). Tune's own state (for `sweep --resume`) lives in
 RUNS_DIR/<sweep>.sweep/; the runs themselves are RUNS_DIR/<run> like any other run.
 """
 from __future__ import annotations

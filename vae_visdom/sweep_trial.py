@@ -255,6 +255,6 @@ def _subset(cfg: TrainConfig, n: int) -> Any:
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
     m = max(1, n // 6)
-    cut = lambda t, k: None if t is None else t[:k]  # noqa: E731
+    cut = lambda t, k: None if t is None else t[:k]
     return ImageData(data.name, data.train[:n], data.test[:m], cut(data.train_labels, n), cut(data.test_labels, m),
                      f"{data.source}, first {n} training and {m} test images")

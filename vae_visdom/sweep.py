@@ -1,179 +1,159 @@
-"""`vae-visdom sweep`: a grid of runs, each its own `vae-visdom train` process.
+"""`vae-visdom sweep`: many runs of one search, each a Ray Tune trial (sweep_ray.py), each a normal run.
 
     vae-visdom sweep --lr 1e-3,3e-4 --batch-size 64,128 --epochs 10 [--parallel N] [train flags]
+    vae-visdom sweep --lr log:1e-4:1e-2 --beta 0.5:4 --samples 8 --scheduler asha
+    vae-visdom sweep --scheduler pbt --samples 4 --lr log:1e-4:3e-3 --perturb-every 1 --epochs 6
+    vae-visdom sweep ... --address HOST:PORT        (a Ray cluster; or RAY_ADDRESS)
 
-Every run is a separate process, so each streams live to its own env with its own
-working control panel, and a run that fails (or is killed) harms no other. Runs are
-named <sweep>-<grid values> (sweep-20250101-120000-lr3e-4-bs64) and write to RUN_DIR/train.log.
-At the end the sweep prints the runs best first and builds the comparison env (pages/compare.py).
+Comma lists are a grid, ranges are sampled (sweep_space.py), every value checked by train's rules before
+anything starts. Every trial is a run of its own (RUNS_DIR/<sweep>-<grid values>, or RUNS_DIR/<sweep>-<trial
+number> when values are sampled or mutated), streaming live to its own env with its own working control
+panel; its output goes to RUN_DIR/train.log. At the end the sweep prints the runs best first and builds the
+comparison env (monitor/compare.py), which is kept up to date while the trials train.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import os
 import signal
-import subprocess
+import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
-from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, ConfigError, UsageError,
-                               check_name, fit_name, parse_value, writable_dir)
+from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, TrainConfig,
+                               UsageError, check_name, fit_name, writable_dir)
 from vae_visdom.flags import add_train_arguments
-from vae_visdom.models.specs import MODEL_NAMES
-from vae_visdom.runs.records import compact_tag, load_run
+from vae_visdom.runs.records import load_run
 from vae_visdom.runs.tables import ranking
-from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
-from vae_visdom.serve.net import server_answers
+from vae_visdom.serve.net import is_loopback, server_answers
+from vae_visdom.sweep_space import SWEPT, Space, parse_list, parse_space  # noqa: F401  (parse_list: its old home)
+from vae_visdom.sweep_trial import TrialPlan, run_name
 
-# grid flag -> dest; the order is the order of the values in run names
-GRID = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",
-        "optimizer": "--optimizer", "model": "--model", "beta": "--beta"}
-OWN = set(GRID) | {"name", "out", "resume", "env", "runs_dir", "parallel"}  # not passed through as they are
-
-
-def parse_list(name: str, text: str) -> list[Any]:
-    """'1e-3, 3e-4' -> [0.001, 0.0003] under the rules of `name` (config.RULES, or the choices); duplicates dropped."""
-    items = [t.strip() for t in str(text).split(",")]
-    if not all(items):
-        raise ConfigError(f"{name}: empty value in the list {text!r}; give values separated by commas")
-    choices = {"optimizer": OPTIMIZERS, "model": MODEL_NAMES}.get(name)
-    values = []
-    for item in items:
-        if choices is not None:
-            if item.lower() not in choices:
-                raise ConfigError(f"{name}: unknown value {item!r}; allowed: {', '.join(choices)}")
-            value: Any = item.lower()
-        else:
-            value = parse_value(name, item)
-        if value not in values:
-            values.append(value)
-    return values
+OWN = set(SWEPT) | {"name", "out", "resume", "env", "runs_dir", "parallel", "fork", "at_epoch"}  # not passed as they are
+GRID = SWEPT  # the flags a sweep varies (kept under its old name)
+SCHEDULERS = ("fifo", "asha", "pbt")
 
 
-def grid(lists: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The cartesian product, the first key varying slowest: {lr: [a, b], bs: [1, 2]} -> (a,1) (a,2) (b,1) (b,2)."""
-    keys = list(lists)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]
-
-
-@dataclass
-class Job:
-    name: str
-    argv: list[str]
-    run_dir: Path
-    env: dict[str, str] = field(default_factory=dict)  # the child's whole environment; {} inherits ours
-
-    @property
-    def log_path(self) -> Path:
-        return self.run_dir / TRAIN_LOG
-
-
-@dataclass
-class JobResult:
-    job: Job
-    returncode: int | None  # None: never started (the sweep was interrupted)
-    seconds: float = 0.0
-    interrupted: bool = False  # stopped by the sweep's Ctrl-C / SIGTERM, or never started because of it
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-def run_jobs(jobs: Sequence[Job], parallel: int = 1, on_start: Callable[[int, Job], None] | None = None,
-             on_end: Callable[[int, JobResult], None] | None = None, poll: float = 0.1) -> list[JobResult]:
-    """Run the jobs, at most `parallel` at once, each with stdout and stderr in its log.
-
-    A failing job does not stop the others. Ctrl-C (KeyboardInterrupt): the running jobs get
-    SIGTERM (the trainer then checkpoints and stops), the rest are not started; their
-    results say `interrupted`."""
-    results: list[JobResult | None] = [None] * len(jobs)
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
-    pending = list(range(len(jobs)))
+def check_address(address: str) -> tuple[str, int]:
+    """HOST:PORT of a Ray head that accepts a connection; UsageError (one line) otherwise."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address!r}: give HOST:PORT of a Ray head (`ray start --head --port PORT`)")
     try:
-        while pending or running:
-            while pending and len(running) < parallel:
-                i = pending.pop(0)
-                job = jobs[i]
-                proc = start_logged(job.argv, job.run_dir, env=job.env)
-                running[i] = (proc, time.monotonic())
-                if on_start:
-                    on_start(i, job)
-            for i, (proc, t0) in list(running.items()):
-                if proc.poll() is not None:
-                    del running[i]
-                    results[i] = JobResult(jobs[i], proc.returncode, time.monotonic() - t0)
-                    if on_end:
-                        on_end(i, results[i])
-            time.sleep(poll)
-    except KeyboardInterrupt:
-        for proc, _ in running.values():
-            proc.send_signal(signal.SIGTERM)
-        for i, (proc, t0) in running.items():
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            results[i] = JobResult(jobs[i], proc.returncode, time.monotonic() - t0, interrupted=True)
-        return [r or JobResult(j, None, interrupted=True) for r, j in zip(results, jobs)]
-    return [r or JobResult(j, None) for r, j in zip(results, jobs)]
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+            pass
+    except OSError as err:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
+                         f"with `ray start --head --port {port}`, or leave out --address to run on this machine")
+    return host, int(port)
 
 
-def _cli_flags(args: argparse.Namespace, actions: list[tuple[str, str, Any]]) -> list[str]:
-    """The train flags the user gave to the sweep, as `vae-visdom train` takes them."""
-    flags = []
-    for dest, option, const in actions:
-        value = getattr(args, dest, None)
-        if value is None or dest in OWN:
-            continue
-        if const is not None:  # store_true / store_false: the flag carries no value
-            if value == const:
-                flags.append(option)
-        else:
-            flags += [option, repr(value) if isinstance(value, float) else str(value)]
-    return flags
+@dataclass
+class SweepPlan:
+    sweep: str
+    space: Space
+    trial: TrialPlan
+    names: list[str]  # the runs' names, in trial order
+    runs_dir: Path
+    storage: Path  # Tune's state: RUNS_DIR/<sweep>.sweep
+    scheduler: str
+    samples: int
+    parallel: int
+    epochs: int
+    perturb_every: int
+    address: str | None
+    gpus_per_trial: float
+    resume: bool = False  # continue the sweep whose Tune state is in `storage`
 
 
-def plan(args: argparse.Namespace, now: float | None = None) -> tuple[str, list[Job], int]:
-    """(sweep name, jobs, parallel) from the command line; raises ConfigError/UsageError before anything starts."""
+def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
+    """The sweep from the command line; raises ConfigError/UsageError before anything starts."""
+    from vae_visdom.flags import config_from_args
 
-    for dest, flag in (("out", "--out"), ("resume", "--resume")):
+    if getattr(args, "resume", None):
+        return resumed(Path(args.resume), args)
+    for dest, flag in (("out", "--out"), ("fork", "--fork")):
         if getattr(args, dest, None):
             raise UsageError(f"{flag} does not apply to a sweep (each run gets RUNS_DIR/<sweep>-<values>); "
                              f"use --runs-dir and --name")
-    lists = {k: parse_list(k, getattr(args, k)) for k in GRID if getattr(args, k, None) is not None}
-    combos = grid(lists)
-    varying = [k for k, v in lists.items() if len(v) > 1]
+    if args.scheduler not in SCHEDULERS:
+        raise UsageError(f"--scheduler {args.scheduler!r}: unknown; choose from {', '.join(SCHEDULERS)}")
+    space = parse_space({k: getattr(args, k, None) for k in SWEPT})
+    if args.perturb_every is not None and args.scheduler != "pbt":
+        raise UsageError("--perturb-every goes with --scheduler pbt")
+    if args.scheduler == "pbt" and not space.mutable():
+        raise UsageError("--scheduler pbt needs something to mutate: a range or a list of at least two values "
+                         "for --lr, --beta or --batch-size (e.g. --lr log:1e-4:3e-3)")
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address in ("local",):
+        address = None
+    if address and address != "auto":
+        check_address(address)
+    base = config_from_args(args)
+    for k in SWEPT:  # the swept values come with each trial (a single value too)
+        setattr(base, k, getattr(TrainConfig(), k))
+    base.validate()
     sweep = check_name(args.name or time.strftime("sweep-%Y%m%d-%H%M%S", time.localtime(now)), "name")
-    names = [f"{sweep}-{compact_tag({k: values[k] for k in varying})}" if varying else sweep for values in combos]
-    for name in names:  # a run name is the sweep's name plus its grid values: it must pass the rule too
-        check_name(name, "name")
     if getattr(args, "env", None):
         check_name(args.env, "env")
-    runs_dir = writable_dir(Path(args.runs_dir or "runs"))
-    parallel = args.parallel
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # train.log follows the run as it goes
-    if parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = str(max(1, cores // min(parallel, len(combos))))  # N runs share the cores, none oversubscribes
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    passthrough = _cli_flags(args, args.train_actions)
-    jobs = []
-    for name, values in zip(names, combos):
-        run_dir = runs_dir / name
-        if run_dir.exists():
-            raise UsageError(f"run directory {run_dir} already exists; give the sweep another --name")
-        argv = train_command("--name", name, "--runs-dir", str(runs_dir))
-        for k, v in values.items():
-            argv += [GRID[k], repr(v) if isinstance(v, float) else str(v)]
-        jobs.append(Job(name, argv + passthrough, run_dir, env))
-    return sweep, jobs, parallel
+    runs_dir = Path(args.runs_dir or "runs").resolve()
+    pbt = args.scheduler == "pbt"
+    by_values = not space.ranges and args.samples == 1 and not pbt
+    trial = TrialPlan(sweep, str(runs_dir), {k: v for k, v in asdict(base).items() if k not in OWN and v is not None},
+                      space.varying, by_values, args.test_subset)
+    combos = space.grid()
+    n = args.samples if pbt else len(combos) * args.samples
+    names = [run_name(trial, combos[i % len(combos)] if by_values else {}, i) for i in range(n)]
+    for name in names:
+        if (runs_dir / name).exists():
+            raise UsageError(f"run directory {runs_dir / name} already exists; give the sweep another --name")
+    storage = runs_dir / f"{sweep}.sweep"
+    if storage.exists():
+        raise UsageError(f"{storage} already exists (a sweep of that name ran here); give the sweep another --name")
+    writable_dir(runs_dir)  # made only once everything is known to be right
+    epochs_axis = space.axes.get("epochs")
+    epochs = max(epochs_axis) if isinstance(epochs_axis, list) else int(getattr(epochs_axis, "hi", 0) or base.epochs)
+    gpus = 1.0 if (args.device == "cuda") else 0.0
+    return SweepPlan(sweep, space, trial, names, runs_dir, storage, args.scheduler, args.samples, args.parallel,
+                     epochs, args.perturb_every or 1, address, gpus)
+
+
+PLAN_FILE = "sweep.json"  # RUNS_DIR/<sweep>.sweep/sweep.json: what `sweep --resume` needs besides Tune's state
+
+
+def save_plan(p: SweepPlan, live: dict) -> None:
+    from vae_visdom import safe_io
+
+    safe_io.atomic_write(p.storage / PLAN_FILE, json.dumps({
+        "sweep": p.sweep, "trial": asdict(p.trial), "names": p.names, "runs_dir": str(p.runs_dir),
+        "scheduler": p.scheduler, "samples": p.samples, "parallel": p.parallel, "epochs": p.epochs,
+        "perturb_every": p.perturb_every, "address": p.address, "gpus_per_trial": p.gpus_per_trial, "live": live},
+        indent=2))
+
+
+def resumed(storage: Path, args: argparse.Namespace) -> SweepPlan:
+    """The plan of the sweep whose Tune state is in `storage` (RUNS_DIR/<sweep>.sweep), to continue it."""
+    try:
+        saved = json.loads((storage / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"--resume {storage}: no readable {PLAN_FILE} there (give the sweep's folder, "
+                         f"RUNS_DIR/<sweep>.sweep)") from None
+    if not (storage / "tune").is_dir():
+        raise UsageError(f"--resume {storage}: no Tune state there (the sweep never started its trials)")
+    address = args.address or os.environ.get("RAY_ADDRESS") or saved["address"]
+    if address and address not in ("auto", "local"):
+        check_address(address)
+    args.visdom = saved["live"]["visdom"] if args.visdom is None else args.visdom
+    args.server, args.port = args.server or saved["live"]["server"], args.port or saved["live"]["port"]
+    args.env = args.env or saved["live"]["env"]
+    return SweepPlan(saved["sweep"], parse_space({}), TrialPlan(**saved["trial"]), saved["names"],
+                     Path(saved["runs_dir"]), storage.resolve(), saved["scheduler"], saved["samples"],
+                     saved["parallel"], saved["epochs"], saved["perturb_every"],
+                     None if address in (None, "local") else address, saved["gpus_per_trial"], resume=True)
 
 
 def _last_line(path: Path) -> str:
@@ -185,59 +165,91 @@ def _last_line(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    sweep, jobs, parallel = plan(args)
-    n = len(jobs)
+    p = plan(args)
+    if p.address and is_loopback(p.address.rpartition(":")[0].strip("[]")):
+        # Ray swaps a loopback head address for this machine's outside address, where a head started on
+        # loopback does not answer; this setting (read when Ray is imported) keeps it on loopback
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        from vae_visdom import sweep_ray  # late: Ray
+    except ImportError as err:
+        raise UsageError(f"sweep runs its trials on Ray Tune, which is not installed here ({err}); install it with "
+                         f"`pip install 'ray[tune]'` (scripts/setup.sh does)") from None
+
+    n = len(p.names)
     visdom_on = args.visdom is not False
     server, port = args.server or DEFAULT_SERVER, args.port or DEFAULT_PORT
-    print(f"sweep {sweep}: {n} run{'s' * (n != 1)}, at most {parallel} at once, in {jobs[0].run_dir.parent}")
-    if visdom_on and not server_answers(urlparse(server).hostname or DEFAULT_HOST, port):
-        print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
-              f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
+    where = f"the Ray cluster at {p.address}" if p.address else "this machine"
+    print(f"sweep {p.sweep}: {n} run{'s' * (n != 1)} ({p.scheduler}), at most {p.parallel} at once on {where}, "
+          f"in {p.runs_dir}", flush=True)
+    if visdom_on:
+        print(f"live: each run at {server}:{port}/env/<run name>, the population at "
+              f"{server}:{port}/env/{args.env or fit_name(f'compare-{p.sweep}')}", flush=True)
+        if not server_answers(urlparse(server).hostname or DEFAULT_HOST, port):
+            print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
+                  f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
+    run_dirs = [p.runs_dir / name for name in p.names]
+    env = args.env or fit_name(f"compare-{p.sweep}")
+    view = sweep_ray.PopulationView(lambda: [d for d in run_dirs if d.is_dir()], server, port, env) \
+        if visdom_on else None
+    if not p.resume:
+        p.storage.mkdir(parents=True)
+        save_plan(p, {"visdom": visdom_on, "server": server, "port": port, "env": args.env})
+    import ray
 
-    def started(i: int, job: Job) -> None:
-        live = f"; live: {server}:{port}/env/{job.name}" if visdom_on else ""
-        print(f"[{i + 1}/{n}] started {job.name} (log: {job.log_path}{live})", flush=True)
+    stopping = []
 
-    def ended(i: int, res: JobResult) -> None:
-        if res.ok:
-            rec = load_run(res.job.run_dir)
-            best = f"best test loss {rec.best['test_loss']:.2f} (epoch {rec.best['epoch']})" if rec.best else ""
-            print(f"[{i + 1}/{n}] finished {res.job.name} in {res.seconds:.1f} s: {best}", flush=True)
-        else:
-            print(f"[{i + 1}/{n}] FAILED {res.job.name} (exit {res.returncode} after {res.seconds:.1f} s): "
-                  f"{_last_line(res.job.log_path)}", flush=True)
+    def stop(signum, frame):  # Ctrl-C or a `kill`: Tune's own graceful stop (its SIGUSR1), noted to say so after
+        stopping.append(signal.Signals(signum).name)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Tune is not listening yet
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGUSR1)
 
-    def terminate(signum, frame):  # a `kill` stops the runs as Ctrl-C does, instead of orphaning them
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours, above, instead: Tune's would not tell us
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    outcome = sweep_ray.SweepOutcome(interrupted=True)
     try:
-        results = run_jobs(jobs, parallel, started, ended)
+        sweep_ray.connect(p.address, cpus=max(1, p.parallel))
+        for sig in previous:  # again: Ray's core installs its own on connecting (a SIGTERM would end us at once)
+            signal.signal(sig, stop)
+        outcome = sweep_ray.tune_sweep(p.trial, p.space, p.names, scheduler=p.scheduler, samples=p.samples,
+                                       parallel=p.parallel, epochs=p.epochs, perturb_every=p.perturb_every,
+                                       storage=p.storage, gpus_per_trial=p.gpus_per_trial,
+                                       say=lambda line: print(line, flush=True),
+                                       on_result=view.wake if view else None,
+                                       live=f"{server}:{port}" if visdom_on else None, resume=p.resume)
+    except KeyboardInterrupt:
+        pass  # before Tune started: nothing ran
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    interrupted = any(r.interrupted for r in results)
-    if interrupted:
-        print(f"\nsweep {sweep} interrupted: running runs were stopped (they keep their checkpoints; "
-              f"continue one with `vae-visdom train --resume RUN_DIR`)", file=sys.stderr)
-    records = _report(jobs)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        ray.shutdown()
+        if view:
+            view.close()
+    outcome.interrupted = outcome.interrupted or bool(stopping)
+    if outcome.interrupted:
+        print(f"\nsweep {p.sweep} interrupted: the runs at work were ended and keep their last checkpoints; "
+              f"continue the sweep with `vae-visdom sweep --resume {p.storage}`", file=sys.stderr)
+    records = _report(run_dirs)
     if visdom_on and any(r.metrics for r in records):
-        _compare(sweep, records, server, port, args.env, jobs[0].run_dir.parent)
-    failed = [r for r in results if r.returncode not in (0, None) and not r.interrupted]
+        _compare(p.sweep, records, server, port, args.env, p.runs_dir)
+    failed = outcome.failed
     if failed:
         print(f"{len(failed)} of {n} runs failed:")
-        for r in failed:
-            print(f"  {r.job.name}: exit {r.returncode}: {_last_line(r.job.log_path)} (log: {r.job.log_path})")
-    if interrupted:
+        for t in failed:
+            log = p.runs_dir / t.name / "train.log" if t.name else None
+            print(f"  {t.name or '(a trial)'}: {t.error}" + (f" (log: {log})" if log else ""))
+    if outcome.interrupted:
         return 130
     return 1 if failed else 0
 
 
-def _report(jobs: list[Job]) -> list:
+def _report(run_dirs: list[Path]) -> list:
     """The runs' records, and the ranking table printed (a run that failed before its config is left out)."""
     records = []
-    for job in jobs:
+    for d in run_dirs:
         try:
-            records.append(load_run(job.run_dir))
+            records.append(load_run(d))
         except (OSError, ValueError):
             pass  # failed before writing its config
     if records:
@@ -271,27 +283,38 @@ def _parallel(raw: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Every `train` flag, with comma lists for the grid ones."""
-    p.description = ("Train every combination of the comma-separated values, each run as its own "
-                     "`vae-visdom train` process (own env, own control panel, output in RUN_DIR/train.log), "
-                     "then print the runs best first and build a comparison env. Other train flags apply to "
-                     "every run. Exit status 1 when a run failed.")
-    p.conflict_handler = "resolve"  # the grid's flags replace train's single-value ones (set before the groups)
+    """Every `train` flag, with comma lists or ranges for the swept ones."""
+    p.description = ("Train every combination of the comma-separated values (and --samples draws of each range), "
+                     "each run a Ray Tune trial on this machine or a Ray cluster (--address), with its own env, "
+                     "control panel and RUN_DIR/train.log; then print the runs best first and build a comparison "
+                     "env. Other train flags apply to every run. Exit status 1 when a run failed.")
+    p.conflict_handler = "resolve"  # the swept flags replace train's single-value ones (set before the groups)
     add_train_arguments(p)
-    # every train flag, as (dest, option, const for flags without a value): passed through unless OWN
-    train_actions = [(a.dest, a.option_strings[-1], a.const if a.nargs == 0 else None)
-                     for a in p._actions if a.option_strings and a.dest != "help"]
-    g = p.add_argument_group("the grid (comma-separated lists; every combination is one run)")
-    g.add_argument("--lr", default=None, help="e.g. 1e-3,3e-4")
-    g.add_argument("--batch-size", default=None, help="e.g. 64,128")
+    g = p.add_argument_group("what is swept: comma lists (every combination is one run) or ranges LO:HI, "
+                             "log:LO:HI (drawn --samples times)")
+    g.add_argument("--lr", default=None, help="e.g. 1e-3,3e-4 or log:1e-4:1e-2")
+    g.add_argument("--batch-size", default=None, help="e.g. 64,128 or 32:256")
     g.add_argument("--epochs", default=None, help="e.g. 5,10")
     g.add_argument("--latent-dim", default=None, help="e.g. 2,20")
     g.add_argument("--optimizer", default=None, help=f"from {', '.join(OPTIMIZERS)}")
     g.add_argument("--model", default=None, help="e.g. mlp,mlp-paper")
-    g.add_argument("--beta", default=None, help="the KL weight, e.g. 0.5,1,2,4")
+    g.add_argument("--beta", default=None, help="the KL weight, e.g. 0.5,1,2,4 or 0.5:4")
     g = p.add_argument_group("the sweep")
+    g.add_argument("--samples", type=_parallel, default=1,
+                   help="draws of the ranges per grid point (default 1); with --scheduler pbt: the population")
+    g.add_argument("--scheduler", default="fifo",
+                   help="fifo (default: every run to the end), asha (stops weak runs early on the test loss), "
+                        "pbt (population-based training: weak runs copy a strong one's state, lr/beta/batch size "
+                        "perturbed)")
+    g.add_argument("--perturb-every", type=_parallel, default=None, metavar="E",
+                   help="with --scheduler pbt: epochs between exploits (default 1)")
     g.add_argument("--parallel", type=_parallel, default=1,
-                   help="runs at once (default 1; with more, each run gets cores/N threads)")
+                   help="runs at once (default 1; each reserves one CPU, or a GPU with --device cuda)")
+    g.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="run on the Ray cluster there (default: $RAY_ADDRESS, else Ray started on this machine)")
     g.add_argument("--name", default=None, help="sweep name, the prefix of its runs' names (default sweep-<time>)")
     g.add_argument("--env", default=None, help="the comparison env (default compare-<sweep name>)")
-    p.set_defaults(train_actions=train_actions)
+    g.add_argument("--resume", metavar="SWEEP_DIR", default=None,
+                   help="continue a sweep that was stopped or killed: RUNS_DIR/<sweep>.sweep (its runs go on from "
+                        "their last checkpoints; finished ones stay finished)")
+    g.add_argument("--test-subset", type=_parallel, default=None, help=argparse.SUPPRESS)  # tests: N images

@@ -73,7 +73,7 @@ def control_window(server, env_name: str) -> str | None:
     return next((win for win, pane in panes.items() if pane.get("type") == "properties"), None)
 
 
-def test_the_panel_steers_both_ranks_at_the_same_step(server, page, tmp_path):
+def test_the_panel_steers_both_ranks_at_the_same_step(server, page, tmp_path):  # noqa: F811  (the fixture)
     """Through the browser's websocket message: lr, batch size, a bad lr, a pause longer than the
     collectives' timeout (6 s), resume and stop, on a 2-rank run; each rank records the step it applied them."""
     rec, out, name = tmp_path / "rec", tmp_path / "run", "dist-panel"

@@ -109,7 +109,8 @@ def test_pbt_perturbs_the_values_in_force_and_stays_in_the_rules():
 
 
 def test_the_plan_names_every_run_and_passes_the_train_flags(tmp_path):
-    args = build_parser(["sweep"]).parse_args(["sweep", "--lr", "1e-3,3e-4,0.001", "--batch-size", "64,128", "--epochs", "2",
+    args = build_parser(["sweep"]).parse_args(["sweep", "--lr", "1e-3,3e-4,0.001", "--batch-size", "64,128",
+                                               "--epochs", "2",
                                       "--dataset", "mnist", "--binarize", "--no-visdom", "--port", "9999",
                                       "--runs-dir", str(tmp_path), "--name", "sw", "--parallel", "2"])
     p = plan(args)
@@ -257,8 +258,9 @@ def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tm
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {r.name: len(read_jsonl(r / "metrics.jsonl")) for r in runs}
-    done = subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--resume", str(tmp_path / "runs" / "sw.sweep")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--resume",
+                           str(tmp_path / "runs" / "sw.sweep")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     for r in runs:
         assert [row["epoch"] for row in read_jsonl(r / "metrics.jsonl")] == list(range(1, 9)), before

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom.train import checkpoint
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
-from vae_visdom.train.events import Callback
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
+from vae_visdom.train import checkpoint
+from vae_visdom.train.events import Callback
 
 KEYS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl", "lr",
         "batch_size")

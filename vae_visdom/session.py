@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.config import (ConfigError, TrainConfig, UsageError, default_run_name, with_model_defaults,
-                               writable_dir)
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, with_model_defaults, writable_dir
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model
@@ -107,6 +106,9 @@ class TrainingSession:
                 print(f"note: {note}", file=sys.stderr)
         self.data = data or self.group.first(lambda: load_dataset(  # rank 0 fills the cache, the others read it
             cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction, subset=cfg.subset))
+        # with_model_defaults filled these (models/specs.py gives every model all of them)
+        assert cfg.batch_size is not None and cfg.latent_dim is not None and cfg.hidden_dim is not None
+        assert cfg.likelihood is not None and cfg.optimizer is not None and cfg.lr is not None
         if cfg.batch_size > len(self.data.train):
             raise ConfigError(f"batch_size: {cfg.batch_size} larger than the training set "
                               f"({len(self.data.train)} examples)")
@@ -123,7 +125,7 @@ class TrainingSession:
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
                   ] if (cfg.views or cfg.iw_every) and face else []
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
-                               run_dir=str(self.run_dir) if face else None, run_name=cfg.name, probes=probes,
+                               run_dir=str(self.run_dir) if face else None, run_name=cfg.name or "run", probes=probes,
                                group=self.group)
         record = distributed.command_record(self.group)  # VAE_VISDOM_COMMAND_RECORD: each rank's commands
         if record is not None:
@@ -137,6 +139,7 @@ class TrainingSession:
                 raise UsageError(f"--resume {self.run_dir}: {point.name if point else 'its checkpoint'} does not fit "
                                  f"this run's model ({first})") from None
             if face:
+                assert point is not None  # rank 0 read it above
                 try:
                     notes = point.notes + resuming.reconcile(self.run_dir, point.state)
                 except RunFileError as err:  # steps.jsonl a FIFO...: never opened
@@ -204,10 +207,11 @@ class TrainingSession:
     def announce(self) -> None:
         """Tell every observer the run starts (`run` does this; so does a caller driving epochs itself)."""
         t = self.trainer
+        c, h, w = t.train_x.shape[1:]
         info = RunInfo(
             name=t.run_name, run_dir=str(t.run_dir), env=self.cfg.env if self.monitor else None,
             config=dataclasses.asdict(self.cfg), device=self.group.describe(t.device), dataset=self.cfg.dataset,
-            n_train=t.n_train, n_test=len(t.test_x), image_shape=tuple(t.train_x.shape[1:]),
+            n_train=t.n_train, n_test=len(t.test_x), image_shape=(c, h, w),
             n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
             start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
         for cb in self.trainer.callbacks:

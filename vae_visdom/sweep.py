@@ -24,8 +24,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vae_visdom.config import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SERVER, OPTIMIZERS, TrainConfig,
-                               UsageError, check_name, fit_name, writable_dir)
+from vae_visdom.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_SERVER,
+    OPTIMIZERS,
+    TrainConfig,
+    UsageError,
+    check_name,
+    fit_name,
+    writable_dir,
+)
 from vae_visdom.flags import add_train_arguments
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.tables import ranking
@@ -33,7 +42,8 @@ from vae_visdom.serve.net import is_loopback, server_answers
 from vae_visdom.sweep_space import SWEPT, Space, parse_list, parse_space  # noqa: F401  (parse_list: its old home)
 from vae_visdom.sweep_trial import TrialPlan, run_name
 
-OWN = set(SWEPT) | {"name", "out", "resume", "env", "runs_dir", "parallel", "fork", "at_epoch"}  # not passed as they are
+# the flags not passed to the runs as they are
+OWN = set(SWEPT) | {"name", "out", "resume", "env", "runs_dir", "parallel", "fork", "at_epoch"}
 GRID = SWEPT  # the flags a sweep varies (kept under its old name)
 SCHEDULERS = ("fifo", "asha", "pbt")
 
@@ -48,7 +58,8 @@ def check_address(address: str) -> tuple[str, int]:
             pass
     except OSError as err:
         raise UsageError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one "
-                         f"with `ray start --head --port {port}`, or leave out --address to run on this machine")
+                         f"with `ray start --head --port {port}`, or leave out --address to run on this "
+                         "machine") from None
     return host, int(port)
 
 

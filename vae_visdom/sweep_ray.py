@@ -15,9 +15,10 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray import tune
 
@@ -123,15 +124,16 @@ def make_scheduler(name: str, space: Space, epochs: int, perturb_every: int):
                 if f"in_force_{k}" in last:
                     config[k] = type(config[k])(last[f"in_force_{k}"]) if k in config else last[f"in_force_{k}"]
             return _explore(config, self._hyperparam_mutations, self._resample_probability,
-                            self._perturbation_factors, self._custom_explore_fn)
+                            self._perturbation_factors,  # type: ignore[arg-type]  # Ray's hint: a 1-tuple; its default: 2
+                            self._custom_explore_fn)
 
     return InForcePBT(time_attr="training_iteration", perturbation_interval=perturb_every,
                       hyperparam_mutations=mutations, custom_explore_fn=keep_in_rules,
                       quantile_fraction=0.25, resample_probability=0.25)
 
 
-def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: str, samples: int, parallel: int, epochs: int,
-               perturb_every: int, storage: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: str, samples: int, parallel: int,
+               epochs: int, perturb_every: int, storage: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                say: Callable[[str], None] = print, on_result: Callable[[], None] | None = None,
                resume: bool = False, live: str | None = None) -> SweepOutcome:
     """Run the sweep's trials under Tune; returns each trial's outcome (the runs' folders hold the rest)."""
@@ -140,7 +142,8 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
     n = len(names)
     trainable = tune.with_resources(tune.with_parameters(train_trial, plan=plan),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0, callbacks=[Lines(names, say, on_result, live)],
+    run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0,
+                           callbacks=[Lines(names, say, on_result, live)],
                            # every one kept: PBT may clone any member's checkpoint, and after a kill of this process
                            # Tune's saved state may name one that a keep-N policy had already deleted
                            checkpoint_config=CheckpointConfig(num_to_keep=None),
@@ -162,7 +165,8 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
     except KeyboardInterrupt:
         outcome.interrupted = True
         return outcome
-    for result in grid:
+    for i in range(len(grid)):  # ResultGrid is indexed (it has no __iter__ for the type checker)
+        result = grid[i]
         name = (result.metrics or {}).get("run") or ""
         if not name and result.path:  # failed before its first report: Tune's folder ends in the trial id's counter
             number = re.search(r"_(\d{5})_", Path(result.path).name)

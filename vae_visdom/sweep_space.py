@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from vae_visdom.config import MODEL_NAMES, OPTIMIZERS, ConfigError, RULES, parse_value
+from vae_visdom.config import MODEL_NAMES, OPTIMIZERS, RULES, ConfigError, parse_value
 
 # swept flag -> its option; the order is the order of the values in run names
 SWEPT = {"lr": "--lr", "batch_size": "--batch-size", "epochs": "--epochs", "latent_dim": "--latent-dim",
@@ -106,7 +106,8 @@ class Space:
         return [k for k, v in self.axes.items() if isinstance(v, Range) or len(v) > 1]
 
     def grid(self) -> list[dict[str, Any]]:
-        """The product of the lists, the first flag varying slowest: {lr: [a, b], bs: [1, 2]} -> (a,1) (a,2) (b,1) (b,2)."""
+        """The product of the lists, the first flag varying slowest:
+        {lr: [a, b], bs: [1, 2]} -> (a,1) (a,2) (b,1) (b,2)."""
         lists = self.lists
         keys = list(lists)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))]

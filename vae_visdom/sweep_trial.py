@@ -42,7 +42,7 @@ from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS
 from vae_visdom.train.events import Callback, CommandEvent, EpochRecord, Reason
 
 TRIAL_INFO = "trial.json"
-EXPLOITS = "pbt.jsonl"  # RUN_DIR/pbt.jsonl: one line per exploit (parent, forked_at, changes), read by the population view
+EXPLOITS = "pbt.jsonl"  # RUN_DIR/pbt.jsonl: a line per exploit (parent, forked_at, changes), for the population view
 
 
 @dataclass
@@ -255,6 +255,8 @@ def _subset(cfg: TrainConfig, n: int) -> Any:
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, test_fraction=cfg.test_fraction,
                         subset=cfg.subset)
     m = max(1, n // 6)
-    cut = lambda t, k: None if t is None else t[:k]
+    def cut(t, k):
+        return None if t is None else t[:k]
+
     return ImageData(data.name, data.train[:n], data.test[:m], cut(data.train_labels, n), cut(data.test_labels, m),
                      f"{data.source}, first {n} training and {m} test images")

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
-from vae_visdom.runs import page_runs, resume as resuming
+from vae_visdom.runs import page_runs
+from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
@@ -65,11 +66,13 @@ def create(parent: str | Path, at_epoch: int | None, runs_dir: str | Path, name:
     parent = Path(parent)
     if not (parent / "config.json").is_file():
         raise UsageError(f"--fork {parent}: no config.json there (not a run directory)")
-    src = source_checkpoint(parent, at_epoch) if state is None else None
-    try:
-        state = checkpoint.read(src) if state is None else state
-    except checkpoint.CheckpointError as err:
-        raise UsageError(f"--fork {parent}: {err}") from None
+    src = source_checkpoint(parent, at_epoch) if state is None else None  # a live trainer's state: no file
+    if src is not None:
+        try:
+            state = checkpoint.read(src)
+        except checkpoint.CheckpointError as err:
+            raise UsageError(f"--fork {parent}: {err}") from None
+    assert state is not None  # read from the file, or given by the caller
     try:
         cfg = load_config(parent / "config.json")  # never opens a FIFO; a damaged file is one line
     except (OSError, RunFileError) as err:
@@ -155,6 +158,7 @@ class ForkLauncher(Callback):
             return
         self.children.append(proc)
         point.child, point.env = str(child), cfg.name
+        assert cfg.forked_at is not None  # create() records where the fork starts
         point.outcome = f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step {point.state['step']} " \
                         f"(pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): env {cfg.name}"
 

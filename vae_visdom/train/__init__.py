@@ -1,1 +1,2 @@
-"""Training: objectives, the step contract and its fast variants, the trainer and its two doors (controller in, events out)."""
+"""Training: objectives, the step contract and its fast variants, the trainer and its two doors (controller in,
+events out)."""

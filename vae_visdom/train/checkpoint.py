@@ -102,7 +102,9 @@ class EpochState:
         """The inverse of `to_dict`, on `device`; also reads the layout of earlier versions, whose
         interval was a list [sums, examples]."""
         isum, icount = d["interval"] if "interval" in d else (d["interval_sums"], d["interval_count"])
-        on = (lambda t: None if t is None else t.to(device))
+        def on(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return cls(d["perm"].to(device), d["pos"], d["steps"], d["sums"].to(device), d["seconds"], on(isum), icount,
                    on(d.get("wkl")), on(d.get("interval_wkl")))
 

@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,7 +47,10 @@ RNG_STRIDE = 1_000_003  # rank r > 0 draws its noise from seed + r * RNG_STRIDE 
 class Solo:
     """One process: every method is the identity."""
 
-    rank, world, backend, is_face = 0, 1, None, True
+    rank: int = 0
+    world: int = 1
+    backend: str | None = None
+    is_face: bool = True
 
     def shard(self, rows: torch.Tensor) -> torch.Tensor:
         return rows
@@ -155,7 +159,7 @@ class Group(Solo):
 
     def describe(self, device: torch.device) -> str:
         """"2 ranks (gloo): cpu@host, cpu@host" for the run pane: every rank calls it."""
-        where = [None] * self.world
+        where: list[str] = [""] * self.world
         dist.all_gather_object(where, f"{device}@{socket.gethostname()}")
         return f"{self.world} ranks ({self.backend}): " + ", ".join(where)
 
@@ -193,7 +197,7 @@ def command_record(group: Solo) -> Callback | None:
     return CommandRecord(Path(folder), group.rank) if folder else None
 
 
-def sum_gradients(params: list[torch.Tensor]) -> None:
+def sum_gradients(params: Sequence[torch.Tensor]) -> None:
     """Every parameter's gradient summed over the ranks, in one flat all-reduce."""
     grads = []
     for p in params:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -30,8 +30,18 @@ from vae_visdom.train import checkpoint, distributed, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
 from vae_visdom.train.controller import FORK, SETTINGS, Command, Controller
-from vae_visdom.train.events import (Callback, CommandEvent, EpochImages, EpochRecord, Figure, ForkPoint, Probe,
-                                     Reason, Status, StepLog)
+from vae_visdom.train.events import (
+    Callback,
+    CommandEvent,
+    EpochImages,
+    EpochRecord,
+    Figure,
+    ForkPoint,
+    Probe,
+    Reason,
+    Status,
+    StepLog,
+)
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
 from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
@@ -54,19 +64,20 @@ class Trainer:
 
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, data: ImageData, cfg: TrainConfig,
                  device: torch.device, controller: Controller | None = None, run_dir: str | None = None,
-                 run_name: str = "run", probes: list[Probe] | None = None, group: distributed.Solo = distributed.SOLO):
+                 run_name: str = "run", probes: Sequence[Probe] = (), group: distributed.Solo = distributed.SOLO):
         self.model, self.optimizer, self.device = model, optimizer, device
         self.dist = group  # under torchrun: each step's share of the batch, global sums
         self.cfg = group.training_config(cfg, device)  # (no captured CUDA graph under torchrun)
         self.controller = group.commands(controller or Controller())  # every rank applies rank 0's commands
         group.wire(model, optimizer)  # one starting point; gradients summed over the ranks
         self.callbacks: list[Callback] = []
-        self.probes = list(probes or [])  # built by the session; called at run start and after each test pass
+        self.probes = list(probes)  # built by the session; called at run start and after each test pass
         self.run_dir, self.run_name = run_dir, run_name
         self.train_x = data.train.to(device)  # (N, C, H, W) uint8, resident
         self.test_x = data.test.to(device)  # (M, C, H, W) uint8
         self.n_train = len(data.train)
         # live settings: the controller may change these between steps
+        assert cfg.batch_size is not None, "the session fills the model's defaults (config.with_model_defaults)"
         self.epochs, self.batch_size, self.log_interval = cfg.epochs, cfg.batch_size, cfg.log_interval
         self.epoch, self.step = 0, 0
         self.kl = KLWeight(cfg.beta, cfg.kl_warmup)  # the KL term's weight, read by every step
@@ -240,6 +251,7 @@ class Trainer:
             if first is None:
                 first = (x[:N_RECON].cpu(), torch.sigmoid(logits[:N_RECON]).cpu())
         samples = self.model.sample_images(self.z_fixed).float().cpu()
+        assert first is not None, "a test set has at least one image (data/ checks it)"
         return self.dist.reduce(sums), EpochImages(first[0], first[1], samples)
 
     def fit(self) -> Status:
@@ -253,7 +265,8 @@ class Trainer:
         except Diverged as err:
             kept = ("no checkpoint was written (none would have been finite)" if self.checkpoint_at is None else
                     "the last finite checkpoint (epoch {}, step {}) is kept".format(*self.checkpoint_at))
-            final = self.status(f"{err} at epoch {self.epoch}, step {self.step} (lr {self.lr:g}); training stopped; {kept}",
+            final = self.status(f"{err} at epoch {self.epoch}, step {self.step} (lr {self.lr:g}); training stopped; "
+                                f"{kept}",
                                 Reason.DIVERGED)
             final.state = self.state = "diverged"
             self.epoch_state = None  # non-finite: nothing of it may be saved (a fork, a later stop)
@@ -277,7 +290,8 @@ class Trainer:
         self._set_state("running", "training", Reason.STARTED)
         for probe in self.probes:
             for name, figure in probe.run_start().items():
-                self._tell(lambda cb: cb.on_figure(name, figure))
+                for cb in self.callbacks:
+                    cb.on_figure(name, figure)
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -311,7 +325,8 @@ class Trainer:
                              round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra,
                              self.kl.current)
         for name, figure in figures.items():
-            self._tell(lambda cb: cb.on_figure(name, figure))
+            for cb in self.callbacks:
+                cb.on_figure(name, figure)
         self._tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         if self.controller.has_pending():

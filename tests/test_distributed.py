@@ -80,7 +80,10 @@ def test_the_panel_steers_both_ranks_at_the_same_step(server, page, tmp_path):  
     cmd = [*TORCHRUN, "-m", "vae_visdom", "train", "--epochs", "50", "--no-views", "--port", str(server.port),
            "--out", str(out), "--env", name]
     log = open(tmp_path / "job.log", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env(VAE_VISDOM_COMMAND_RECORD=str(rec), VAE_VISDOM_DIST_TIMEOUT="6"),
+    # tests/rank_record/sitecustomize.py gives each rank's trainer an observer recording its commands
+    recorded = env(VAE_VISDOM_COMMAND_RECORD=str(rec), VAE_VISDOM_DIST_TIMEOUT="6",
+                   PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "rank_record")]))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=recorded,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         win = wait_until(lambda: control_window(server, name), 120, proc)

@@ -34,7 +34,7 @@ def test_what_a_fork_changes_is_checked_by_the_rules_of_every_value():
     assert not cmd.accepted and cmd.message.startswith("rejected: lr")
     cmd = ctl.submit("fork", "lr=1e-4")
     assert cmd.accepted and cmd.value == {"lr": 1e-4} and "fork with lr=0.0001" in cmd.message
-    ctl.context["fork_refused"] = "a run of 2 processes forks from the command line"
+    ctl.refuse_forks("a run of 2 processes forks from the command line")
     assert "2 processes" in ctl.submit("fork", "").message
 
 

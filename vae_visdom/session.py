@@ -70,8 +70,9 @@ class TrainingSession:
             raise
         family = self._family_view() if self.monitor is not None and cfg.parent else None
         launcher = ForkLauncher(self.run_dir) if face and self.group.world == 1 else None
-        self.controller.context["fork_refused"] = None if launcher else \
-            f"a run of {self.group.world} processes forks from the command line (train --fork RUN_DIR)"
+        if launcher is None:
+            self.controller.refuse_forks(f"a run of {self.group.world} processes forks from the command line "
+                                         "(train --fork RUN_DIR)")
         for cb in [self.files, launcher, *(callbacks or []), self.monitor, family,
                    ProgressPrinter() if progress and face else None]:
             if cb is not None:
@@ -127,9 +128,6 @@ class TrainingSession:
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
                                run_dir=str(self.run_dir) if face else None, run_name=cfg.name or "run", probes=probes,
                                group=self.group)
-        record = distributed.command_record(self.group)  # VAE_VISDOM_COMMAND_RECORD: each rank's commands
-        if record is not None:
-            self.trainer.add_callback(record)
         state = self.group.share(point and point.state) if resume else None  # rank 0's read of the checkpoint
         if state is not None:
             try:  # the live values in force when it stopped, too; the next save keeps its file as the previous

@@ -60,6 +60,11 @@ class Controller:
         self._stop = False
         # what validation needs to know of the run: its limits, given when it is made
         self.context: dict = {} if n_train is None else {"n_train": n_train}
+        self._fork_refused: str | None = None  # why this run cannot fork (refuse_forks)
+
+    def refuse_forks(self, why: str) -> None:
+        """From now on a fork is rejected with `why` (a run no observer can start a fork for)."""
+        self._fork_refused = why
 
     # -- any thread ---------------------------------------------------------------------------
     def submit(self, name: str, raw: Any = None, source: str = "panel") -> Command:
@@ -98,9 +103,8 @@ class Controller:
         return cmd
 
     def _fork(self, raw: Any, source: str, now_m: float, now_w: float) -> Command:
-        refused = self.context.get("fork_refused")  # why this run cannot fork (set by the session)
-        if refused:
-            return Command(FORK, raw, False, f"rejected: fork: {refused}", source, now_m, now_w)
+        if self._fork_refused:
+            return Command(FORK, raw, False, f"rejected: fork: {self._fork_refused}", source, now_m, now_w)
         try:
             changes = parse_fork(raw, self.context)
         except ConfigError as err:

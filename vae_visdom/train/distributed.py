@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import json
 import os
 import socket
-import sys
-import time
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -37,10 +33,8 @@ import torch.distributed as dist
 from vae_visdom.config import TrainConfig
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.controller import Command, Controller
-from vae_visdom.train.events import Callback, CommandEvent
 
 ENV_TIMEOUT = "VAE_VISDOM_DIST_TIMEOUT"  # seconds: the collectives' timeout (default torch's 30 min)
-ENV_RECORD = "VAE_VISDOM_COMMAND_RECORD"  # a folder: each rank appends the commands it applies (tests, debugging)
 RNG_STRIDE = 1_000_003  # rank r > 0 draws its noise from seed + r * RNG_STRIDE + step
 
 
@@ -191,12 +185,6 @@ def _leave() -> None:
         pass
 
 
-def command_record(group: Solo) -> Callback | None:
-    """With VAE_VISDOM_COMMAND_RECORD set (a folder): an observer writing each command this rank applies."""
-    folder = os.environ.get(ENV_RECORD)
-    return CommandRecord(Path(folder), group.rank) if folder else None
-
-
 def sum_gradients(params: Sequence[torch.Tensor]) -> None:
     """Every parameter's gradient summed over the ranks, in one flat all-reduce."""
     grads = []
@@ -272,19 +260,3 @@ class Commands:
 
     def stop(self, source: str = "api") -> Command:
         return self.inner.stop(source)
-
-
-class CommandRecord(Callback):
-    """Each command this rank applies, one JSON line in FOLDER/rank<R>.jsonl (behind VAE_VISDOM_COMMAND_RECORD)."""
-
-    def __init__(self, folder: Path, rank: int):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"rank{rank}.jsonl"
-        self.rank = rank
-
-    def on_command(self, event: CommandEvent) -> None:
-        row = dict(rank=self.rank, epoch=event.epoch, step=event.step, name=event.name, value=event.value,
-                   accepted=event.accepted, time=time.time(), cpu=time.process_time(),
-                   visdom_imported=sys.modules.get("visdom") is not None)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")

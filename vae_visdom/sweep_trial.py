@@ -39,7 +39,7 @@ from vae_visdom.runs.records import compact_tag
 from vae_visdom.runs.trainer_process import TRAIN_LOG
 from vae_visdom.sweep_space import MUTABLE
 from vae_visdom.train.checkpoint import CHECKPOINT, PREVIOUS
-from vae_visdom.train.events import Callback, CommandEvent, EpochRecord, Reason
+from vae_visdom.train.events import Callback, CommandEvent, EpochRecord
 
 TRIAL_INFO = "trial.json"
 EXPLOITS = "pbt.jsonl"  # RUN_DIR/pbt.jsonl: a line per exploit (parent, forked_at, changes), for the population view
@@ -147,10 +147,7 @@ def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> Non
             if status is None:
                 status = _stopped_by_scheduler(t)
         except Exception as err:  # the run's own files say it failed, as Trainer.fit says it
-            status = t.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
-            status.state = t.state = "failed"
-            for cb in t.callbacks:
-                cb.on_run_end(status)
+            status = t.fail(err)
             raise
     finally:
         session.close()
@@ -163,16 +160,7 @@ def _stopped_by_scheduler(t) -> Any:
     epoch just reported is current (no second save, whose time the worker may not have)."""
     message = f"stopped by the sweep after epoch {t.epoch} (ASHA's early stop, PBT's pause, or the sweep " \
               "stopping); checkpoint written"
-    status = t.status(message, Reason.STOPPED)
-    status.state = t.state = "stopped"
-    for cb in t.callbacks:
-        cb.on_status(status)  # status.json first: it is what the runs listing reads
-    event = CommandEvent(time.time(), t.epoch, t.step, "stop", None, True, message, "sweep", None)
-    for cb in t.callbacks:
-        cb.on_command(event)
-    for cb in t.callbacks:
-        cb.on_run_end(status)
-    return status
+    return t.stopped_outside(message, "sweep")
 
 
 def _report(tune, t, record: EpochRecord, run_dir: Path, name: str) -> None:

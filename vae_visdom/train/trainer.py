@@ -281,10 +281,28 @@ class Trainer:
             self._tell(lambda cb: cb.on_run_end(final))
             return final
         except BaseException as err:
-            final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
-            final.state = self.state = "failed"
-            self._tell(lambda cb: cb.on_run_end(final))
+            self.fail(err)
             raise
+
+    def fail(self, err: BaseException) -> Status:
+        """End the run as failed by `err`, told to every observer (fit does it; so does a caller driving the
+        epochs itself, e.g. a sweep's trial)."""
+        final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
+        final.state = self.state = "failed"
+        self._tell(lambda cb: cb.on_run_end(final))
+        return final
+
+    def stopped_outside(self, message: str, source: str) -> Status:
+        """End the run where it stands, stopped by `source` outside the trainer (a sweep's scheduler ends the
+        worker right after a report: the checkpoint of that epoch is current, no second save): the status first
+        (status.json is what the listings read), then the stop as a command, then the run's end."""
+        final = self.status(message, Reason.STOPPED)
+        final.state = self.state = "stopped"
+        self._tell(lambda cb: cb.on_status(final))
+        event = CommandEvent(time.time(), self.epoch, self.step, "stop", None, True, message, source, None)
+        self._tell(lambda cb: cb.on_command(event))
+        self._tell(lambda cb: cb.on_run_end(final))
+        return final
 
     def begin(self) -> None:
         self._set_state("running", "training", Reason.STARTED)

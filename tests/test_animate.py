@@ -1,4 +1,4 @@
-"""`vae-visdom animate` (issue 15): one frame per epoch, in epoch order, each with its epoch number."""
+"""`vae-visdom animate`: one frame per epoch, in epoch order, each with its epoch number."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Issue 24, items 5-8: bad files, damaged checkpoints, divergence and failures that are one line.
+"""Bad files, damaged checkpoints, divergence and failures that are one line.
 
 Real files (a real FIFO made with os.mkfifo), real trainer processes, a real visdom server where
 a page is involved. Each test failed before its fix (see docs/security.md, rows 24.5-24.8).

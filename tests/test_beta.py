@@ -1,4 +1,4 @@
-"""The KL weight beta and its warm-up (issue 15): the step's gradient, the records, the panel, the rules."""
+"""The KL weight beta and its warm-up: the step's gradient, the records, the panel, the rules."""
 from __future__ import annotations
 
 import contextlib

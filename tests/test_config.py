@@ -26,7 +26,7 @@ def test_numbers_are_checked_by_the_same_rules_as_the_cli_and_panel():
 
 def test_every_live_rule_says_when_it_applies():
     live = {name for name, rule in RULES.items() if rule.live}
-    assert live == {"lr", "batch_size", "epochs", "log_interval", "beta"}  # beta: issue 15
+    assert live == {"lr", "batch_size", "epochs", "log_interval", "beta"}
     assert all(RULES[name].applies for name in live)
     assert parse_value("batch_size", "64", {"n_train": 100}) == 64
 

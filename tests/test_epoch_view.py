@@ -1,4 +1,4 @@
-"""Every epoch's images in the page (issue 15): a real Chromium steps the image panes of a 3-epoch MNIST run
+"""Every epoch's images in the page: a real Chromium steps the image panes of a 3-epoch MNIST run
 back to epoch 1 and forward again with the view pane, then still types a value into the control panel."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Flags are checked like values (issue 24, item 9): a port outside 1..65535, a server that is no http(s)
+"""Flags are checked like values: a port outside 1..65535, a server that is no http(s)
 address, `--nproc-per-node 0` are refused with exit 2 and one line by real CLI processes, before anything
 starts; and a run refused at start-up (a model that does not fit the data, a batch larger than the data, a
 missing data folder) leaves nothing behind in the folder it made."""

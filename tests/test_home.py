@@ -302,8 +302,8 @@ def _home_event(home, row: str, value="") -> str:
 
 
 def test_the_form_checks_the_run_as_train_does_and_says_started_only_when_it_is(tmp_path):
-    """conv64 with mnist and a batch larger than the data used to be "started" for a run that exited 2 at once
-    (issue 24, item 9): now refused by train's own rules before anything starts; a run that is refused at
+    """conv64 with mnist and a batch larger than the data used to be "started" for a run that exited 2 at once:
+    now refused by train's own rules before anything starts; a run that is refused at
     start-up anyway is said with its own line, and its folder goes (real trainer processes)."""
     from vae_visdom.pages.home import RunsHome
 
@@ -336,7 +336,7 @@ def test_the_form_checks_the_run_as_train_does_and_says_started_only_when_it_is(
 
 def test_the_form_refuses_past_the_limit_also_after_the_server_and_its_home_restart(visdom_server_factory, tmp_path):
     """The form's "at most 2" lived in the home's memory: a restart reset it (3 form-started trainers ran at
-    once). Now one limit, `serve --max-page-runs`, counted from the runs that really run (issue 24, item 3).
+    once). Now one limit, `serve --max-page-runs`, counted from the runs that really run.
     The exact websocket messages the page sends; a real server, its home, a real MNIST trainer."""
     import websocket
 
@@ -390,8 +390,8 @@ def test_the_form_refuses_past_the_limit_also_after_the_server_and_its_home_rest
 
 
 def test_a_long_run_name_leaves_every_control_of_the_home_inside_its_pane(visdom_server_factory, browser, tmp_path):
-    """A legal 68-character run name without hyphens pushed all 14 controls of the home out of view (issue 24,
-    item 11); a 100-character one must not either."""
+    """A legal 68-character run name without hyphens pushed all 14 controls of the home out of view; a
+    100-character one must not either."""
     from selenium.webdriver.common.by import By
 
     from tests.test_panel import controls_outside
@@ -412,8 +412,8 @@ def test_a_long_run_name_leaves_every_control_of_the_home_inside_its_pane(visdom
 
 
 def test_a_deleted_runs_row_goes_and_a_click_on_a_list_that_moved_is_refused(tmp_path, monkeypatch):
-    """Checkbox rows were append-only, so a deleted run's row stayed until the home restarted (issue 24, item
-    11). Now it goes; the rows after it move up, so a click by index on the list the page showed before the
+    """Checkbox rows were append-only, so a deleted run's row stayed until the home restarted. Now it goes;
+    the rows after it move up, so a click by index on the list the page showed before the
     move names no run (it is refused, never redirected to the run now at that index), until that list is old."""
     import shutil
 

@@ -244,7 +244,7 @@ def test_a_server_with_login_needs_the_credentials_and_works_with_them(visdom_se
 
 
 def test_a_very_long_value_leaves_every_control_inside_the_pane_even_after_a_reload(server, page, browser, tmp_path):
-    """120+ characters without a space once pushed every input and button out of the pane (issue 12, item 5):
+    """120+ characters without a space once pushed every input and button out of the pane:
     the verdict echoed them whole. Typed in the real page and sent as 100 kB over the socket."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -316,7 +316,7 @@ def test_a_run_command_from_another_client_steers_this_run_alone(server, tmp_pat
 def test_a_property_id_outside_the_panes_rows_is_refused_with_one_log_line(server, page, tmp_path, caplog):
     """propertyId -2 used to wrap around (Python's negative index) to the fork row: a crafted event pressed
     Fork. Negative, too large, fractional, boolean or non-numeric ids name no row: one log line each, nothing
-    reaches the controller (issue 24, item 4)."""
+    reaches the controller."""
     import logging
 
     from vae_visdom.monitor.event_socket import property_row
@@ -362,7 +362,7 @@ def controls_outside(browser) -> str:
 
 def test_an_accepted_long_fork_with_value_leaves_every_control_inside_the_pane(server, page, browser, tmp_path):
     """An accepted fork-with value of ~200 characters without a space, echoed whole in the message row, pushed
-    every control of the panel out of view (issue 24, item 11)."""
+    every control of the panel out of view."""
     from selenium.webdriver.common.by import By
 
     from tests.fixtures import until, wait_for

@@ -111,7 +111,7 @@ def test_fork_pressed_in_the_page_starts_a_run_of_its_own_and_the_parent_goes_on
 
 
 def test_fork_pressed_again_and_again_starts_at_most_the_servers_limit(visdom_server_factory, browser, tmp_path):
-    """5 presses of Fork in 1.5 s gave 5 trainers (issue 24, item 3). Now a fork takes a place under the one
+    """5 presses of Fork in 1.5 s gave 5 trainers. Now a fork takes a place under the one
     limit for runs a page starts (`serve --max-page-runs 2`), counted from what really runs; the presses past
     it are refused in the panel, and a fork of a fork counts against the same places."""
     from tests.test_home import image_folder, trainer

@@ -1,4 +1,4 @@
-"""Lock the doors (issue 12), the run folder's half: one trainer per run folder; no epoch lost and
+"""Lock the doors, the run folder's half: one trainer per run folder; no epoch lost and
 none doubled whatever instant a trainer dies at; checkpoints that survive damage; a full disk that
 ends a run with one line instead of three tracebacks.
 

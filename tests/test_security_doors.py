@@ -1,4 +1,4 @@
-"""Issue 24, the server's part: no framing by another origin (24.1), a run folder is data never code (24.2),
+"""The server's doors: no framing by another origin (24.1), a run folder is data never code (24.2),
 bad env files and odd messages refused with one line (24.4), compare and the family view under login (24.8).
 
 Real servers on free loopback ports, real headless Chromium, real files."""

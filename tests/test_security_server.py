@@ -1,4 +1,4 @@
-"""Lock the doors (issue 12, server half): only the server's own pages, on its own names, may change
+"""Lock the doors (server half): only the server's own pages, on its own names, may change
 anything; env ids follow config's name rule before they reach a file; one server per env folder; a
 restarted server catches up the runs it missed. Real servers, a real training run, a real Chromium."""
 from __future__ import annotations
@@ -207,7 +207,7 @@ attack();
 
 
 def hostile_attacks(server, env: str, wins: dict, pwned: Path) -> dict:
-    """What the hostile page tries: each of the reproduced attacks 1-5 of issue 12."""
+    """What the hostile page tries: each of the reproduced attacks 1-5."""
     cross = "strict-origin-when-cross-origin"  # Chromium's default; "no-referrer" sends Origin: null
     text = [{"content": "pwned", "type": "text"}]
     posts_first = [["/env/x", {"eid": "../victim"}, cross], ["/env/x", {"eid": str(pwned)}, cross]]

@@ -228,7 +228,7 @@ def test_detach_starts_a_background_server_that_outlives_the_command(tmp_path):
 
 def test_two_detach_commands_at_the_same_moment_one_starts_the_other_says_it_lost(tmp_path):
     """Two `serve --detach` at once on one port and env folder both printed "started", though one server had
-    already exited 2 (issue 24, item 10). The loser now says it lost, naming the winner, and exits non-zero."""
+    already exited 2. The loser now says it lost, naming the winner, and exits non-zero."""
     port = find_free_port()
     cmd = [sys.executable, "-m", "vae_visdom.serve.server", "--port", str(port), "--env-path", str(tmp_path / "env"),
            "--runs-dir", str(tmp_path / "runs"), "--no-home", "--detach"]

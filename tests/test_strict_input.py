@@ -1,4 +1,4 @@
-"""Strict input (issue 12, items 4, 7, 9, 10): plain ASCII numbers only, integer fields take integers,
+"""Strict input: plain ASCII numbers only, integer fields take integers,
 one rule for run and env names, and nothing a user or a page types ends in a traceback."""
 from __future__ import annotations
 

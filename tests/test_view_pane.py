@@ -1,4 +1,4 @@
-"""The view pane (issue 15) against a real visdom server, driven by the websocket message a browser page
+"""The view pane against a real visdom server, driven by the websocket message a browser page
 sends: stepping back and forward through the run folder's PNGs, following the newest, a resumed run,
 `replay --browse`, the loss axis and the EMA trace."""
 from __future__ import annotations

@@ -9,7 +9,7 @@ and the optimizer's own `step()`. Per layer, with d the gradient at its output's
 dW = d^T h_in, db = sum over the batch of d, and d_in = tanh'(d W) = (d W) * (1 - h_in^2).
 
 Gradients equal autograd's to float rounding (tests/test_cpu_step.py); `--fast-step eager` uses autograd.
-What it saves per epoch is measured in docs/results.md (issue 18).
+What it saves per epoch is measured in docs/results.md.
 """
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ class TrainingSession:
             self._refused(made if face else [])  # (a session never run nor closed lets go when garbage collected)
             raise
         family = self._family_view() if self.monitor is not None and cfg.parent else None
-        launcher = ForkLauncher(self.run_dir) if face and self.group.world == 1 else None
+        launcher = ForkLauncher(self.run_dir, self.controller) if face and self.group.world == 1 else None
         if launcher is None:
             self.controller.refuse_forks(f"a run of {self.group.world} processes forks from the command line "
                                          "(train --fork RUN_DIR)")

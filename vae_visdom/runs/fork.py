@@ -27,6 +27,7 @@ from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
+from vae_visdom.train.controller import FORK, Controller
 from vae_visdom.train.events import Callback, ForkPoint
 
 COPIED = ("metrics.jsonl", "steps.jsonl", "events.jsonl")
@@ -140,27 +141,29 @@ class ForkLauncher(Callback):
     refused with the reason in the panel.
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, controller: Controller):
         self.run_dir = Path(run_dir)
+        self.controller = controller  # the forked trainer's door in: how each fork went
         self.children: list[subprocess.Popen] = []
 
     def on_fork(self, point: ForkPoint) -> None:
+        asked = {"changes": point.changes, "run": None, "env": None}
         try:
             with page_runs.place(self.run_dir.parent, "fork") as started:  # the pages' limit (runs/page_runs.py)
                 child, cfg = create(self.run_dir, None, self.run_dir.parent, state=point.state)
                 proc = spawn(child, point.changes)
                 started(child, proc.pid)
         except page_runs.PageRunsFull as err:
-            point.outcome = f"fork refused: {err}"
+            self.controller.reply(FORK, False, f"fork refused: {err}", asked)
             return
         except (UsageError, OSError, RunWriteError) as err:  # a verdict in the panel, never a stopped parent
-            point.outcome = f"fork failed: {err}"
+            self.controller.reply(FORK, False, f"fork failed: {err}", asked)
             return
         self.children.append(proc)
-        point.child, point.env = str(child), cfg.name
         assert cfg.forked_at is not None  # create() records where the fork starts
-        point.outcome = f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step {point.state['step']} " \
-                        f"(pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): env {cfg.name}"
+        self.controller.reply(FORK, True, f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step "
+                              f"{point.state['step']} (pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): "
+                              f"env {cfg.name}", {**asked, "run": str(child), "env": cfg.name})
 
     def on_epoch_end(self, record, images) -> None:
         self._reap()

@@ -52,6 +52,15 @@ class Command:
     wall_time: float  # time.time() at submission
 
 
+@dataclass(frozen=True)
+class Reply:
+    """How a command that an observer carries out went (a fork: started or not), told back through the
+    controller, the trainer's one door in."""
+    accepted: bool
+    message: str
+    value: Any = None
+
+
 class Controller:
     def __init__(self, n_train: int | None = None) -> None:
         self._cond = threading.Condition()
@@ -61,6 +70,17 @@ class Controller:
         # what validation needs to know of the run: its limits, given when it is made
         self.context: dict = {} if n_train is None else {"n_train": n_train}
         self._fork_refused: str | None = None  # why this run cannot fork (refuse_forks)
+        self._replies: dict[str, Reply] = {}  # an observer's answer to the command it carried out (reply)
+
+    def reply(self, name: str, accepted: bool, message: str, value: Any = None) -> None:
+        """An observer that carries out command `name` (the fork launcher) says how it went."""
+        with self._cond:
+            self._replies[name] = Reply(accepted, message, value)
+
+    def take_reply(self, name: str) -> Reply | None:
+        """The trainer reads the answer to command `name`, once."""
+        with self._cond:
+            return self._replies.pop(name, None)
 
     def refuse_forks(self, why: str) -> None:
         """From now on a fork is rejected with `why` (a run no observer can start a fork for)."""

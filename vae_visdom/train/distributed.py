@@ -260,3 +260,9 @@ class Commands:
 
     def stop(self, source: str = "api") -> Command:
         return self.inner.stop(source)
+
+    def reply(self, name: str, accepted: bool, message: str, value=None) -> None:
+        self.inner.reply(name, accepted, message, value)
+
+    def take_reply(self, name: str):
+        return self.inner.take_reply(name)

@@ -155,21 +155,13 @@ class NumbersFigure:
 Figure = ImageFigure | ScatterFigure | NumbersFigure
 
 
-@dataclass
+@dataclass(frozen=True)
 class ForkPoint:
     """A fork asked for at a step: the trainer's whole state there (a checkpoint's content) and the values
-    the new run changes. The observer that starts the new run (runs/fork.py) fills in the outcome."""
+    the new run changes. The observer that starts the new run (runs/fork.py) answers through the trainer's
+    own door, the controller (`Controller.reply`), never by writing into this record."""
     state: dict
     changes: dict
-    child: str | None = None  # the new run's folder, once made
-    env: str | None = None  # its visdom env
-    outcome: str = "nobody started the fork (no run folder, or no launcher)"
-
-    def answer(self, cmd) -> None:
-        """The fork command as it went: accepted once a run was started, with the outcome as its message
-        and, as its value, what changed and where the new run lives."""
-        cmd.accepted, cmd.message = self.child is not None, self.outcome
-        cmd.value = {"changes": self.changes, "run": self.child, "env": self.env}
 
 
 class Callback:
@@ -190,8 +182,8 @@ class Callback:
 
     def on_fork(self, point: ForkPoint) -> None:
         """A fork of this run at the current step was asked for (the panel's Fork): the one observer
-        that starts runs makes it and says how it went in point.child/env/outcome. Called before the
-        fork command's on_command, which carries that outcome."""
+        that starts runs makes it and says how it went with `Controller.reply`. Called before the fork
+        command's on_command, which carries that reply."""
 
     def on_command(self, event: CommandEvent) -> None: ...
 

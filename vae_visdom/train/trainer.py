@@ -15,6 +15,7 @@ point without a collective of its own.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from vae_visdom.safe_io import RunWriteError
 from vae_visdom.train import checkpoint, distributed, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
-from vae_visdom.train.controller import FORK, SETTINGS, Command, Controller
+from vae_visdom.train.controller import FORK, SETTINGS, Command, Controller, Reply
 from vae_visdom.train.events import (
     Callback,
     CommandEvent,
@@ -145,7 +146,10 @@ class Trainer:
             elif cmd.name == FORK:
                 point = ForkPoint(self.state_dict(), dict(cmd.value))  # the state at this step, as a stop saves it
                 self._tell(lambda cb: cb.on_fork(point))
-                point.answer(cmd)  # accepted once a run was started; its outcome is the command's message
+                reply = self.controller.take_reply(FORK) or Reply(
+                    False, "nobody started the fork (no run folder, or no launcher)",
+                    {"changes": point.changes, "run": None, "env": None})
+                cmd = dataclasses.replace(cmd, accepted=reply.accepted, message=reply.message, value=reply.value)
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         event = CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value, cmd.accepted, cmd.message,
                              cmd.source, round(latency, 3))

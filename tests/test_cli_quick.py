@@ -170,8 +170,8 @@ def test_the_server_process_never_loads_torch(tmp_path):
         proc.wait(30)
 
 
-@pytest.mark.parametrize("module", ["home", "home_table", "home_form", "compare", "family", "replay", "browse",
-                                    "log_screen"])
+@pytest.mark.parametrize("module", ["home", "home_table", "home_form", "compare", "family", "population", "rebuild",
+                                    "replay", "browse", "log_screen"])
 def test_the_pages_wing_never_imports_torch(module):
     """pages/ is built from run folders: the runs home's process must stay light (torch is blocked here)."""
     proc = run_py(f"import sys; from vae_visdom.serve import compat; compat.without_torch(); "

@@ -304,6 +304,28 @@ def test_24_8_compare_and_the_family_view_log_in_with_the_servers_credentials(vi
     assert len(json.loads(vis.get_window_data(env=family.env))) >= 3
 
 
+def test_24_8_a_sweeps_population_view_logs_in_with_the_servers_credentials(visdom_server_factory, tmp_path):
+    """The population env of a sweep (compare-<sweep> with its table) was built without the login."""
+    from vae_visdom.pages.population import PopulationView
+
+    server = login_server(visdom_server_factory, tmp_path)
+    runs = tmp_path / "runs"
+    members = [finished_run(runs, "sw-1"), finished_run(runs, "sw-2")]
+    old = {k: os.environ.get(k) for k in CREDS}
+    os.environ.update(CREDS)
+    try:
+        view = PopulationView(lambda: members, "http://127.0.0.1", server.port, "compare-sw")
+        built = view.build()
+        view.close()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert built
+    vis = server.client("compare-sw", username="alice", password="s3cret", use_incoming_socket=False)
+    titles = {pane["title"] for pane in json.loads(vis.get_window_data(env="compare-sw")).values()}
+    assert "population now" in " ".join(titles).lower(), titles
+
+
 # ---- 24.2: a run folder is data, never code -------------------------------------------------------------
 
 ONERROR = "<img src=x onerror=\"window.pwned=1;document.title='pwned'\">"

@@ -201,8 +201,11 @@ def run(args: argparse.Namespace) -> int:
                   f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
     run_dirs = [p.runs_dir / name for name in p.names]
     env = args.env or fit_name(f"compare-{p.sweep}")
-    view = sweep_ray.PopulationView(lambda: [d for d in run_dirs if d.is_dir()], server, port, env) \
-        if visdom_on else None
+    view = None
+    if visdom_on:
+        from vae_visdom.pages.population import PopulationView  # late: visdom
+
+        view = PopulationView(lambda: [d for d in run_dirs if d.is_dir()], server, port, env)
     if not p.resume:
         p.storage.mkdir(parents=True)
         save_plan(p, {"visdom": visdom_on, "server": server, "port": port, "env": args.env})

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,45 +233,3 @@ def _first_line(trial) -> str:
         return "error"
 
 
-class PopulationView:
-    """compare-<sweep>, rebuilt from the runs' files after results come in (on a thread of its own, at most one
-    build at a time, the newest asked for winning): every trial's curves, fork markers where PBT exploited, and
-    the population table (monitor/population.py)."""
-
-    def __init__(self, run_dirs: Callable[[], list[Path]], server: str, port: int, env: str):
-        self.run_dirs, self.server, self.port, self.env = run_dirs, server, port, env
-        self._want, self._done = threading.Event(), False
-        self._thread = threading.Thread(target=self._loop, name="population-view", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._want.set()
-
-    def close(self) -> None:
-        self._done = True
-        self._want.set()
-        self._thread.join(timeout=60)
-
-    def _loop(self) -> None:
-        while True:
-            self._want.wait()
-            self._want.clear()
-            self.build()
-            if self._done:
-                return
-
-    def build(self) -> bool:
-        try:
-            from vae_visdom.pages.compare import compare_runs  # late: visdom
-            from vae_visdom.pages.population import draw_population
-            from vae_visdom.runs.records import load_run
-
-            records = [r for r in (load_run(d) for d in self.run_dirs() if (d / "config.json").is_file())
-                       if r.metrics]
-            if records:
-                compare_runs(records, self.server, self.port, self.env)
-                draw_population(records, self.server, self.port, self.env)
-            return True
-        except Exception as err:  # the view must never stop the sweep
-            log.warning("population view %s not updated: %s", self.env, err)
-            return False

@@ -8,11 +8,11 @@ and each member's latest samples.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 from vae_visdom.config import env_login, fit_name
 from vae_visdom.pages.compare import compare_runs
+from vae_visdom.pages.rebuild import Rebuilder
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.run_file import read_object
 from vae_visdom.train.events import Callback, EpochImages, EpochRecord, RunInfo, Status
@@ -55,41 +55,26 @@ class FamilyView(Callback):
     def __init__(self, run_dir: str | Path, server: str, port: int):
         self.run_dir, self.server, self.port = Path(run_dir), server, port
         self.env = fit_name(f"compare-{root_of(self.run_dir).name}")
-        self._want = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._loop, name="family-view", daemon=True)
+        self._rebuild = Rebuilder(f"family view {self.env}", self._draw)
 
     def on_run_start(self, run: RunInfo) -> None:
-        self._thread.start()
-        self._want.set()
+        self._rebuild.start()
+        self._rebuild.wake()
 
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
-        self._want.set()
+        self._rebuild.wake()
 
     def on_run_end(self, status: Status) -> None:
-        self._want.set()
+        self._rebuild.wake()
 
     def close(self) -> None:
-        self._done = True
-        self._want.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while True:
-            self._want.wait()
-            self._want.clear()
-            self.build()
-            if self._done:
-                return
+        self._rebuild.close(timeout=30)
 
     def build(self) -> bool:
         """One rebuild of the family env; False (logged, never raised) when it could not be built."""
-        try:
-            records = [r for r in (load_run(m) for m in members(self.run_dir)) if r.metrics]
-            if records:
-                compare_runs(records, self.server, self.port, self.env, *(env_login() or (None, None)))
-            return True
-        except Exception as err:  # the family view must never stop a run
-            log.warning("family view %s not updated: %s", self.env, err)
-            return False
+        return self._rebuild.build()
+
+    def _draw(self) -> None:
+        records = [r for r in (load_run(m) for m in members(self.run_dir)) if r.metrics]
+        if records:
+            compare_runs(records, self.server, self.port, self.env, *(env_login() or (None, None)))

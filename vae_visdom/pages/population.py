@@ -1,17 +1,20 @@
 """A sweep's population now, as one table in its compare env: every run, its parent (PBT's last exploit), the
 values in force (from its status.json, so a change from its panel shows), its state and best test loss.
 
-Drawn by the sweep's live view (sweep_ray.PopulationView) next to the comparison of monitor/compare.py.
+Drawn by the sweep's live view (PopulationView, below) next to the comparison of pages/compare.py.
 """
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
+from vae_visdom.config import env_login
 from vae_visdom.monitor.board import connect
 from vae_visdom.monitor.windows import TextPane, slug
-from vae_visdom.runs.records import RunRecord
+from vae_visdom.pages.compare import compare_runs
+from vae_visdom.pages.rebuild import Rebuilder
+from vae_visdom.runs.records import RunRecord, load_run
 
 TITLE = "population now"
 IN_FORCE = (("lr", "lr"), ("beta", "beta"), ("batch_size", "batch size"))
@@ -42,10 +45,38 @@ def population_html(runs: Sequence[RunRecord]) -> str:
             f'parent: the run whose state PBT copied last</p></div>')
 
 
-def draw_population(runs: Sequence[RunRecord], server: str, port: int, env: str) -> None:
+def draw_population(runs: Sequence[RunRecord], server: str, port: int, env: str, username: str | None = None,
+                    password: str | None = None) -> None:
     """Put the table into `env` (replacing the previous one) and save the env. Raises ConnectionError."""
-    vis = connect(server, port, env)
-    pane = TextPane(f"{slug(env)[:60]}-population", TITLE, population_html(runs), width=940, height=120 + 32 * len(runs))
+    vis = connect(server, port, env, username, password)
+    pane = TextPane(f"{slug(env)[:60]}-population", TITLE, population_html(runs), width=940,
+                    height=120 + 32 * len(runs))
     endpoint, msg = pane.full(env)
     vis._send(msg, endpoint=endpoint)
     vis.save([env])
+
+
+class PopulationView:
+    """compare-<sweep>, rebuilt from the runs' files as results come in (pages/rebuild.py): every trial's curves,
+    fork markers where PBT exploited, and the population table; logged in with the server's credentials."""
+
+    def __init__(self, run_dirs: Callable[[], list[Path]], server: str, port: int, env: str):
+        self.run_dirs, self.server, self.port, self.env = run_dirs, server, port, env
+        self._rebuild = Rebuilder(f"population view {env}", self._draw)
+        self._rebuild.start()
+
+    def wake(self) -> None:
+        self._rebuild.wake()
+
+    def close(self) -> None:
+        self._rebuild.close()
+
+    def build(self) -> bool:
+        return self._rebuild.build()
+
+    def _draw(self) -> None:
+        records = [r for r in (load_run(d) for d in self.run_dirs() if (d / "config.json").is_file()) if r.metrics]
+        if records:
+            login = env_login() or (None, None)
+            compare_runs(records, self.server, self.port, self.env, *login)
+            draw_population(records, self.server, self.port, self.env, *login)

@@ -325,22 +325,6 @@ def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
     return cfg.with_defaults(MODEL_SPECS[cfg.model].defaults_for(cfg.dataset))
 
 
-def model_fits(model: str, image_shape: tuple[int, int, int]) -> str | None:
-    """Why `model` cannot take images of `image_shape` (C, H, W), or None: the rule models/conv.py builds by
-    and the runs home's form checks before it starts a run."""
-    side = MODEL_SPECS[model].image_size
-    if side is None:
-        return None
-    c, h, w = image_shape
-    if (h, w) != (side, side):
-        other = "conv64" if (h, w) == (64, 64) else "conv" if (h, w) == (28, 28) else "mlp"
-        return (f"model {model} is built for {side}x{side} images, the data is {h}x{w} "
-                f"({c} channel{'s' * (c != 1)}): use --model {other}")
-    if c not in (1, 3):
-        return f"model {model} expects 1 (grey) or 3 (RGB) channels, the data has {c}"
-    return None
-
-
 def default_run_name(cfg: TrainConfig) -> str:
     """dataset-model-lr-bs-time: the name of a run the user did not name."""
     return f"{cfg.dataset}-{cfg.model}-lr{cfg.lr:g}-bs{cfg.batch_size}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -5,7 +5,7 @@ itself; page events reach it only from the server's own pages (serve/guard.py re
 and that server listens on a loopback address or asks for a login (serve/server.py), so only the user
 (or someone holding the login) can press Start. Each field goes through the CLI's own rule
 (config.parse_value), the datasets are the ones that need no data folder, and the whole is checked as
-`train` checks it before anything starts: the model must fit the data's images (config.model_fits) and
+`train` checks it before anything starts: the model must fit the data's images (models/specs.py model_fits) and
 the batch the training set (the batch_size rule with the data's size, config.FIXED_DATASETS). A run takes
 a place under the pages' limit, shared with the panel's Fork and counted from the runs that really run
 (runs/page_runs.py: `serve --max-page-runs`), so it holds across restarts. What it starts is
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vae_visdom.config import (FIXED_DATASETS, ConfigError, TrainConfig, default_run_name, model_fits, parse_value,
+from vae_visdom.models.specs import model_fits
+from vae_visdom.config import (FIXED_DATASETS, ConfigError, TrainConfig, default_run_name, parse_value,
                                shown, with_model_defaults)
 from vae_visdom.runs import page_runs
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command

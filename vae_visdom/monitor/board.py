@@ -18,12 +18,12 @@ The sender thread wakes every `tick` seconds and
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import visdom
 
@@ -141,7 +141,7 @@ class Board:
         """Block until the event socket is up (browser events reach us from then on)."""
         return self._socket is not None and self._socket.connected.wait(timeout)
 
-    def start(self) -> "Board":
+    def start(self) -> Board:
         if self.log_path is not None:
             try:
                 self._log_file = open(self.log_path, "a", encoding="utf-8")

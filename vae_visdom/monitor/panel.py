@@ -28,12 +28,12 @@ from typing import Any
 from urllib.parse import quote
 
 from vae_visdom.config import RULES, ConfigError, shown
-from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
-from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.event_socket import property_row, run_command
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
+from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
+from vae_visdom.train.events import CommandEvent, Status
 
 ROWS = ("status", "stop", *SETTINGS, "fork_with", "fork", "message")  # row i; "status" carries Pause/Resume
 LIVE_STATES = ("starting", "running", "paused")
@@ -163,7 +163,8 @@ class ControlPanel:
     def _describe(self, cmd: Command) -> str:
         if cmd.accepted and cmd.name in SETTINGS:
             old = format_value(self.values.get(cmd.name), cmd.name)
-            return f"{cmd.name} {old} -> {format_value(cmd.value, cmd.name)} requested: applies {RULES[cmd.name].applies}"
+            new = format_value(cmd.value, cmd.name)
+            return f"{cmd.name} {old} -> {new} requested: applies {RULES[cmd.name].applies}"
         return cmd.message
 
     def _add_entry(self, key: tuple, wall: float, source: str, accepted: bool, text: str) -> None:

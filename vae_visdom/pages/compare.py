@@ -23,18 +23,28 @@ import html
 import io
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, argparse_type, check_name, env_login
-from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
-                                     load_run, resolve_runs, run_labels, short_names)
-from vae_visdom.runs.tables import ranking
 from vae_visdom.monitor.board import connect
+from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
+from vae_visdom.runs.records import (
+    KEY_HYPERPARAMETERS,
+    LISTED,
+    RunRecord,
+    best_run,
+    differing_keys,
+    format_value,
+    load_run,
+    resolve_runs,
+    run_labels,
+    short_names,
+)
+from vae_visdom.runs.tables import ranking
 
 TITLES = {
     "epochs": "loss per epoch (train dashed, test solid)",

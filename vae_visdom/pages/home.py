@@ -6,8 +6,8 @@
 Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with the buttons
 Compare selected, Pause selected, Resume selected, Stop selected, a message row with the last
 verdict, the new-run form (home_form.py) and a checkbox per run. Every `interval` seconds the
-folder is looked at; a run's files are read again only when their modification times changed, and a live run's trainer.lock
-is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
+folder is looked at; a run's files are read again only when their modification times changed, and a live run's
+trainer.lock is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
 content changed.
 
 A tick arrives as (pane, row index). A new run gets a new row at the end (the rows before it keep
@@ -17,7 +17,8 @@ the page in the last RECENT_S seconds are kept: a row index counts only when eve
 the current list) names the same run there; otherwise the click is refused with "tick again". Where
 visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's name there wins.
 Pause, resume and stop go to the run's own control panel as a RunCommand on this process's
-/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
+/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this
+process: `vae-visdom home` blocks the import visdom tries.
 """
 from __future__ import annotations
 
@@ -30,16 +31,17 @@ import threading
 import time
 from pathlib import Path
 
+from vae_visdom import page_limit
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
 from vae_visdom.monitor.board import Board, connect
-from vae_visdom.pages.compare import compare_runs
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
-from vae_visdom.pages.home_form import ROWS as FORM_ROWS, NewRunForm
-from vae_visdom.pages.home_table import env_of, table_html
 from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
-from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
-from vae_visdom import page_limit
+from vae_visdom.pages.compare import compare_runs
+from vae_visdom.pages.home_form import ROWS as FORM_ROWS
+from vae_visdom.pages.home_form import NewRunForm
+from vae_visdom.pages.home_table import env_of, table_html
 from vae_visdom.runs.lock import is_held
+from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 
 log = logging.getLogger(__name__)
 HOME_ENV = "runs"

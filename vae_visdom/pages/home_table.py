@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import quote
 
 from vae_visdom.runs.records import RunRecord, format_value

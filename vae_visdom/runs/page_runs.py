@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from vae_visdom.page_limit import read_limit
 from vae_visdom.runs.lock import alive, is_held

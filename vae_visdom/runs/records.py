@@ -14,9 +14,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vae_visdom.runs.jsonl import read_jsonl
 from vae_visdom.runs.lock import is_held
@@ -221,7 +222,8 @@ def differing_keys(records: Sequence[RunRecord]) -> list[str]:
 
 
 def short_names(records: Sequence[RunRecord]) -> list[str]:
-    """Names with their common prefix (up to a '-' or '_') cut: sweep-0101-lr1e-3, sweep-0101-lr3e-4 -> lr1e-3, lr3e-4."""
+    """Names with their common prefix (up to a '-' or '_') cut:
+    sweep-0101-lr1e-3, sweep-0101-lr3e-4 -> lr1e-3, lr3e-4."""
     names = [r.name for r in records]
     if len(names) < 2:
         return names

@@ -5,11 +5,19 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, _finite, best_run, differing_keys,
-                                     find_runs, format_value)
+from vae_visdom.runs.records import (
+    KEY_HYPERPARAMETERS,
+    LISTED,
+    RunRecord,
+    _finite,
+    best_run,
+    differing_keys,
+    find_runs,
+    format_value,
+)
 
 
 def _age(t: float | None, now: float) -> str:

@@ -1,4 +1,5 @@
-"""The env folder of `vae-visdom serve`: env files named only by checked ids, one server per folder, catch-up from run logs."""
+"""The env folder of `vae-visdom serve`: env files named only by checked ids, one server per folder, catch-up from
+run logs."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def remove_env(env_path: str | os.PathLike, eid) -> bool:
 
 
 def _raw(env):
-    """The dict to write for one env of visdom's state; None for a lazily loaded env never read (its file is current)."""
+    """The dict to write for one env of visdom's state; None for a lazily loaded env never read (its file is
+    current)."""
     from visdom.utils.server_utils import LazyEnvData
 
     return env._raw_dict if isinstance(env, LazyEnvData) else env

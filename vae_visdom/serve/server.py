@@ -52,12 +52,12 @@ from pathlib import Path
 from vae_visdom import page_limit
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, argparse_type, env_login
 from vae_visdom.page_limit import DEFAULT_MAX_PAGE_RUNS
+from vae_visdom.serve import assets, compat
 from vae_visdom.serve.app import login_credential, make_application, running_env_path
-from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.envs import LOCK_NAME as ENV_LOCK_NAME
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
+from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.net import connect_host, is_loopback, server_answers, url_of
-from vae_visdom.serve import assets, compat
 
 DETACH_TIMEOUT_S = 30.0
 EXIT_USAGE = 2  # busy port, refused address: the user must change the command line

@@ -189,7 +189,7 @@ def stale_runs(runs_dir: Path, env_path: Path) -> tuple[int, list[tuple[Path, st
     for run_log in logs:
         run_dir = run_log.parent
         try:
-            env = read_object(run_dir / "config.json").get("env")  # (a FIFO there is never opened)
+            env = check_name(read_object(run_dir / "config.json").get("env"), "env id")  # (a FIFO is never opened)
             saved = env_file(env_path, env)
         except (OSError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
             log.warning("catch-up: skipping %s: %s", run_dir, err)

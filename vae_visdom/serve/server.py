@@ -89,8 +89,13 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
     stopping = threading.Event()
     server_address = "http://" + (f"[{connect_host(host)}]" if ":" in connect_host(host) else connect_host(host))

@@ -106,9 +106,12 @@ class ControlPanel:
         """A browser event forwarded by the server; only this run's panel in this env counts."""
         row = property_row(event, self.win, self.env, ROWS)
         order = run_command(event, self.win, self.env)  # pause/resume/stop from the runs home
-        if row is None and order is None:
+        if row is not None:
+            cmd, verdict = self._edit(row, event.get("value"))
+        elif order is not None:
+            cmd, verdict = self._order(*order)
+        else:
             return
-        cmd, verdict = self._order(*order) if row is None else self._edit(row, event.get("value"))
         with self.board.lock:
             if cmd is not None:
                 verdict = cmd.message
@@ -137,6 +140,7 @@ class ControlPanel:
             return None, closed
         if name not in ACTIONS:
             return None, f"rejected: unknown command {shown(name)} from {source}; allowed: {', '.join(ACTIONS)}"
+        assert self.controller is not None  # _closed said it is there
         return self.controller.submit(name, source=source), None
 
     def _edit(self, row: str, value) -> tuple[Command | None, str | None]:
@@ -146,6 +150,7 @@ class ControlPanel:
         if (closed := self._closed()) is not None:
             return None, closed
         ctl = self.controller
+        assert ctl is not None  # _closed said it is there
         if row == "status":  # its button: Pause or Resume, whichever the controller's state calls for
             return ctl.submit("resume" if ctl.paused else "pause", source="panel"), None
         if row == "fork_with":  # kept as typed, checked now and again when Fork is pressed

@@ -162,7 +162,7 @@ def _server_address(raw: Any, name: str) -> str:
     """http(s)://HOST: what visdom's client puts before ":PORT" (so no port, path, query or login here)."""
     from urllib.parse import urlsplit
 
-    text = raw.strip() if isinstance(raw, str) else None
+    text = raw.strip() if isinstance(raw, str) else ""
     try:
         parts = urlsplit(text) if text else None
         ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and \

@@ -77,7 +77,7 @@ class ConvVAE(VAE):
 
 
 def _check_size(model: str, image_shape: tuple[int, int, int]) -> None:
-    problem = model_fits(model, tuple(image_shape))  # the one rule (config.py), which the runs home checks too
+    problem = model_fits(model, image_shape)  # the one rule (config.py), which the runs home checks too
     if problem:
         raise ValueError(problem)
 

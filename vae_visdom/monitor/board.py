@@ -40,7 +40,7 @@ LOG_NAME = "visdom.log"  # the windows as JSON lines in the run folder: what `va
 POST_TIMEOUT = (3.05, 15.0)  # connect, read: a server that hangs must not hang the sender forever
 
 
-class _Client(visdom.Visdom):
+class Client(visdom.Visdom):
     """visdom's client with a timeout on every request (its own session has none)."""
 
     # set by visdom's constructor, but missing from its stub (visdom/__init__.pyi)
@@ -61,7 +61,7 @@ class _Client(visdom.Visdom):
 
 
 def connect(server: str, port: int, env: str, username: str | None = None,
-            password: str | None = None) -> _Client:
+            password: str | None = None) -> Client:
     """An HTTP-only visdom client that has not talked to the server yet.
 
     Built with send=False, which skips the constructor's request (and its socket set-up),
@@ -70,7 +70,7 @@ def connect(server: str, port: int, env: str, username: str | None = None,
     """
     logging.getLogger("visdom").setLevel(logging.ERROR)  # a warning per new session: terminal noise
     # call-arg ignored: the stub (visdom/__init__.pyi) lacks the constructor's username and password
-    client = _Client(server=server, port=port, env=env, raise_exceptions=True,  # type: ignore[call-arg]
+    client = Client(server=server, port=port, env=env, raise_exceptions=True,  # type: ignore[call-arg]
                      use_incoming_socket=False, username=username, password=password, send=False)
     client.send = True
     return client
@@ -90,7 +90,7 @@ class Board:
         self.min_interval, self.tick, self.log_every, self.max_backoff = min_interval, tick, log_every, max_backoff
         self.lock = threading.RLock()
         self.windows: dict[str, Window] = {}  # in creation order: the order panes appear in
-        self.client: _Client | None = None
+        self.client: Client | None = None
         self.connected = False  # the last request reached the server
         self.sends = 0  # window messages the server took (for tests and the report)
         self.failures = 0

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from vae_visdom import page_limit
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
-from vae_visdom.monitor.board import Board, connect
+from vae_visdom.monitor.board import Board, Client, connect
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
 from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
 from vae_visdom.pages.compare import compare_runs
@@ -77,13 +77,13 @@ class RunsHome:
         self.message = "tick runs below, then press a button"
         self.comparison: str | None = None
         self.comparing = False
-        self._envs_client = None
+        self._envs_client: Client | None = None
         self._wake, self._stop = threading.Event(), threading.Event()
 
     # -- reading the runs folder (the home's own thread) ------------------------------------------
     def scan(self) -> None:
         """Read what changed; a live run's lock again whatever changed."""
-        found = {}
+        found: dict[str, tuple[float | None, ...]] = {}
         for cfg in self.runs_dir.glob("*/config.json") if self.runs_dir.is_dir() else ():
             stamps = tuple(_mtime(cfg.parent / n) for n in FILES)
             if stamps[0] is not None:
@@ -96,7 +96,9 @@ class RunsHome:
                 except (OSError, ValueError) as err:  # gone between the glob and the read: next tick
                     log.debug("runs home: %s: %s", name, err)
                     continue
-                self._seen[name], self.created[name] = stamps, stamps[0]
+                created = stamps[0]
+                assert created is not None  # found holds only runs whose config.json has a modification time
+                self._seen[name], self.created[name] = stamps, created
             elif rec.status.get("state") in LIVE_STATES:
                 rec.held = is_held(rec.run_dir)
             self.records[name] = rec
@@ -313,8 +315,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"vae-visdom home: warning: cannot record --max-page-runs in {args.runs_dir} ({err}); the "
                   f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}",
                   file=sys.stderr)
-    home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
-                    *(env_login() or (None, None)), args.parent)
+    username, password = env_login() or (None, None)
+    home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval), username, password,
+                    args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",
           flush=True)
     try:

@@ -41,7 +41,8 @@ def env_link(env: str, text: str | None = None) -> str:
 def live_value(rec: RunRecord, key: str):
     """A setting as the trainer last reported it (status.json's values; the panel can change lr and batch
     size mid-run), else as configured."""
-    values = rec.status.get("values") if isinstance(rec.status.get("values"), dict) else {}
+    reported = rec.status.get("values")
+    values = reported if isinstance(reported, dict) else {}
     return values.get(key) if values.get(key) is not None else rec.config.get(key)
 
 

@@ -163,7 +163,7 @@ class Board:
             except OSError as err:  # no log is better than no training
                 log.warning("cannot write %s (%s); the visdom windows will not be replayable", self.log_path, err)
         if self._on_event is not None:
-            self._socket = EventSocket(self.server, self.port, cookie=self._cookie, on_event=self._on_event,
+            self._socket = EventSocket(self.server, self.port, cookie=self.login_cookie, on_event=self._on_event,
                                        on_disconnect=self.mark_stale, max_backoff=self.max_backoff).start()
         self._thread.start()
         return self
@@ -181,7 +181,8 @@ class Board:
             self._socket.close()
 
     # -- sender thread --------------------------------------------------------------------------
-    def _cookie(self) -> str:
+    def login_cookie(self) -> str:
+        """The session's login cookie ("" before the first login): what the event socket's handshake sends."""
         client = self.client
         if client is None or client._session is None:
             return ""

@@ -65,7 +65,7 @@ class RunsHome:
         self.board = Board(server, port, env, log_path=None, username=username, password=password)
         self.table = self.board.add(TextPane(TABLE_WIN, "runs", width=1180, height=260))
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
-        self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
+        self.socket = EventSocket(server, port, cookie=self.board.login_cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
         self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_form.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last

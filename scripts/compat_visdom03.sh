@@ -49,7 +49,8 @@ done
 say "venv ready in $((SECONDS - T0)) s; running the visdom-facing tests against visdom 0.3.0"
 
 TESTS=(tests/test_server.py tests/test_security_server.py tests/test_monitor.py tests/test_panel.py
-       tests/test_e2e_browser.py tests/test_visdom_versions.py tests/test_home.py tests/test_panel_fork.py)
+       tests/test_e2e_browser.py tests/test_visdom_versions.py tests/test_home.py tests/test_panel_fork.py
+       tests/test_security_doors.py)
 for a in "$@"; do case $a in tests/*) TESTS=();; esac; done
 set -- "${TESTS[@]}" "$@"
 status=0

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -55,7 +55,7 @@ class VisdomServer:
         return [sys.executable, "-m", "vae_visdom.serve.server", "--host", self.host, "--port", str(self.port),
                 "--env-path", str(self.env_path), *runs, *self.args]
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> "VisdomServer":
+    def start(self, timeout: float = START_TIMEOUT_S) -> VisdomServer:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,

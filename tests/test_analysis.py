@@ -10,9 +10,9 @@ from torch import nn
 
 from vae_visdom.insight.latent import figures_for_epoch, interpolation_strip, latent_manifold_grid, posterior_scatter
 from vae_visdom.insight.pca import PCA, pca_figures, pca_fit, pca_recon_error, pca_reconstruct
-from vae_visdom.train.events import ImageFigure, NumbersFigure, ScatterFigure
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
+from vae_visdom.train.events import ImageFigure, NumbersFigure, ScatterFigure
 from vae_visdom.train.objectives import recon_nll
 
 

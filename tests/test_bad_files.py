@@ -179,8 +179,9 @@ def test_sixteen_flipped_bytes_in_a_checkpoint_are_refused_and_the_previous_one_
 
 def test_a_checkpoint_not_verified_is_never_made_the_previous_one(tmp_path):
     """24.6: the rotation made whatever checkpoint.pt held the previous one, pushing out the last good one."""
-    from vae_visdom.train import checkpoint
     import torch
+
+    from vae_visdom.train import checkpoint
     run = tmp_path / "run"
     run.mkdir()
     checkpoint.save(run, {"epoch": 1, "w": torch.ones(1000)})
@@ -199,8 +200,9 @@ def test_a_checkpoint_not_verified_is_never_made_the_previous_one(tmp_path):
 
 def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
     """24.6: checkpoints of earlier versions carry no checksum: they load unchecked, as before."""
-    from vae_visdom.train import checkpoint
     import torch
+
+    from vae_visdom.train import checkpoint
     torch.save({"epoch": 4, "model": {}, "optimizer": {}, "step": 9, "rng": {}}, tmp_path / "old.pt")
     assert checkpoint.read(tmp_path / "old.pt")["epoch"] == 4
 
@@ -235,8 +237,8 @@ def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite
     listing = subprocess.run([sys.executable, "-m", "vae_visdom", "runs", "--runs-dir", str(run.parent)],
                              env=CHILD_ENV, capture_output=True, text=True, timeout=30).stdout
     assert "nan-run" in listing and "diverged" in listing, listing
-    from vae_visdom.runs.records import find_runs
     from vae_visdom.pages.home_table import table_html
+    from vae_visdom.runs.records import find_runs
     assert ">diverged<" in table_html(find_runs(run.parent), str(run.parent))
     env = json.loads(server.client("nan-run", use_incoming_socket=False).get_window_data(env="nan-run"))
     text = json.dumps(env)

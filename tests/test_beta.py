@@ -58,7 +58,8 @@ def test_beta_one_is_the_elbo_bit_for_bit():
     torch.manual_seed(0)
     ma = build_model("mlp", (1, 28, 28), 5, 64, "bernoulli")
     mb = copy.deepcopy(ma)
-    sa, sb = MLPStep(ma, torch.optim.Adam(ma.parameters())), MLPStep(mb, torch.optim.Adam(mb.parameters()), KLWeight(1.0))
+    sa = MLPStep(ma, torch.optim.Adam(ma.parameters()))
+    sb = MLPStep(mb, torch.optim.Adam(mb.parameters()), KLWeight(1.0))
     x = torch.rand(32, 1, 28, 28)
     for i in range(3):
         torch.manual_seed(i)
@@ -175,7 +176,8 @@ def test_a_run_stopped_mid_epoch_resumes_with_its_beta_and_objective(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["beta"] == 3.0
     steps = read_jsonl(tmp_path / "cut" / "steps.jsonl")
     assert [s["beta"] for s in steps] == [1.0, 1.0, 1.0, 3.0] + [3.0] * 4  # 8 steps an epoch, logged every 2
-    assert steps[0]["objective"] is None and steps[3]["objective"] == pytest.approx(steps[3]["recon"] + 3 * steps[3]["kl"])
+    assert steps[0]["objective"] is None
+    assert steps[3]["objective"] == pytest.approx(steps[3]["recon"] + 3 * steps[3]["kl"])
     for r in rows:  # the epoch's objective is its intervals' (2 steps of 64 each), across the stop and the resume
         intervals = [s for s in steps if s["epoch"] == r["epoch"]]
         want = sum(s["loss"] if s["objective"] is None else s["objective"] for s in intervals) / len(intervals)

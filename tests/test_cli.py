@@ -105,7 +105,10 @@ def test_two_epochs_equal_one_plus_resume_on_real_mnist(tmp_path):
     assert code == 0, err
     a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda rows: [{k: v for k, v in __import__("json").loads(r).items() if "second" not in k} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in __import__("json").loads(r).items() if "second" not in k} for r in rows]
+
     assert strip(a) == strip(b)
     wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]

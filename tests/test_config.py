@@ -1,8 +1,15 @@
 """One set of rules: TrainConfig.validate, the CLI and the panel agree."""
 import pytest
 
-from vae_visdom.config import MODEL_NAMES, RULES, ConfigError, TrainConfig, argparse_type, parse_value
-from vae_visdom.config import with_model_defaults
+from vae_visdom.config import (
+    MODEL_NAMES,
+    RULES,
+    ConfigError,
+    TrainConfig,
+    argparse_type,
+    parse_value,
+    with_model_defaults,
+)
 from vae_visdom.models import MODEL_SPECS
 
 

@@ -106,7 +106,7 @@ def test_a_few_adam_steps_of_conv64_on_orl_faces_lower_the_negative_elbo(tmp_pat
             return (recon + kl).mean().item()
 
     before = test_loss()
-    for step in range(15):
+    for _ in range(15):
         x = x_train[torch.randint(0, len(x_train), (d["batch_size"],))]
         logits, mu, logvar = model(x)
         recon, kl = elbo_terms(logits, x, mu, logvar, model.likelihood, model.log_sigma)

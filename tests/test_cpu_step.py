@@ -8,9 +8,9 @@ import torch
 
 from tests.conftest import synthetic_data
 from vae_visdom.config import TrainConfig
-from vae_visdom.train.mlp_cpu_step import MLPStep, unsupported
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
+from vae_visdom.train.mlp_cpu_step import MLPStep, unsupported
 from vae_visdom.train.step import backward_and_step
 
 
@@ -121,7 +121,8 @@ def test_the_trainer_takes_the_deeper_step_for_mlp_iwae_on_the_cpu(tmp_path):
     from vae_visdom.train.deep_mlp_step import DeepMLPStep
 
     def step_of(**kw):
-        cfg = TrainConfig(model="mlp-iwae", epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))), **kw)
+        cfg = TrainConfig(model="mlp-iwae", epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))),
+                          **kw)
         return TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).trainer.step_fn
 
     assert isinstance(step_of(), DeepMLPStep)

@@ -18,8 +18,7 @@ import pytest
 import torch
 
 from vae_visdom.cli import build_parser
-from vae_visdom.data import DataError, load_dataset
-from vae_visdom.data import idx, mnist, mnist_sources
+from vae_visdom.data import DataError, idx, load_dataset, mnist, mnist_sources
 
 # Canonical md5s of the uncompressed files, written out here independently of the module.
 MNIST_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import screenshot, until, wait_for
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
 
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -37,7 +37,7 @@ def session_for(server, tmp_path, env: str, mnist, **cfg) -> TrainingSession:
 
 def window(server, env: str, title: str) -> dict:
     vis = server.client(env, use_incoming_socket=False)
-    for win, data in json.loads(vis.get_window_data(env=env)).items():
+    for data in json.loads(vis.get_window_data(env=env)).values():
         if data.get("title") == title:
             return data
     raise AssertionError(f"no window titled {title!r} in env {env}")

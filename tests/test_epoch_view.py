@@ -61,7 +61,8 @@ def test_step_back_to_epoch_one_and_forward_then_type_into_the_control_panel(vis
             pane = until(view_pane, "the view pane", timeout=30)
             next(b for b in pane.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == label).click()
 
-        saved = {e: sorted([(run_dir / f"reconstruction_{e}.png").read_bytes(), (run_dir / f"sample_{e}.png").read_bytes()])
+        saved = {e: sorted([(run_dir / f"reconstruction_{e}.png").read_bytes(),
+                            (run_dir / f"sample_{e}.png").read_bytes()])
                  for e in (1, 2, 3)}
         until(lambda: sorted(shown(browser, "epoch 3")) == saved[3], "epoch 3's samples, the newest", timeout=30)
         click("<")

@@ -8,12 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from vae_visdom.config import TrainConfig
-from vae_visdom.insight.iwae import (DEFAULT_MAX_FLOATS, IWResult, chunk_plan, eval_mode, floats_per_pair,
-                                 format_result, iw_log_likelihood)
+from vae_visdom.config import TrainConfig, with_model_defaults
+from vae_visdom.insight.iwae import (
+    DEFAULT_MAX_FLOATS,
+    IWResult,
+    chunk_plan,
+    eval_mode,
+    floats_per_pair,
+    format_result,
+    iw_log_likelihood,
+)
 from vae_visdom.models.base import VAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.config import with_model_defaults
 from vae_visdom.train.objectives import recon_nll
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
 
 

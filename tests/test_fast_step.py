@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom.train import checkpoint
 from vae_visdom.config import TrainConfig
-from vae_visdom.train.graph_step import make_step
-from vae_visdom.train import step as step_module
-from vae_visdom.train.step import prepare_optimizer
 from vae_visdom.models import build_model
 from vae_visdom.session import TrainingSession
+from vae_visdom.train import checkpoint
+from vae_visdom.train import step as step_module
+from vae_visdom.train.graph_step import make_step
+from vae_visdom.train.step import prepare_optimizer
 from vae_visdom.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

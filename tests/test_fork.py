@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vae_visdom.cli import main
-from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.monitor.windows import TITLES
+from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.runs.files import read_jsonl
 
 FAST = ["--no-views", "--log-interval", "100", "--batch-size", "256"]

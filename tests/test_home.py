@@ -460,7 +460,8 @@ def test_an_empty_lr_or_batch_size_in_the_form_is_the_models_own_default(tmp_pat
     _home_event(home, "new_model", "conv64")
     cfg = home.form.checked()
     orl = MODEL_SPECS["conv64"].defaults_for("orl")
-    assert (cfg.lr, cfg.batch_size, cfg.likelihood) == (orl["lr"], orl["batch_size"], "gaussian") == (1e-3, 16, "gaussian")
+    assert (cfg.lr, cfg.batch_size, cfg.likelihood) == (orl["lr"], orl["batch_size"], "gaussian") \
+        == (1e-3, 16, "gaussian")
     assert home.form.flags() == ["--dataset", "orl", "--model", "conv64", "--epochs", "10"]
     assert _home_event(home, "new_batch_size", "32") == "new run: batch_size = 32; press Start"
     assert home.form.checked().batch_size == 32 and "--batch-size" in home.form.flags()

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_visdom.data import DataError, ImageData, load_dataset
-from vae_visdom.data import images
+from vae_visdom.data import DataError, ImageData, images, load_dataset
 
 
 def _noise(w: int, h: int, mode: str, seed: int) -> Image.Image:

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from tests.test_trainer import At, metrics, run
-from vae_visdom.config import ConfigError, TrainConfig, parse_value
+from vae_visdom.config import ConfigError, TrainConfig, parse_value, with_model_defaults
 from vae_visdom.insight.iwae import floats_per_pair, format_result, iw_log_likelihood
-from vae_visdom.config import with_model_defaults
 from vae_visdom.models import build_model
 from vae_visdom.models.deep_mlp import DeepMLPVAE
 from vae_visdom.train import mlp_cpu_step

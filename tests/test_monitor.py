@@ -13,16 +13,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_visdom.monitor.content import figure_title
-from vae_visdom.pages.log_screen import rebuild_html
-from vae_visdom.monitor.windows import plotly_text
-from vae_visdom.train.events import (CommandEvent, EpochImages, EpochRecord, ImageFigure, NumbersFigure, RunInfo,
-                                     ScatterFigure, Status, StepLog)
 from vae_visdom.monitor import TITLES, VisdomMonitor
+from vae_visdom.monitor.content import figure_title
+from vae_visdom.monitor.windows import plotly_text
+from vae_visdom.pages.log_screen import rebuild_html
 from vae_visdom.pages.replay import replay
-from vae_visdom.serve.net import find_free_port
 from vae_visdom.runs.files import RunFiles
 from vae_visdom.runs.resume import reconcile
+from vae_visdom.serve.net import find_free_port
+from vae_visdom.train.events import (
+    CommandEvent,
+    EpochImages,
+    EpochRecord,
+    ImageFigure,
+    NumbersFigure,
+    RunInfo,
+    ScatterFigure,
+    Status,
+    StepLog,
+)
 
 CFG = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10, model="mlp", latent_dim=20, hidden_dim=400,
            likelihood="bernoulli", optimizer="adam", seed=1)
@@ -141,7 +150,8 @@ def test_every_window_shows_what_the_trainer_reported(server, tmp_path):
         assert fact in run
     assert m.hook_errors == []
     control = panes[m.windows["control"]]["content"]
-    assert [r["value"] for r in control if r["type"] == "text"] == ["0.0003", "64", "3", "10", "1", ""]  # + beta, fork with
+    # lr, batch size, epochs, log interval, beta, fork with
+    assert [r["value"] for r in control if r["type"] == "text"] == ["0.0003", "64", "3", "10", "1", ""]
     assert "applied at epoch 2, step 40" in panes[m.windows["events"]]["content"]
 
 

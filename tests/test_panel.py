@@ -10,10 +10,10 @@ import time
 import pytest
 
 from tests.test_monitor import feed_epoch, run_info, window_data
-from vae_visdom.train.controller import Controller
-from vae_visdom.train.events import CommandEvent, Status, StepLog
 from vae_visdom.monitor import VisdomMonitor
 from vae_visdom.monitor.panel import ROWS
+from vae_visdom.train.controller import Controller
+from vae_visdom.train.events import CommandEvent, Status, StepLog
 
 VALUES = dict(lr=1e-3, batch_size=128, epochs=3, log_interval=10)
 
@@ -90,7 +90,7 @@ def test_bad_values_are_refused_and_the_value_in_force_stays(server, page, tmp_p
         (cmd,) = commands(ctl)
         assert not cmd.accepted and cmd.message.startswith(f"rejected: {name}: "), (raw, cmd.message)
         assert "allowed:" in cmd.message or "empty" in cmd.message
-        rows = panel(server, m, lambda r: r["message"]["name"] == f"message: {cmd.message}")
+        rows = panel(server, m, lambda r, cmd=cmd: r["message"]["name"] == f"message: {cmd.message}")
         assert rows["message"]["name"] == f"message: {cmd.message}", raw
         # the value in force comes back, changed as a prop (so the browser drops the typed text)
         assert rows[name]["value"].strip() == str(VALUES[name] if name != "lr" else "0.001")

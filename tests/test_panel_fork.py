@@ -14,10 +14,10 @@ import pytest
 from tests.fixtures import REPO, screenshot, until, wait_for
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
+from vae_visdom.config import ConfigError
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.train.controller import Controller, parse_fork
-from vae_visdom.config import ConfigError
 
 
 def test_what_a_fork_changes_is_checked_by_the_rules_of_every_value():
@@ -59,7 +59,8 @@ def test_fork_pressed_in_the_page_starts_a_run_of_its_own_and_the_parent_goes_on
     cmd = [sys.executable, "-m", "vae_visdom", "train", "--runs-dir", str(runs), "--name", "base", "--epochs", "4",
            "--no-views", "--batch-size", "256", "--log-interval", "20", "--port", str(server.port)]
     log = open(tmp_path / "parent.log", "wb")
-    parent = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    parent = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     child = runs / "base-fork1"
     try:
         until(lambda: (runs / "base" / "status.json").exists() and window_data(server, "base"), "the parent's page", 90,
@@ -96,7 +97,8 @@ def test_fork_pressed_in_the_page_starts_a_run_of_its_own_and_the_parent_goes_on
     k = at["epoch"]  # epochs complete when the pause landed (1, unless this machine was slow to click)
     assert cfg["parent"] == str(runs / "base") and k >= 1 and at["step"] > base_rows[k - 1]["step"]
     assert [r["epoch"] for r in base_rows] == [1, 2, 3, 4] and {r["lr"] for r in base_rows} == {1e-3}  # undisturbed
-    assert [r["epoch"] for r in fork_rows] == [1, 2, 3, 4] and fork_rows[:k] == base_rows[:k]  # its history, then its own
+    # its history, then its own
+    assert [r["epoch"] for r in fork_rows] == [1, 2, 3, 4] and fork_rows[:k] == base_rows[:k]
     assert fork_rows[k]["lr"] == 3e-4 and fork_rows[k]["test_loss"] != base_rows[k]["test_loss"]
     assert "Epoch: 4" in (child / "train.log").read_text()  # the child's own output, in its folder
     events = [e for e in read_jsonl(runs / "base" / "events.jsonl") if e["name"] == "fork"]
@@ -126,7 +128,7 @@ def test_fork_pressed_again_and_again_starts_at_most_the_servers_limit(visdom_se
         browser.get(f"{server.url}/env/base")
         until(lambda: "status: running" in _status_row(browser), "the running parent", 90, every=0.2)
         for _ in range(5):
-            for attempt in range(20):  # the pane is redrawn under the click now and then
+            for _attempt in range(20):  # the pane is redrawn under the click now and then
                 try:
                     _control(browser)[1][2].click()  # Fork
                     break

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_data
-from vae_visdom.train import checkpoint
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.config import TrainConfig
-from vae_visdom.train.events import Callback
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
+from vae_visdom.train import checkpoint
+from vae_visdom.train.events import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_TRACE = "train (every log interval)"
@@ -92,7 +92,6 @@ def straight(tmp_path_factory) -> dict[int, Path]:
 def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tmp_path):
     """Item 6: the lock is taken before anything in the folder is touched, and given back at the end."""
     from vae_visdom.config import UsageError
-
     from vae_visdom.runs.lock import holder
 
     run_dir = tmp_path / "run"

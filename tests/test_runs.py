@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import synthetic_data
-from vae_visdom.runs.files import read_jsonl
 from vae_visdom.cli import main
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor import TITLES
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.pages.compare import build_comparison
+from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import load_run
 from vae_visdom.session import TrainingSession
 

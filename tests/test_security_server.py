@@ -20,12 +20,12 @@ import pytest
 import websocket
 
 from tests.conftest import synthetic_data
-from tests.fixtures import REPO, wait_for, until
+from tests.fixtures import REPO, until, wait_for
 from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
 from vae_visdom.serve import compat
-from vae_visdom.serve.net import find_free_port
 from vae_visdom.serve.envs import RUN_LOG, lock_holder, stale_runs
+from vae_visdom.serve.net import find_free_port
 
 EVIL = "http://evil.example"
 NAME_RULE = "allowed: 1 to 100 of the characters"

@@ -111,7 +111,8 @@ def copy_of_visdom_without_ui_files(site: Path) -> Path:
     import shutil
 
     src = assets.default_static_dir().parent
-    names = {Path(t).name for p in assets.load_manifest()["packages"].values() for ts in p["files"].values() for t in ts}
+    names = {Path(t).name for p in assets.load_manifest()["packages"].values()
+             for ts in p["files"].values() for t in ts}
     shutil.copytree(src, site / "visdom", ignore=lambda d, files: [f for f in files if f in names or f in
                                                                    ("version.built", "mathjax", "__pycache__")])
     return site
@@ -175,7 +176,7 @@ def test_login_mode_serves_the_login_page_and_admits_only_the_right_password(vis
     assert vis.check_connection()
     vis.text("hello", win="t")
     assert vis.win_exists("t")
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="Authentication failed"):  # visdom's own refusal, not any error
         server.client("login_env", username="alice", password="wrong", use_incoming_socket=False).text("x")
 
 

@@ -11,10 +11,10 @@ from tests.fixtures import until
 from tests.test_monitor import feed_steps, images, record, run_info, window_data
 from tests.test_panel import page  # noqa: F401  (the fixture: a browser page's websocket)
 from vae_visdom.monitor import VisdomMonitor
-from vae_visdom.pages.replay import replay
-from vae_visdom.pages.browse import browse
 from vae_visdom.monitor.curves import EMA
 from vae_visdom.monitor.view_pane import ROWS
+from vae_visdom.pages.browse import browse
+from vae_visdom.pages.replay import replay
 from vae_visdom.runs.files import RunFiles
 
 

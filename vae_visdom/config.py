@@ -14,9 +14,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vae_visdom.models.specs import MODEL_NAMES, MODEL_SPECS
 
@@ -161,7 +162,7 @@ def _server_address(raw: Any, name: str) -> str:
     """http(s)://HOST: what visdom's client puts before ":PORT" (so no port, path, query or login here)."""
     from urllib.parse import urlsplit
 
-    text = raw.strip() if isinstance(raw, str) else None
+    text = raw.strip() if isinstance(raw, str) else ""
     try:
         parts = urlsplit(text) if text else None
         ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) and \
@@ -174,7 +175,10 @@ def _server_address(raw: Any, name: str) -> str:
     return text.rstrip("/")
 
 
-_schedule_check = lambda v, ctx: None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
+def _schedule_check(v, ctx):
+    return None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
+
+
 RULES: dict[str, Rule] = {
     "lr": Rule(_finite_number, _range(0.0, 10.0, lo_open=True), "a number in (0, 10], e.g. 1e-3",
                live=True, applies="from the next optimizer step, to every parameter group"),
@@ -286,15 +290,15 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every field by its rule in RULES; raise ConfigError naming the first bad one."""
         for name in RULES:
             value = getattr(self, name)
@@ -312,7 +316,7 @@ class TrainConfig:
             raise ConfigError(f"data_dir: --dataset {self.dataset} needs --data-dir DIR")
         return self
 
-    def with_defaults(self, defaults: dict) -> "TrainConfig":
+    def with_defaults(self, defaults: dict) -> TrainConfig:
         """Fill the fields left None from `defaults` (the model's for this dataset: models.with_model_defaults)."""
         for key, value in defaults.items():
             if getattr(self, key, None) is None:
@@ -340,5 +344,6 @@ def writable_dir(path: Path) -> Path:
         finally:
             probe.unlink(missing_ok=True)  # a full disk can fail the write after creating the file
     except OSError as err:
-        raise UsageError(f"output dir {path} is not writable ({err.strerror or err}); choose another with --out")
+        raise UsageError(
+            f"output dir {path} is not writable ({err.strerror or err}); choose another with --out") from err
     return path

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 import threading
-from typing import Callable, Union
+from collections.abc import Callable
+from pathlib import Path
 
-Data = Union[bytes, str, Callable[[Path], None]]
+Data = bytes | str | Callable[[Path], None]
 
 
 class RunWriteError(OSError):

@@ -24,7 +24,8 @@ class ImageData:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+        _, c, h, w = self.train.shape  # (N, C, H, W): __post_init__ checked the four dimensions
+        return c, h, w
 
     def __post_init__(self) -> None:
         for split in (self.train, self.test):

@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
-from vae_visdom.models.specs import model_fits
 from vae_visdom.models.base import VAE
+from vae_visdom.models.specs import model_fits
 
 
 class ConvVAE(VAE):
@@ -77,7 +77,7 @@ class ConvVAE(VAE):
 
 
 def _check_size(model: str, image_shape: tuple[int, int, int]) -> None:
-    problem = model_fits(model, tuple(image_shape))  # the one rule (specs.py), which the runs home checks too
+    problem = model_fits(model, image_shape)  # the one rule (specs.py), which the runs home checks too
     if problem:
         raise ValueError(problem)
 

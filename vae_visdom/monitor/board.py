@@ -18,17 +18,21 @@ The sender thread wakes every `tick` seconds and
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import visdom
 
 from vae_visdom.monitor.event_socket import EventSocket
 from vae_visdom.monitor.windows import ImageGrid, Message, Window, encode_grid
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 SENDER_NICE = 10  # the sender thread's niceness: streaming must not take CPU from training
@@ -36,8 +40,15 @@ LOG_NAME = "visdom.log"  # the windows as JSON lines in the run folder: what `va
 POST_TIMEOUT = (3.05, 15.0)  # connect, read: a server that hangs must not hang the sender forever
 
 
-class _Client(visdom.Visdom):
+class Client(visdom.Visdom):
     """visdom's client with a timeout on every request (its own session has none)."""
+
+    # set by visdom's constructor, but missing from its stub (visdom/__init__.pyi)
+    server: str
+    port: int
+    send: bool
+    session: requests.Session  # a property: made once, with the login
+    _session: requests.Session | None
 
     def _handle_post(self, url, data=None):
         r = self.session.post(url, data={} if data is None else data, timeout=POST_TIMEOUT)
@@ -50,7 +61,7 @@ class _Client(visdom.Visdom):
 
 
 def connect(server: str, port: int, env: str, username: str | None = None,
-            password: str | None = None) -> visdom.Visdom:
+            password: str | None = None) -> Client:
     """An HTTP-only visdom client that has not talked to the server yet.
 
     Built with send=False, which skips the constructor's request (and its socket set-up),
@@ -58,10 +69,14 @@ def connect(server: str, port: int, env: str, username: str | None = None,
     every retry. Its requests raise ConnectionError (fast) while nothing answers.
     """
     logging.getLogger("visdom").setLevel(logging.ERROR)  # a warning per new session: terminal noise
-    client = _Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
-                     username=username, password=password, send=False)
+    # call-arg ignored: the stub (visdom/__init__.pyi) lacks the constructor's username and password
+    client = Client(server=server, port=port, env=env, raise_exceptions=True,  # type: ignore[call-arg]
+                     use_incoming_socket=False, username=username, password=password, send=False)
     client.send = True
     return client
+
+
+W = TypeVar("W", bound=Window)
 
 
 class Board:
@@ -75,7 +90,7 @@ class Board:
         self.min_interval, self.tick, self.log_every, self.max_backoff = min_interval, tick, log_every, max_backoff
         self.lock = threading.RLock()
         self.windows: dict[str, Window] = {}  # in creation order: the order panes appear in
-        self.client: visdom.Visdom | None = None
+        self.client: Client | None = None
         self.connected = False  # the last request reached the server
         self.sends = 0  # window messages the server took (for tests and the report)
         self.failures = 0
@@ -86,14 +101,14 @@ class Board:
         self._save_after: dict[str, int] | None = None  # versions the next save must include
         self._log_due = False
         self._last_log = 0.0
-        self._log_file = None
+        self._log_file: TextIO | None = None
         self._on_event = on_event
         self._socket: EventSocket | None = None
         self._thread = threading.Thread(target=self._run, name="vae-visdom-sender", daemon=True)
         self.closed = False
 
     # -- any thread -----------------------------------------------------------------------------
-    def add(self, window: Window) -> Window:
+    def add(self, window: W) -> W:
         with self.lock:
             self.windows[window.win] = window
         return window
@@ -141,14 +156,14 @@ class Board:
         """Block until the event socket is up (browser events reach us from then on)."""
         return self._socket is not None and self._socket.connected.wait(timeout)
 
-    def start(self) -> "Board":
+    def start(self) -> Board:
         if self.log_path is not None:
             try:
                 self._log_file = open(self.log_path, "a", encoding="utf-8")
             except OSError as err:  # no log is better than no training
                 log.warning("cannot write %s (%s); the visdom windows will not be replayable", self.log_path, err)
         if self._on_event is not None:
-            self._socket = EventSocket(self.server, self.port, cookie=self._cookie, on_event=self._on_event,
+            self._socket = EventSocket(self.server, self.port, cookie=self.login_cookie, on_event=self._on_event,
                                        on_disconnect=self.mark_stale, max_backoff=self.max_backoff).start()
         self._thread.start()
         return self
@@ -166,7 +181,8 @@ class Board:
             self._socket.close()
 
     # -- sender thread --------------------------------------------------------------------------
-    def _cookie(self) -> str:
+    def login_cookie(self) -> str:
+        """The session's login cookie ("" before the first login): what the event socket's handshake sends."""
         client = self.client
         if client is None or client._session is None:
             return ""
@@ -272,6 +288,7 @@ class Board:
         return True
 
     def _post(self, msg: dict, endpoint: str) -> bool:
+        assert self.client is not None  # _send_due connects before it posts
         try:
             self.client._send(msg, endpoint=endpoint, quiet=True)
         except (ConnectionError, OSError, RuntimeError) as err:  # RuntimeError: login refused

@@ -28,12 +28,12 @@ from typing import Any
 from urllib.parse import quote
 
 from vae_visdom.config import RULES, ConfigError, shown
-from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
-from vae_visdom.train.events import CommandEvent, Status
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.event_socket import property_row, run_command
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
 from vae_visdom.runs.records import format_value
+from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
+from vae_visdom.train.events import CommandEvent, Status
 
 ROWS = ("status", "stop", *SETTINGS, "fork_with", "fork", "message")  # row i; "status" carries Pause/Resume
 LIVE_STATES = ("starting", "running", "paused")
@@ -106,9 +106,12 @@ class ControlPanel:
         """A browser event forwarded by the server; only this run's panel in this env counts."""
         row = property_row(event, self.win, self.env, ROWS)
         order = run_command(event, self.win, self.env)  # pause/resume/stop from the runs home
-        if row is None and order is None:
+        if row is not None:
+            cmd, verdict = self._edit(row, event.get("value"))
+        elif order is not None:
+            cmd, verdict = self._order(*order)
+        else:
             return
-        cmd, verdict = self._order(*order) if row is None else self._edit(row, event.get("value"))
         with self.board.lock:
             if cmd is not None:
                 verdict = cmd.message
@@ -137,6 +140,7 @@ class ControlPanel:
             return None, closed
         if name not in ACTIONS:
             return None, f"rejected: unknown command {shown(name)} from {source}; allowed: {', '.join(ACTIONS)}"
+        assert self.controller is not None  # _closed said it is there
         return self.controller.submit(name, source=source), None
 
     def _edit(self, row: str, value) -> tuple[Command | None, str | None]:
@@ -146,6 +150,7 @@ class ControlPanel:
         if (closed := self._closed()) is not None:
             return None, closed
         ctl = self.controller
+        assert ctl is not None  # _closed said it is there
         if row == "status":  # its button: Pause or Resume, whichever the controller's state calls for
             return ctl.submit("resume" if ctl.paused else "pause", source="panel"), None
         if row == "fork_with":  # kept as typed, checked now and again when Fork is pressed
@@ -163,7 +168,8 @@ class ControlPanel:
     def _describe(self, cmd: Command) -> str:
         if cmd.accepted and cmd.name in SETTINGS:
             old = format_value(self.values.get(cmd.name), cmd.name)
-            return f"{cmd.name} {old} -> {format_value(cmd.value, cmd.name)} requested: applies {RULES[cmd.name].applies}"
+            new = format_value(cmd.value, cmd.name)
+            return f"{cmd.name} {old} -> {new} requested: applies {RULES[cmd.name].applies}"
         return cmd.message
 
     def _add_entry(self, key: tuple, wall: float, source: str, accepted: bool, text: str) -> None:

@@ -23,18 +23,29 @@ import html
 import io
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, argparse_type, check_name, env_login
-from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, best_run, differing_keys, format_value,
-                                     load_run, resolve_runs, run_labels, short_names)
-from vae_visdom.runs.tables import ranking
 from vae_visdom.monitor.board import connect
+from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
+from vae_visdom.runs.records import (
+    KEY_HYPERPARAMETERS,
+    LISTED,
+    RunRecord,
+    best_first,
+    best_run,
+    differing_keys,
+    format_value,
+    load_run,
+    resolve_runs,
+    run_labels,
+    short_names,
+)
+from vae_visdom.runs.tables import ranking
 
 TITLES = {
     "epochs": "loss per epoch (train dashed, test solid)",
@@ -98,7 +109,9 @@ def fork_points(runs: Sequence[RunRecord], labels: Sequence[str]) -> Trace | Non
         at = rec.config.get("forked_at")
         row = next((r for r in rec.metrics if isinstance(at, dict) and r.get("epoch") == at.get("epoch")), None)
         if row is not None:
-            xs.append(row["epoch"]), ys.append(num(row.get("test_loss"))), texts.append(plotly_text(f"fork: {label}"))
+            xs.append(row["epoch"])
+            ys.append(num(row.get("test_loss")))
+            texts.append(plotly_text(f"fork: {label}"))
     style = {"marker": {"symbol": "diamond", "size": 11, "color": "#d62728"}, "textposition": "top center"}
     return Trace("fork points", "markers+text", style, xs, ys, text=texts) if xs else None
 
@@ -108,8 +121,7 @@ def table_html(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     diff = differing_keys(runs)
     keys = list(LISTED) + [k for k in diff if k not in LISTED]
     winner = best_run(runs)
-    order = sorted(range(len(runs)), key=lambda i: (runs[i].best is None,
-                                                    runs[i].best["test_loss"] if runs[i].best else 0.0))
+    order = sorted(range(len(runs)), key=lambda i: best_first(runs[i]))
     th = "padding:2px 6px;text-align:left;border-bottom:1px solid #999"
     head = "".join(f'<th style="{th}{";color:#b00" if k in diff else ""}">{KEY_HYPERPARAMETERS[k]}</th>'
                    for k in keys)
@@ -130,8 +142,10 @@ def table_html(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     summary = "no run has finished an epoch yet"
     if winner is not None:
         won = " ".join(f"{KEY_HYPERPARAMETERS[k]}={format_value(winner.config.get(k))}" for k in (diff or ["lr"]))
+        best = winner.best
+        assert best is not None  # best_run picks only among runs with a best epoch
         summary = (f"best: <b>{html.escape(won)}</b> ({html.escape(winner.name)}), test loss "
-                   f"<b>{winner.best['test_loss']:.2f}</b> nats at epoch {winner.best['epoch']}")
+                   f"<b>{best['test_loss']:.2f}</b> nats at epoch {best['epoch']}")
     return (f'<div style="font-size:13px"><p>{summary}</p><table style="border-collapse:collapse">'
             f'<tr><th style="{th}"></th><th style="{th}">legend</th><th style="{th}">run (its env)</th>{head}'
             f'<th style="{th}">epochs</th><th style="{th}">status</th><th style="{th}">best test</th>'
@@ -156,10 +170,11 @@ def samples_png(runs: Sequence[RunRecord], labels: Sequence[str]) -> tuple[str, 
     gap, strip = 12, 34
     canvas = Image.new("RGB", (len(tiles) * (tw * scale + gap) + gap, th * scale + strip + gap), "white")
     draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    for i, (label, epoch, im) in enumerate(tiles):
+    for i, (label, epoch, tile) in enumerate(tiles):
         x = gap + i * (tw * scale + gap)
-        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) if scale > 1 else im
-        canvas.paste(im, (x, strip))
+        if scale > 1:
+            tile = tile.resize((tile.width * scale, tile.height * scale), Image.Resampling.NEAREST)
+        canvas.paste(tile, (x, strip))
         for line_no, text in enumerate((label, f"epoch {epoch}")):
             while text and draw.textlength(text, font=font) > tw * scale:
                 text = text[:-2] + "…" if len(text) > 2 else ""

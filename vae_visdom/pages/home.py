@@ -6,8 +6,8 @@
 Two panes: `runs`, the table (home_table.py), and `actions`, a properties pane with the buttons
 Compare selected, Pause selected, Resume selected, Stop selected, a message row with the last
 verdict, the new-run form (home_form.py) and a checkbox per run. Every `interval` seconds the
-folder is looked at; a run's files are read again only when their modification times changed, and a live run's trainer.lock
-is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
+folder is looked at; a run's files are read again only when their modification times changed, and a live run's
+trainer.lock is asked again (a kill -9 changes no file: runs/lock.py is_held). A pane is sent only when its
 content changed.
 
 A tick arrives as (pane, row index). A new run gets a new row at the end (the rows before it keep
@@ -17,7 +17,8 @@ the page in the last RECENT_S seconds are kept: a row index counts only when eve
 the current list) names the same run there; otherwise the click is refused with "tick again". Where
 visdom sends the pane as the page showed it (`pane_data`, visdom 0.3), the row's name there wins.
 Pause, resume and stop go to the run's own control panel as a RunCommand on this process's
-/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this process: `vae-visdom home` blocks the import visdom tries.
+/vis_socket (event_socket.run_command_message); that panel answers them like its own buttons. No torch in this
+process: `vae-visdom home` blocks the import visdom tries.
 """
 from __future__ import annotations
 
@@ -30,16 +31,17 @@ import threading
 import time
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
-from vae_visdom.monitor.board import Board, connect
-from vae_visdom.pages.compare import compare_runs
-from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
-from vae_visdom.pages.home_form import ROWS as FORM_ROWS, NewRunForm
-from vae_visdom.pages.home_table import env_of, table_html
-from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
-from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 from vae_visdom import page_limit
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
+from vae_visdom.monitor.board import Board, Client, connect
+from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
+from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
+from vae_visdom.pages.compare import compare_runs
+from vae_visdom.pages.home_form import ROWS as FORM_ROWS
+from vae_visdom.pages.home_form import NewRunForm
+from vae_visdom.pages.home_table import env_of, table_html
 from vae_visdom.runs.lock import is_held
+from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 
 log = logging.getLogger(__name__)
 HOME_ENV = "runs"
@@ -63,7 +65,7 @@ class RunsHome:
         self.board = Board(server, port, env, log_path=None, username=username, password=password)
         self.table = self.board.add(TextPane(TABLE_WIN, "runs", width=1180, height=260))
         self.actions = self.board.add(PropertiesPane(ACTIONS_WIN, "actions", self._rows, width=460, height=260))
-        self.socket = EventSocket(server, port, cookie=self.board._cookie, on_event=self.handle,
+        self.socket = EventSocket(server, port, cookie=self.board.login_cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
         self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_form.py)
         self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
@@ -75,13 +77,13 @@ class RunsHome:
         self.message = "tick runs below, then press a button"
         self.comparison: str | None = None
         self.comparing = False
-        self._envs_client = None
+        self._envs_client: Client | None = None
         self._wake, self._stop = threading.Event(), threading.Event()
 
     # -- reading the runs folder (the home's own thread) ------------------------------------------
     def scan(self) -> None:
         """Read what changed; a live run's lock again whatever changed."""
-        found = {}
+        found: dict[str, tuple[float | None, ...]] = {}
         for cfg in self.runs_dir.glob("*/config.json") if self.runs_dir.is_dir() else ():
             stamps = tuple(_mtime(cfg.parent / n) for n in FILES)
             if stamps[0] is not None:
@@ -94,7 +96,9 @@ class RunsHome:
                 except (OSError, ValueError) as err:  # gone between the glob and the read: next tick
                     log.debug("runs home: %s: %s", name, err)
                     continue
-                self._seen[name], self.created[name] = stamps, stamps[0]
+                created = stamps[0]
+                assert created is not None  # found holds only runs whose config.json has a modification time
+                self._seen[name], self.created[name] = stamps, created
             elif rec.status.get("state") in LIVE_STATES:
                 rec.held = is_held(rec.run_dir)
             self.records[name] = rec
@@ -311,8 +315,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"vae-visdom home: warning: cannot record --max-page-runs in {args.runs_dir} ({err}); the "
                   f"trainers' Fork keeps the limit recorded there, or {page_limit.DEFAULT_MAX_PAGE_RUNS}",
                   file=sys.stderr)
-    home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval),
-                    *(env_login() or (None, None)), args.parent)
+    username, password = env_login() or (None, None)
+    home = RunsHome(args.runs_dir, args.server, args.port, args.env, max(0.2, args.interval), username, password,
+                    args.parent)
     print(f"runs home: {args.server}:{args.port}/env/{args.env} (runs in {args.runs_dir}); Ctrl-C stops it",
           flush=True)
     try:

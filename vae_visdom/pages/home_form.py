@@ -21,12 +21,19 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from vae_visdom.config import (
+    FIXED_DATASETS,
+    ConfigError,
+    TrainConfig,
+    default_run_name,
+    parse_value,
+    shown,
+    with_model_defaults,
+)
 from vae_visdom.models.specs import model_fits
-from vae_visdom.config import (FIXED_DATASETS, ConfigError, TrainConfig, default_run_name, parse_value,
-                               shown, with_model_defaults)
 from vae_visdom.runs import page_runs
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 

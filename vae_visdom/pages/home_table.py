@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from urllib.parse import quote
 
 from vae_visdom.runs.records import RunRecord, format_value
@@ -41,7 +41,8 @@ def env_link(env: str, text: str | None = None) -> str:
 def live_value(rec: RunRecord, key: str):
     """A setting as the trainer last reported it (status.json's values; the panel can change lr and batch
     size mid-run), else as configured."""
-    values = rec.status.get("values") if isinstance(rec.status.get("values"), dict) else {}
+    reported = rec.status.get("values")
+    values = reported if isinstance(reported, dict) else {}
     return values.get(key) if values.get(key) is not None else rec.config.get(key)
 
 

@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vae_visdom.monitor.board import LOG_NAME, connect
 from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login
+from vae_visdom.monitor.board import LOG_NAME, connect
 from vae_visdom.pages.home import HOME_ENV
 from vae_visdom.pages.log_screen import screen
 

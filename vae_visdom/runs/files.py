@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from vae_visdom import safe_io
-from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
 from vae_visdom.runs.animate import GIF_NAME, animate, sample_files
 from vae_visdom.runs.images import save_image
 from vae_visdom.runs.jsonl import read_jsonl  # noqa: F401  (its home before runs/jsonl.py)
+from vae_visdom.train.events import Callback, CommandEvent, EpochImages, EpochRecord, Reason, Status, StepLog
 
 
 class RunFiles(Callback):
@@ -52,8 +52,8 @@ class RunFiles(Callback):
     def on_epoch_end(self, record: EpochRecord, images: EpochImages) -> None:
         # images first, then the row: a row on disk means its images are there too
         n = len(images.originals)
-        save_image(torch.cat([images.originals, images.reconstructions]), self.dir / f"reconstruction_{record.epoch}.png",
-                   nrow=n)
+        save_image(torch.cat([images.originals, images.reconstructions]),
+                   self.dir / f"reconstruction_{record.epoch}.png", nrow=n)
         save_image(images.samples, self.dir / f"sample_{record.epoch}.png", nrow=8)
         safe_io.append_line(self.dir / "metrics.jsonl", json.dumps(record.to_dict()))
 

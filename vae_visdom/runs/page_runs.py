@@ -22,13 +22,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from types import ModuleType
 
 from vae_visdom.page_limit import read_limit
 from vae_visdom.runs.lock import alive, is_held
 from vae_visdom.safe_io import atomic_write
 
+fcntl: ModuleType | None  # the module, or None where the platform has none (as in lock.py)
 try:
     import fcntl
 except ImportError:  # not POSIX: counting without the lock (two exact-same-moment presses may both pass)

@@ -14,9 +14,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vae_visdom.runs.jsonl import read_jsonl
 from vae_visdom.runs.lock import is_held
@@ -66,7 +67,7 @@ class RunRecord:
     @property
     def best(self) -> dict | None:
         """The epoch row with the lowest test loss."""
-        rows = [r for r in self.metrics if _finite(r.get("test_loss"))]
+        rows = [r for r in self.metrics if is_finite_number(r.get("test_loss"))]
         return min(rows, key=lambda r: r["test_loss"]) if rows else None
 
     @property
@@ -93,7 +94,8 @@ class RunRecord:
         return max(found) if found else None
 
 
-def _finite(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """A JSON number that is finite (true and false are not numbers here)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -139,7 +141,8 @@ def load_run(run_dir: str | Path, lenient: bool = False) -> RunRecord:
             mtimes.append((d / n).stat().st_mtime)
         except OSError:
             pass
-    name = config.get("name") if isinstance(config.get("name"), str) and config.get("name") else d.name
+    given = config.get("name")
+    name = given if isinstance(given, str) and given else d.name
     return RunRecord(name=name, run_dir=d, config=config, status=status,
                      metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None,
                      held=held, problems=problems)
@@ -221,7 +224,8 @@ def differing_keys(records: Sequence[RunRecord]) -> list[str]:
 
 
 def short_names(records: Sequence[RunRecord]) -> list[str]:
-    """Names with their common prefix (up to a '-' or '_') cut: sweep-0101-lr1e-3, sweep-0101-lr3e-4 -> lr1e-3, lr3e-4."""
+    """Names with their common prefix (up to a '-' or '_') cut:
+    sweep-0101-lr1e-3, sweep-0101-lr3e-4 -> lr1e-3, lr3e-4."""
     names = [r.name for r in records]
     if len(names) < 2:
         return names
@@ -264,4 +268,10 @@ def run_labels(records: Sequence[RunRecord]) -> list[str]:
 def best_run(records: Sequence[RunRecord]) -> RunRecord | None:
     """The run with the lowest best test loss (runs without a finished epoch cannot win)."""
     scored = [r for r in records if r.best is not None]
-    return min(scored, key=lambda r: r.best["test_loss"]) if scored else None
+    return min(scored, key=best_first) if scored else None
+
+
+def best_first(record: RunRecord) -> tuple[bool, float]:
+    """The sort key that puts runs with a finished epoch first, by their best test loss."""
+    best = record.best
+    return (True, 0.0) if best is None else (False, best["test_loss"])

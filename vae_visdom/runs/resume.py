@@ -100,22 +100,22 @@ def _readable(run_dir: Path, map_location, notes: list[str]) -> tuple[dict, str,
         except CheckpointError as err:
             damage = err
     try:
-        state = checkpoint.read(prev, map_location) if prev.exists() else None
+        earlier = checkpoint.read(prev, map_location) if prev.exists() else None
     except CheckpointError as err:
         raise NothingToResume(f"--resume {run_dir}: " + (f"{damage}; " if cur.exists() else "") +
                               f"{err} too; no checkpoint left to resume from: start the run again "
                               "without --resume (or restore a copy of the folder)") from None
-    if state is None:
+    if earlier is None:
         raise NothingToResume(f"--resume {run_dir}: {damage} and there is no {PREVIOUS} to fall back to: "
                               "start the run again without --resume (or restore a copy of the folder)")
     if cur.exists():
         broken = cur.with_name(cur.name + ".broken")
         os.replace(cur, broken)  # kept for a look; the next save must not make it the previous one
-        notes.append(f"{damage}; resuming from {PREVIOUS} ({_where(state)}); the damaged file is kept "
+        notes.append(f"{damage}; resuming from {PREVIOUS} ({_where(earlier)}); the damaged file is kept "
                      f"as {broken.name}")
     else:
-        notes.append(f"there is no {CHECKPOINT}; resuming from {PREVIOUS} ({_where(state)})")
-    return state, PREVIOUS, None
+        notes.append(f"there is no {CHECKPOINT}; resuming from {PREVIOUS} ({_where(earlier)})")
+    return earlier, PREVIOUS, None
 
 
 def _with_every_row(run_dir: Path, state: dict, name: str, on_disk, notes: list[str], map_location) -> ResumePoint:

@@ -5,11 +5,20 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from vae_visdom.runs.records import (KEY_HYPERPARAMETERS, LISTED, RunRecord, _finite, best_run, differing_keys,
-                                     find_runs, format_value)
+from vae_visdom.runs.records import (
+    KEY_HYPERPARAMETERS,
+    LISTED,
+    RunRecord,
+    best_first,
+    best_run,
+    differing_keys,
+    find_runs,
+    format_value,
+    is_finite_number,
+)
 
 
 def _age(t: float | None, now: float) -> str:
@@ -23,7 +32,7 @@ def _age(t: float | None, now: float) -> str:
 
 
 def loss_cell(row: dict | None, key: str = "test_loss", with_epoch: bool = False) -> str:
-    if row is None or not _finite(row.get(key)):
+    if row is None or not is_finite_number(row.get(key)):
         return "-"
     return f"{row[key]:.2f}" + (f" (ep {row['epoch']})" if with_epoch else "")
 
@@ -52,7 +61,7 @@ def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
 def ranking(records: Sequence[RunRecord]) -> str:
     """Runs best first, with the numbers, and a line that says which hyperparameters won."""
     keys = differing_keys(records) or ["lr", "batch_size"]
-    order = sorted(records, key=lambda r: (r.best is None, r.best["test_loss"] if r.best else 0.0))
+    order = sorted(records, key=best_first)
     rows = [["", "RUN", *(KEY_HYPERPARAMETERS[k].upper() for k in keys), "BEST TEST", "LAST TEST", "LAST TRAIN",
              "EPOCHS", "STATUS"]]
     winner = best_run(records)
@@ -63,11 +72,13 @@ def ranking(records: Sequence[RunRecord]) -> str:
     text = format_table(rows)
     if winner is not None:
         won = " ".join(f"{KEY_HYPERPARAMETERS[k]}={format_value(winner.config.get(k))}" for k in keys)
-        text += (f"\nbest: {won} ({winner.name}): test loss {winner.best['test_loss']:.2f} nats "
-                 f"at epoch {winner.best['epoch']}")
-        others = [r for r in order if r is not winner and r.best is not None]
+        best = winner.best
+        assert best is not None  # best_run picks only among runs with a best epoch
+        text += f"\nbest: {won} ({winner.name}): test loss {best['test_loss']:.2f} nats at epoch {best['epoch']}"
+        others = [(r.name, b) for r in order if r is not winner and (b := r.best) is not None]
         if others:
-            text += f"; next {others[0].best['test_loss']:.2f} ({others[0].name})"
+            name, b = others[0]
+            text += f"; next {b['test_loss']:.2f} ({name})"
     return text
 
 

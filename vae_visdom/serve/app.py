@@ -13,6 +13,7 @@ from vae_visdom.serve import compat
 from vae_visdom.serve.envs import checked_state
 from vae_visdom.serve.net import connect_host, url_of
 
+
 def login_credential(user: str, password: str) -> dict:
     """visdom's user_credential dict for `user`/`password`; makes sure the cookie secret file visdom reads
     exists (VISDOM_COOKIE, else a random one kept beside visdom's default env path)."""

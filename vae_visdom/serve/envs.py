@@ -1,4 +1,5 @@
-"""The env folder of `vae-visdom serve`: env files named only by checked ids, one server per folder, catch-up from run logs."""
+"""The env folder of `vae-visdom serve`: env files named only by checked ids, one server per folder, catch-up from
+run logs."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def remove_env(env_path: str | os.PathLike, eid) -> bool:
 
 
 def _raw(env):
-    """The dict to write for one env of visdom's state; None for a lazily loaded env never read (its file is current)."""
+    """The dict to write for one env of visdom's state; None for a lazily loaded env never read (its file is
+    current)."""
     from visdom.utils.server_utils import LazyEnvData
 
     return env._raw_dict if isinstance(env, LazyEnvData) else env
@@ -187,7 +189,7 @@ def stale_runs(runs_dir: Path, env_path: Path) -> tuple[int, list[tuple[Path, st
     for run_log in logs:
         run_dir = run_log.parent
         try:
-            env = read_object(run_dir / "config.json").get("env")  # (a FIFO there is never opened)
+            env = check_name(read_object(run_dir / "config.json").get("env"), "env id")  # (a FIFO is never opened)
             saved = env_file(env_path, env)
         except (OSError, ValueError, AttributeError) as err:  # ConfigError is a ValueError
             log.warning("catch-up: skipping %s: %s", run_dir, err)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 
 import tornado.escape
 import tornado.web
+import tornado.websocket
 
 from vae_visdom.config import ConfigError, check_name
 from vae_visdom.serve import compat
@@ -100,31 +102,34 @@ def install_env_checks() -> None:
     from visdom.server.handlers import socket_handlers, web_handlers
     from visdom.utils import server_utils
 
-    for module in (server_utils, web_handlers, socket_handlers):
+    # Any: these are visdom's modules, patched by name; names such as escape_eid are not declared in them
+    modules: tuple[Any, ...] = (server_utils, web_handlers, socket_handlers, app)
+    for module in modules[:3]:
         module.escape_eid = checked_eid
-    for module in (server_utils, web_handlers, socket_handlers, app):
+    for module in modules:
         module.serialize_env = server_envs.serialize_env
-    if not hasattr(server_utils.gather_envs, "checked"):
-        checked = _checked_gather_envs(server_utils.gather_envs)
-        for module in (server_utils, web_handlers, socket_handlers, app):
+    if not isinstance(server_utils.gather_envs, CheckedGatherEnvs):
+        checked = CheckedGatherEnvs(server_utils.gather_envs)
+        for module in modules:
             if hasattr(module, "gather_envs"):
                 module.gather_envs = checked
-    if not compat.is_old_visdom() and not hasattr(web_handlers.update_window, "mended"):
-        _mend_visdom03(web_handlers)
+    if not compat.is_old_visdom() and not isinstance(web_handlers.update_window, VersionedUpdateWindow):
+        web_handlers.update_window = VersionedUpdateWindow(web_handlers.update_window)
 
 
-def _checked_gather_envs(gather_envs):
+class CheckedGatherEnvs:
     """visdom's list of envs (the page's env menu, written into its script) without the files checked_state
     skipped at start or that came later: one file named outside the rule (a backslash) blanked every page."""
-    def checked(state, *args, **kwargs):
+
+    def __init__(self, gather_envs):
+        self.gather_envs = gather_envs
+
+    def __call__(self, state, *args, **kwargs):
         env_path = kwargs.get("env_path", args[0] if args else None)
-        names = gather_envs(state, *args, **kwargs)
+        names = self.gather_envs(state, *args, **kwargs)
         folder = env_path if isinstance(env_path, (str, os.PathLike)) else None  # visdom 0.3 passes its store
         return [e for e in names if _good_name(e)
                 and (e in state or folder is None or server_envs.unusable_env(folder, e) is None)]
-
-    checked.checked = True
-    return checked
 
 
 def _good_name(eid) -> bool:
@@ -135,17 +140,17 @@ def _good_name(eid) -> bool:
     return True
 
 
-def _mend_visdom03(web_handlers) -> None:
-    """visdom 0.3: /update takes a window saved by a 0.2.4 server (no "version" key, which 0.3's update_window
-    counts up). Its env files are written by its JSONStore, which keeps them inside the env path itself."""
-    update_window = web_handlers.update_window
+class VersionedUpdateWindow:
+    """visdom 0.3's update_window, mended: /update takes a window saved by a 0.2.4 server (no "version" key,
+    which 0.3's update_window counts up). Its env files are written by its JSONStore, which keeps them inside
+    the env path itself."""
 
-    def mended(p, args):
+    def __init__(self, update_window):
+        self.update_window = update_window
+
+    def __call__(self, p, args):
         p.setdefault("version", 1)
-        return update_window(p, args)
-
-    mended.mended = True
-    web_handlers.update_window = mended
+        return self.update_window(p, args)
 
 
 def _socket_eids(cmd, msg: dict) -> list:
@@ -212,7 +217,7 @@ def _screened_layouts(msg: dict) -> str | None:
 
 # ---- visdom's handlers, guarded -----------------------------------------------------------------------
 
-class _StrictCookies:
+class _StrictCookies(tornado.web.RequestHandler):
     """The login cookie rides only on requests this server's own pages make (SameSite=Strict): a page of another
     site can neither frame nor post with it."""
 
@@ -221,7 +226,7 @@ class _StrictCookies:
         super().set_cookie(name, value, *args, **kwargs)
 
 
-class _OneLineErrors:
+class _OneLineErrors(tornado.web.RequestHandler):
     """Every error answered as one line of text (visdom's write_error writes an empty body); bad input is
     logged as one line too, not as a traceback."""
 
@@ -262,7 +267,7 @@ def _check_path_eids(self) -> None:
             checked_eid(eid)
 
 
-def _env_page_checks(cls: type, wh) -> dict:
+def _env_page_checks(cls: type[tornado.web.RequestHandler], wh) -> dict:
     """The env ids of the env and compare pages: in the path, and in the body of /env's POST."""
     extra: dict = {}
     if issubclass(cls, (wh.EnvHandler, wh.CompareHandler)):
@@ -288,7 +293,7 @@ def _delete_env(handler, args) -> None:
     broadcast_envs(handler)
 
 
-def _on_screened_message(cls: type):
+def _on_screened_message(cls: type[tornado.websocket.WebSocketHandler]):
     """on_message of the page's websocket: screened first; visdom's failure on it is one line, socket kept."""
     def on_message(self, message):
         passed = screen_socket_message(self, message)
@@ -301,7 +306,7 @@ def _on_screened_message(cls: type):
     return on_message
 
 
-def _screened_wrap_post(cls: type):
+def _screened_wrap_post(cls: type[tornado.web.RequestHandler]):
     """post of the polling socket: its "send" carries the same messages as the websocket, screened alike."""
     def post(self):
         args = _body(self)
@@ -315,19 +320,20 @@ def _screened_wrap_post(cls: type):
     return post
 
 
-def _socket_checks(cls: type, sh) -> dict:
+def _socket_checks(cls: type[tornado.web.RequestHandler], sh) -> dict:
     """Websockets and the polling socket: the Origin rule on the handshake, every page message screened."""
     extra: dict = {}
     if issubclass(cls, (sh.SocketHandler, sh.VisSocketHandler)):
         extra["check_origin"] = lambda self, origin: same_origin(origin, self.request.headers.get("Host"))
     if issubclass(cls, sh.SocketHandler):
+        assert issubclass(cls, tornado.websocket.WebSocketHandler)  # visdom's SocketHandler is one
         extra["on_message"] = _on_screened_message(cls)
     if issubclass(cls, sh.SocketWrap):
         extra["post"] = _screened_wrap_post(cls)
     return extra
 
 
-def _guarded(cls: type) -> type:
+def _guarded(cls: type[tornado.web.RequestHandler]) -> type:
     """A subclass of one of visdom's handler classes with the checks its route needs."""
     from visdom.server.handlers import socket_handlers as sh
     from visdom.server.handlers import web_handlers as wh

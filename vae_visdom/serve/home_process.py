@@ -27,7 +27,7 @@ class HomeProcess:
         self.stopping = False
         self._watch: threading.Thread | None = None
 
-    def start(self) -> "HomeProcess":
+    def start(self) -> HomeProcess:
         """Start it; a failure to start is one log line."""
         try:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

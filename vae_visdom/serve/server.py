@@ -52,12 +52,12 @@ from pathlib import Path
 from vae_visdom import page_limit
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, argparse_type, env_login
 from vae_visdom.page_limit import DEFAULT_MAX_PAGE_RUNS
+from vae_visdom.serve import assets, compat
 from vae_visdom.serve.app import login_credential, make_application, running_env_path
-from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.envs import LOCK_NAME as ENV_LOCK_NAME
 from vae_visdom.serve.envs import EnvFolderBusy, catch_up, lock_env_folder, lock_holder, save_envs
+from vae_visdom.serve.home_process import HomeProcess
 from vae_visdom.serve.net import connect_host, is_loopback, server_answers, url_of
-from vae_visdom.serve import assets, compat
 
 DETACH_TIMEOUT_S = 30.0
 EXIT_USAGE = 2  # busy port, refused address: the user must change the command line
@@ -89,8 +89,13 @@ async def _run(sockets: list[socket.socket], host: str, port: int, env_path: Pat
     stop = asyncio.Event()
     got: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     print(f"visdom server at {url} (envs in {env_path}); Ctrl-C or SIGTERM saves and stops", flush=True)
     stopping = threading.Event()
     server_address = "http://" + (f"[{connect_host(host)}]" if ":" in connect_host(host) else connect_host(host))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite: set up (once), install Debian's chromium for the browser tests when we can
-# (root + apt), then pytest. Extra arguments go to pytest.
+# (root + apt), then ruff and mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -17,4 +17,8 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "[test] not root or no apt-get: cannot install ${need[*]}; browser tests will skip (and fail under CI)"
   fi
 fi
+# lint and types first (seconds): settings in pyproject.toml; either one unclean fails the run
+echo "[test] ruff check (vae_visdom tests benchmarks scripts) and mypy (vae_visdom)"
+.venv/bin/ruff check vae_visdom tests benchmarks scripts
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

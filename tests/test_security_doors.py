@@ -16,6 +16,7 @@ import websocket
 
 from tests.fixtures import REPO, until, wait_for
 from tests.test_security_server import PageServer, live_run, page_socket, request, windows_of
+from vae_visdom.serve import compat
 
 CREDS = {"VISDOM_USERNAME": "alice", "VISDOM_PASSWORD": "s3cret"}
 
@@ -47,12 +48,14 @@ def assert_no_framing(resp, what: str) -> None:
 def test_24_1_every_kind_of_response_forbids_framing_by_another_origin(visdom_server_factory, tmp_path):
     server = visdom_server_factory()
     server.client("framed", use_incoming_socket=False).text("x", win="w")
+    # visdom 0.3 answers /env/NAME with 404 until the env has a window: the home draws its panes within seconds
+    until(lambda: get(server, "/env/runs").status == 200, "the runs home's env", 60)
     cases = {
         "the index page": ("/", 200), "an env page": ("/env/framed", 200), "the runs home": ("/env/runs", 200),
         "the compare view": ("/compare/framed+main", 200), "a static file": ("/static/js/main.js", 200),
         "our info endpoint": ("/vae_visdom/server", 200), "a user css": ("/user/style.css", 200),
         "a bad env id (400)": ("/env/..%2Fx", 400), "an unknown static file (404)": ("/static/nope.js", 404),
-        "visdom's error page (500)": ("/error/boom", 500),
+        "visdom's error page": ("/error/boom", 500 if compat.is_old_visdom() else 400),  # 0.3: no such status
     }
     for what, (path, status) in cases.items():
         resp = get(server, path)
@@ -207,8 +210,8 @@ def test_24_4_an_env_file_that_links_out_of_the_env_folder_is_skipped_with_one_l
     assert any(w.get("content") == "good env" for w in got), got
     assert get(server, "/env/linked").status in (200, 404)
     assert not any("secret outside" in json.dumps(w) for w in socket_loads(server, "linked"))
-    lines = [ln for ln in server.log_tail(400).splitlines() if "linked" in ln]
-    assert len(lines) == 1 and "outside the env folder" in lines[0], lines
+    lines = [ln for ln in server.log_tail(400).splitlines() if "linked" in ln and "env file skipped" in ln]
+    assert len(lines) == 1 and "outside the env folder" in lines[0], lines  # said once, also when read on demand
     assert "Traceback" not in server.log_tail(400)
     assert server.stop() == 0
     assert (outside / "secret.json").read_text() == env_json("secret outside")

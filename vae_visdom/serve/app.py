@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT
 from vae_visdom.serve import compat
-from vae_visdom.serve.envs import checked_state
+from vae_visdom.serve.envs import checked_loader, checked_state
 from vae_visdom.serve.net import connect_host, url_of
 
 
@@ -110,6 +110,9 @@ def make_application(env_path: str | os.PathLike, port: int = DEFAULT_PORT, cred
 
     class QuietApplication(Application, _NoDebug):
         def load_state(self):  # visdom's, less env files another tool left that cannot be served
+            storage = getattr(self, "storage", None)  # visdom 0.3 also reads env files on demand through it
+            if storage is not None and hasattr(storage, "load_env"):
+                storage.load_env = checked_loader(storage.load_env, self.env_path)
             return checked_state(super().load_state(), self.env_path)
 
     return QuietApplication(port=port, base_url="", env_path=str(env_path), user_credential=credential)

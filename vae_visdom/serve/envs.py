@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
@@ -49,6 +50,15 @@ def unusable_env(env_path: str | os.PathLike, eid) -> str | None:
     return None
 
 
+_SAID: set[tuple[str, str]] = set()  # (env folder, env id) already said to be skipped: one line per file
+
+
+def _skipped(env_path: str | os.PathLike, eid: str, why: str) -> None:
+    if (str(env_path), eid) not in _SAID:
+        _SAID.add((str(env_path), eid))
+        log.warning("env file skipped: %r: %s", f"{eid}.json", why)
+
+
 def checked_state(state: dict, env_path: str | os.PathLike | None) -> dict:
     """visdom's state as loaded from the env folder, less the env files unusable_env refuses (one line each)."""
     if env_path is None:
@@ -56,9 +66,26 @@ def checked_state(state: dict, env_path: str | os.PathLike | None) -> dict:
     for eid in list(state):
         why = unusable_env(env_path, eid)
         if why is not None:
-            log.warning("env file skipped: %r: %s", f"{eid}.json", why)
+            _skipped(env_path, eid, why)
             state.pop(eid)
     return state
+
+
+def checked_loader(load: Callable[[str], dict], env_path: str | os.PathLike) -> Callable[[str], dict]:
+    """visdom 0.3's `store.load_env(eid)`, which reads an env file on demand (a page asks for an env that is not in
+    memory), refusing what unusable_env refuses, as `checked_state` does for the envs read at start: a link out of
+    the folder is never followed. A file that is not there is visdom's own business (it answers with no env)."""
+    def load_env(eid: str) -> dict:
+        try:
+            there = os.path.lexists(Path(env_path) / f"{check_name(eid, 'env id')}.json")
+        except ConfigError:
+            there = True  # a name outside the rule: refused below, never read
+        why = unusable_env(env_path, eid) if there else None
+        if why is not None:
+            _skipped(env_path, eid, why)
+            return {}
+        return load(eid)
+    return load_env
 
 
 def write_env(env_path: str | os.PathLike, eid, env: dict) -> Path:

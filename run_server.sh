@@ -5,7 +5,7 @@
 #   ./run_server.sh --detach        # background (or reuse a running one), log in ~/.visdom
 #   ./run_server.sh --port 8098 --env-path runs/visdom
 #   ./run_server.sh --max-page-runs 4   # runs the pages may start at once (home's form + Fork); default 2
-# The server process never imports torch (vae_visdom/serve/server.py, _without_torch), nor does the CLI for it.
+# The server process never imports torch (serve/compat.py, without_torch), nor does the CLI for it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 if [ ! -x "$ROOT/.venv/bin/vae-visdom" ]; then

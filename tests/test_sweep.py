@@ -303,3 +303,58 @@ def _mentions(proc: Path, text: str) -> bool:
         return text in (proc / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def test_a_value_typed_into_a_trials_panel_steers_that_trial_alone_and_pbt_starts_from_it(tmp_path, server):
+    """What a person does during a PBT sweep: open one trial's page, lower its lr in the control panel. The
+    browser's own websocket message reaches that trial alone (the other keeps its lr), the change is applied at
+    a step and recorded as the page's (source "panel"), every result the trial reports to PBT afterwards carries
+    it as the lr in force (until PBT copies another trial into it), and an exploit that copies this trial says
+    it starts from the typed value. (The trial's own rows are no witness: an exploit into it replaces its
+    history up to the copied checkpoint with the parent's, as a fork does.)"""
+    import websocket
+
+    from tests.test_distributed import control_window
+    from vae_visdom.monitor.panel import ROWS
+
+    cmd = [sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"), "--name", "sw",
+           "--scheduler", "pbt", "--samples", "2", "--lr", "log:5e-4:2e-3", "--perturb-every", "2", "--epochs", "8",
+           "--parallel", "2", "--port", str(server.port), "--test-subset", "6000", "--batch-size", "100",
+           "--no-views", "--dataset", "mnist", "--seed", "3"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        win = None
+        while win is None and proc.poll() is None and time.monotonic() < deadline:
+            win = control_window(server, "sw-0")
+            time.sleep(0.2)
+        assert win is not None, "sw-0's control panel never appeared"
+        ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/socket", timeout=5)  # the page's socket
+        try:  # what the page sends when 0.00025 is typed into the lr row and Enter pressed
+            ws.send(json.dumps({"cmd": "forward_to_vis", "data": {"target": win, "eid": "sw-0", "event_type":
+                                "PropertyUpdate", "propertyId": ROWS.index("lr"), "value": "0.00025"}}))
+        finally:
+            ws.close()
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    runs = {n: tmp_path / "runs" / n for n in ("sw-0", "sw-1")}
+    typed = [e for e in read_jsonl(runs["sw-0"] / "events.jsonl") if e["name"] == "lr" and e["source"] == "panel"]
+    assert typed and typed[0]["accepted"] and typed[0]["value"] == 0.00025, out
+    assert not [e for e in read_jsonl(runs["sw-1"] / "events.jsonl") if e["source"] == "panel"]  # that trial alone
+    assert [r["epoch"] for r in read_jsonl(runs["sw-0"] / "metrics.jsonl")] == list(range(1, 9))
+    # what PBT saw: sw-0's reports (Tune's result.json), from the change to the first copy into sw-0
+    reports = next(rows for f in (tmp_path / "runs" / "sw.sweep").glob("tune/*/result.json")
+                   if (rows := read_jsonl(f)) and rows[0].get("run") == "sw-0")
+    copies = [e["epoch"] for e in read_jsonl(runs["sw-0"] / "events.jsonl") if e["source"] == "pbt"]
+    until = min((c for c in copies if c >= typed[0]["epoch"]), default=8)
+    seen = [r["in_force_lr"] for r in reports if typed[0]["epoch"] <= r["epoch"] <= until]
+    assert seen and all(lr == 0.00025 for lr in seen), reports
+    # an exploit that copied sw-0 after the change perturbed the typed value, not the one PBT last set
+    for e in read_jsonl(runs["sw-1"] / "events.jsonl"):
+        if e["source"] == "pbt" and "from sw-0" in e["message"] and e["step"] > typed[0]["step"]:
+            assert "lr 0.00025 ->" in e["message"], e["message"]

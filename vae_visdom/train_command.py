@@ -12,8 +12,7 @@ from vae_visdom import launch
 from vae_visdom.config import DEFAULT_HOST, DEFAULT_PORT, UsageError
 from vae_visdom.flags import add_train_arguments, config_from_args
 from vae_visdom.runs.run_file import RunFileError, load_config
-
-OVERRIDABLE = ("lr", "epochs", "batch_size", "log_interval", "beta")  # what `--resume` may change
+from vae_visdom.train.controller import SETTINGS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume {run_dir}: {err}") from None
         base.out = str(run_dir)
     cfg = config_from_args(args, base)
-    overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k, None) is not None}
+    # the live settings given as flags win over the values the checkpoint had in force (torch-free table)
+    overrides = {k: getattr(args, k) for k in SETTINGS if getattr(args, k, None) is not None}
     session = TrainingSession(cfg, resume=bool(args.resume), overrides=overrides)
     status = session.run(install_signal_handlers=True)
     return 0 if status.state in ("finished", "stopped") else launch.EXIT_DIVERGED if status.state == "diverged" else 1

@@ -93,6 +93,7 @@ def _readable(run_dir: Path, map_location, notes: list[str]) -> tuple[dict, str,
     """(state, its file name, (epoch, step) of checkpoint.pt when readable): checkpoint.pt, or the
     one before it when checkpoint.pt is missing or damaged (then set aside as .broken)."""
     cur, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    damage: CheckpointError | str = f"there is no {CHECKPOINT}"  # (both may go between a caller's check and here)
     if cur.exists():
         try:
             state = checkpoint.read(cur, map_location)

@@ -234,6 +234,14 @@ def parse_value(name: str, raw: Any, ctx: dict | None = None) -> Any:
     return value
 
 
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """--server and --port of a command that talks to a visdom server (replay, compare, home), by the rule table."""
+    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
+                   help="visdom server (default: %(default)s)")
+    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
+                   help="visdom port (default: %(default)s)")
+
+
 def argparse_type(name: str) -> Callable[[str], Any]:
     """An argparse `type=` that applies RULES[name] (argparse turns ConfigError into exit 2)."""
     def convert(raw: str) -> Any:

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, argparse_type, check_name, env_login
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, UsageError, add_server_arguments, check_name, env_login
 from vae_visdom.monitor.board import connect
 from vae_visdom.monitor.windows import LinePlot, TextPane, Trace, num, plotly_text, slug
 from vae_visdom.runs.records import (
@@ -229,10 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a run directory, a run name under --runs-dir, or a name prefix (all of a sweep's runs)")
     p.add_argument("--runs-dir", default="runs", help="where run names are looked up (default: %(default)s)")
     p.add_argument("--env", default=None, help="the comparison env (default: compare-<short run names>)")
-    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
-                   help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
-                   help="visdom port (default: %(default)s)")
+    add_server_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,15 @@ import time
 from pathlib import Path
 
 from vae_visdom import page_limit
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login, fit_name
+from vae_visdom.config import (
+    DEFAULT_PORT,
+    DEFAULT_SERVER,
+    add_server_arguments,
+    argparse_type,
+    check_name,
+    env_login,
+    fit_name,
+)
 from vae_visdom.monitor.board import Board, Client, connect
 from vae_visdom.monitor.event_socket import EventSocket, property_index, run_command_message
 from vae_visdom.monitor.windows import PropertiesPane, TextPane, unbreakable
@@ -292,10 +300,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(dataset, model, lr, batch size, epochs). `vae-visdom serve` starts one "
                      "itself; this is for a server started otherwise. Ctrl-C stops it.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
-    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
-                   help="visdom server (default: %(default)s)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
-                   help="visdom port (default: %(default)s)")
+    add_server_arguments(p)
     p.add_argument("--env", default=HOME_ENV, help="the env it keeps (default: %(default)s)")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default: %(default)s)")
     p.add_argument("--max-page-runs", type=argparse_type("max_page_runs"), default=None,

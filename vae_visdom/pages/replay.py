@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, argparse_type, check_name, env_login
+from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, add_server_arguments, check_name, env_login
 from vae_visdom.monitor.board import LOG_NAME, connect
 from vae_visdom.pages.home import HOME_ENV
 from vae_visdom.pages.log_screen import screen
@@ -74,10 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Re-create a run's windows (loss curves, images, run info, events) "
                      "from its visdom.log on a running visdom server.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (holds visdom.log)")
-    p.add_argument("--server", type=argparse_type("server"), default=DEFAULT_SERVER,
-                   help="visdom server address (default %(default)s)")
-    p.add_argument("--port", type=argparse_type("port"), default=DEFAULT_PORT,
-                   help="visdom server port (default %(default)s)")
+    add_server_arguments(p)
     p.add_argument("--env", default=None, help="env to draw into (default: the run's own env)")
     p.add_argument("--browse", action="store_true",
                    help="then keep the view pane stepping through every epoch's images until Ctrl-C")

@@ -38,7 +38,7 @@ COMMANDS = (  # in the order `vae-visdom --help` lists them
     Command("compare", "lay runs side by side in a visdom env", "vae_visdom.pages.compare", needs_visdom=True),
     Command("home", "keep the env `runs`: every run, its status, and actions on them", "vae_visdom.pages.home",
             needs_visdom=True, no_torch=True),
-    Command("sweep", "search on Ray Tune: grids, ranges, ASHA or PBT; every run live and steerable", "vae_visdom.sweep"),
+    Command("sweep", "search on Ray Tune: grids, ranges, ASHA or PBT, every run live", "vae_visdom.sweep"),
     Command("animate", "the prior samples epoch by epoch as an animated GIF", "vae_visdom.runs.animate"),
 )
 BY_NAME = {c.name: c for c in COMMANDS}

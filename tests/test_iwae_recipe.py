@@ -68,6 +68,27 @@ def test_compressed_schedule_keeps_eight_growing_stages_in_the_given_epochs(tota
     assert lr_factor(f"burda:{total}", total) == pytest.approx(0.1)
 
 
+def test_cosine_schedule_falls_from_the_given_lr_to_its_floor_in_e_epochs():
+    assert lr_factor("cosine:101", 1) == 1.0
+    assert lr_factor("cosine:101", 51) == pytest.approx((1 + 0.01) / 2)  # half way: half way between 1 and 0.01
+    assert lr_factor("cosine:101", 101) == pytest.approx(0.01)
+    assert lr_factor("cosine:101", 500) == pytest.approx(0.01)  # past the end: the floor
+    assert lr_factor("cosine:101:0.1", 101) == pytest.approx(0.1)
+    factors = [lr_factor("cosine:40", e) for e in range(1, 41)]
+    assert factors == sorted(factors, reverse=True) and len(set(factors)) == 40
+
+
+def test_enter_epoch_carries_a_live_change_through_the_cosine_schedule():
+    opt = make_optimizer("adam", [torch.nn.Parameter(torch.zeros(2))], 1e-3)
+    for epoch in range(1, 11):
+        enter_epoch("cosine:21", opt, epoch)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_factor("cosine:21", 10))
+    opt.param_groups[0]["lr"] = 5e-4  # the panel, in epoch 10
+    for epoch in range(11, 22):
+        enter_epoch("cosine:21", opt, epoch)
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 0.01 / lr_factor("cosine:21", 10))
+
+
 def test_enter_epoch_rescales_the_lr_in_force_so_a_live_change_carries_through():
     opt = make_optimizer("adam", [torch.nn.Parameter(torch.zeros(2))], 1e-3)
     for epoch in range(1, 6):
@@ -80,12 +101,14 @@ def test_enter_epoch_rescales_the_lr_in_force_so_a_live_change_carries_through()
 
 
 @pytest.mark.parametrize("raw,ok", [("constant", True), ("burda", True), (" burda:500 ", True), ("burda:8", True),
-                                    ("burda:7", False), ("burda:", False), ("cosine", False), (3, False)])
+                                    ("burda:7", False), ("burda:", False), ("cosine", False), ("cosine:1", False),
+                                    ("cosine:720", True), ("cosine:720:0.05", True), ("cosine:720:0", False),
+                                    ("cosine:720:1.5", False), ("step", False), (3, False)])
 def test_lr_schedule_follows_the_config_rules(raw, ok):
     if ok:
         assert parse_value("lr_schedule", raw) == raw.strip()
     else:
-        with pytest.raises(ConfigError, match="lr_schedule: .*allowed: constant, burda"):
+        with pytest.raises(ConfigError, match="lr_schedule: .*allowed: constant, burda.*cosine"):
             parse_value("lr_schedule", raw)
     with pytest.raises(ConfigError, match="lr_schedule"):
         TrainConfig(lr_schedule="step").validate()

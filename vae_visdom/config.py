@@ -176,7 +176,16 @@ def _server_address(raw: Any, name: str) -> str:
 
 
 def _schedule_check(v, ctx):
-    return None if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v) else "unknown"
+    if re.fullmatch(r"constant|burda(:([89]|[1-9][0-9]{1,5}))?", v):
+        return None
+    cosine = re.fullmatch(r"cosine:([2-9]|[1-9][0-9]{1,5})(:([0-9.]+(e-?[0-9]+)?))?", v)
+    if cosine and cosine.group(3) is not None:
+        try:
+            floor = float(cosine.group(3))
+        except ValueError:
+            return "unknown"
+        return None if 0.0 < floor <= 1.0 else "unknown"
+    return None if cosine else "unknown"
 
 
 RULES: dict[str, Rule] = {
@@ -210,7 +219,8 @@ RULES: dict[str, Rule] = {
     "port": Rule(_integer, _range(1, 65535), "a whole number from 1 to 65535"),
     "server": Rule(_server_address, lambda v, ctx: None, "http://HOST or https://HOST (the port goes in --port)"),
     "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
-                        "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs) or burda:E (them in E >= 8 epochs)"),
+                        "constant, burda (Burda et al.'s 8 lr stages, 3280 epochs), burda:E (them in E >= 8 epochs) "
+                        "or cosine:E[:F] (half a cosine from the lr to F times it, default 0.01, in E >= 2 epochs)"),
 }
 
 
@@ -263,7 +273,8 @@ class TrainConfig:
     batch_size: int | None = None  # None: the model's default
     lr: float | None = None  # None: the model's default
     optimizer: str | None = None  # None: the model's default
-    lr_schedule: str = "constant"  # constant | burda | burda:E (train/schedule.py); the lr given is its first level
+    # constant | burda | burda:E | cosine:E[:F] (train/schedule.py); the lr given is its first level
+    lr_schedule: str = "constant"
     latent_dim: int | None = None
     hidden_dim: int | None = None
     likelihood: str | None = None

@@ -57,7 +57,8 @@ def _how_to_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", dest="iwae_k", type=argparse_type("iwae_k"), default=None, metavar="K",
                    help="samples per image of --objective iwae (default 5; 1 is the ELBO)")
     g.add_argument("--lr-schedule", type=argparse_type("lr_schedule"), default=None,
-                   help="constant (default), burda or burda:E: Burda et al.'s lr stages, which the live lr rescales")
+                   help="constant (default); burda or burda:E: Burda et al.'s lr stages; cosine:E[:F]: a cosine "
+                        "decay to F (default 0.01) times the lr in E epochs. The live lr rescales any of them")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the model's (mlp: adam)")
     g.add_argument("--seed", type=argparse_type("seed"), default=None, help="default: 1")
     g.add_argument("--device", choices=DEVICES, default=None, help="default: auto (cuda when available)")

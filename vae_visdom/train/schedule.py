@@ -1,4 +1,4 @@
-"""Learning-rate schedules by name (`--lr-schedule`): constant, and Burda et al.'s staged decay."""
+"""Learning-rate schedules by name (`--lr-schedule`): constant, Burda et al.'s staged decay, and a cosine decay."""
 from __future__ import annotations
 
 import math
@@ -41,10 +41,22 @@ def stage_ends(total_epochs: int, stages: int = BURDA_STAGES) -> list[int]:
     return [sum(lengths[:i + 1]) for i in range(stages)]
 
 
+COSINE_FLOOR = 0.01  # cosine:E ends at 1% of the lr it starts from, unless cosine:E:F says otherwise
+
+
+def cosine_factor(epoch: int, total: int, floor: float = COSINE_FLOOR) -> float:
+    """Half a cosine from 1 in epoch 1 down to `floor` in epoch `total` (and after it)."""
+    t = min(max(epoch - 1, 0), total - 1) / (total - 1)
+    return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * t)) / 2.0
+
+
 def lr_factor(schedule: str, epoch: int) -> float:
     """The schedule's multiplier of the base lr in `epoch` (1-based); past the last stage, the last one's."""
     if schedule == "constant":
         return 1.0
+    if schedule.startswith("cosine:"):
+        parts = schedule.split(":")
+        return cosine_factor(epoch, int(parts[1]), float(parts[2]) if len(parts) > 2 else COSINE_FLOOR)
     total = BURDA_EPOCHS if schedule == "burda" else int(schedule.split(":", 1)[1])
     ends = stage_ends(total)
     stage = next((i for i, end in enumerate(ends) if epoch <= end), len(ends) - 1)
@@ -52,7 +64,8 @@ def lr_factor(schedule: str, epoch: int) -> float:
 
 
 def configure_optimizer(schedule: str, optimizer: torch.optim.Optimizer) -> None:
-    """The Burda schedules come with the paper's Adam settings (betas, eps 1e-4); other optimizers are left."""
+    """Every schedule but constant comes with Burda et al.'s Adam settings (betas, eps 1e-4), the settings of the
+    benchmark these schedules are for; other optimizers are left as they are."""
     if schedule != "constant" and isinstance(optimizer, torch.optim.Adam):
         for group in optimizer.param_groups:
             group.update(BURDA_ADAM)

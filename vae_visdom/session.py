@@ -16,6 +16,7 @@ import torch
 from vae_visdom import safe_io
 from vae_visdom.config import ConfigError, TrainConfig, UsageError, default_run_name, with_model_defaults, writable_dir
 from vae_visdom.data import ImageData, load_dataset
+from vae_visdom.insight.explorer import LatentExplorer
 from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model
 from vae_visdom.runs import resume as resuming
@@ -26,7 +27,7 @@ from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.runs.run_file import RunFileError
 from vae_visdom.train import distributed
 from vae_visdom.train.controller import Controller
-from vae_visdom.train.events import Callback, RunInfo, Status
+from vae_visdom.train.events import Callback, Probe, RunInfo, Status
 from vae_visdom.train.step import make_optimizer, resolve_device
 from vae_visdom.train.trainer import Trainer
 
@@ -122,9 +123,11 @@ class TrainingSession:
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
         self.controller = controller or Controller(n_train=len(self.data.train))
         self.controller.context.setdefault("n_train", len(self.data.train))  # a caller's own controller too
-        probes = [InsightProbe(model, self.data, self.device, views=cfg.views, iw_every=cfg.iw_every,
+        probes: list[Probe] = [InsightProbe(model, self.data, self.device, views=cfg.views, iw_every=cfg.iw_every,
                                iw_samples=cfg.iw_samples, binarize=cfg.binarize, seed=cfg.seed)
                   ] if (cfg.views or cfg.iw_every) and face else []
+        if cfg.visdom and face:  # the page's latent explorer, decoding from a copy of the model of its own
+            probes.append(LatentExplorer(model, self.data.test))
         self.trainer = Trainer(model, optimizer, self.data, cfg, self.device, self.controller,
                                run_dir=str(self.run_dir) if face else None, run_name=cfg.name or "run", probes=probes,
                                group=self.group)

@@ -22,6 +22,7 @@ from vae_visdom.config import DEFAULT_PORT, DEFAULT_SERVER, env_login
 from vae_visdom.monitor.board import LOG_NAME, Board, preload
 from vae_visdom.monitor.content import figure_html, figure_title, restore_from_rows, run_html, scatter_traces
 from vae_visdom.monitor.curves import OBJECTIVE, Smoother, cut_resumed, elbo_trace, ensure, fit_range
+from vae_visdom.monitor.explorer_pane import ExplorerPane
 from vae_visdom.monitor.panel import ControlPanel
 from vae_visdom.monitor.view_pane import EpochView
 from vae_visdom.monitor.windows import (
@@ -45,6 +46,7 @@ from vae_visdom.train.events import (
     CommandEvent,
     EpochImages,
     EpochRecord,
+    ExplorerFigure,
     Figure,
     ImageFigure,
     NumbersFigure,
@@ -98,6 +100,7 @@ class VisdomMonitor(Callback):
                            min_interval=min_interval, on_event=self._on_event)
         self._add_windows(controller)
         self.figures: dict[str, Window] = {}
+        self.explorer: ExplorerPane | None = None  # made when the run's latent explorer is handed over
         self.info: RunInfo | None = None
         self.status = Status("starting", 0, 0, 0)
         self.record: EpochRecord | None = None
@@ -219,6 +222,8 @@ class VisdomMonitor(Callback):
             self.view.on_epoch(e, {"recon": recon, "samples": samples})  # drawn unless the user stepped back
             self.status.epoch, self.status.step = e, record.step
             self._render_run()
+        if self.explorer is not None:  # the explorer's copy of the model was refreshed after the test pass
+            self.explorer.redraw()
         self.board.request_save()  # a server restart then loses nothing up to this epoch
 
     @_guarded
@@ -248,6 +253,12 @@ class VisdomMonitor(Callback):
 
     @_guarded
     def on_figure(self, name: str, figure: Figure) -> None:
+        if isinstance(figure, ExplorerFigure):  # steered by the page itself; one per run
+            if self.explorer is None:
+                self.explorer = ExplorerPane(self.board, f"{self.prefix}-explorer", self.env, figure.explorer)
+            if not self._started:
+                self._start()
+            return
         title = figure_title(name, figure)
         win = f"{self.prefix}-fig-{slug(name)}"
         with self.board.lock:
@@ -315,6 +326,8 @@ class VisdomMonitor(Callback):
     def _on_event(self, event: dict) -> None:
         self.panel.handle(event)
         self.view.handle(event)
+        if self.explorer is not None:
+            self.explorer.handle(event)
 
     def _render_run(self) -> None:
         """The run pane (under the board's lock)."""

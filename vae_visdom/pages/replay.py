@@ -100,9 +100,19 @@ def run(args: argparse.Namespace) -> int:
     if args.browse:
         from vae_visdom.pages.browse import browse
 
-        print("the view pane steps through the run's epochs until Ctrl-C", flush=True)
+        explorer = None
+        try:  # the latent explorer needs the model: torch, imported here only
+            from vae_visdom.insight.explorer import explorer_for_run
+
+            explorer = explorer_for_run(args.run_dir)
+        except Exception as err:  # noqa: BLE001  (no checkpoint, a damaged one, no data: browse without it)
+            print(f"note: no latent explorer ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
+                  file=sys.stderr)
+        print("the view pane" + (" and the latent explorer" if explorer else "") +
+              " answer the page until Ctrl-C", flush=True)
         try:
-            browse(args.run_dir, done["entries"], args.server, args.port, done["env"], *login)
+            browse(args.run_dir, done["entries"], args.server, args.port, done["env"], login[0], login[1],
+                   explorer=explorer)
         except ValueError as err:
             print(f"vae-visdom replay: error: {err}", file=sys.stderr)
             return 2

@@ -152,7 +152,14 @@ class NumbersFigure:
     values: dict[str, float]
 
 
-Figure = ImageFigure | ScatterFigure | NumbersFigure
+@dataclass
+class ExplorerFigure:
+    """A view the page steers itself: the latent explorer (insight/explorer.py), which decodes on demand from
+    a copy of the model of its own. Handed over once; the observer that draws it talks to it directly."""
+    explorer: Any
+
+
+Figure = ImageFigure | ScatterFigure | NumbersFigure | ExplorerFigure
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ lock. So a decode never races an optimizer step, works while the run is paused, 
 a checkpoint (`replay --browse`).
 
 The point starts at the origin or at the posterior mean of a test image. It moves along two directions: the
-principal directions of the posterior means of the first `MEANS` test images (largest variance first), or
-two latent dimensions. A step is `step` standard deviations along the direction: of the means' spread along a
-principal direction, of the prior (1) along a latent dimension. The 3x3 grid shows the point in its centre,
-the first direction from left to right, the second from bottom to top.
+principal directions of the posterior means of the first `MEANS` test images (`MEANS_LARGE` of large ones;
+largest variance first), or two latent dimensions. A step is `step` standard deviations along the
+direction: of the means' spread along a principal direction, of the prior (1) along a latent dimension.
+The 3x3 grid shows the point in its centre, the first direction from left to right, the second from bottom
+to top.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from vae_visdom.runs.files import read_jsonl
 from vae_visdom.train.events import ExplorerFigure, Figure, Probe
 
 MEANS = 500  # test images whose posterior means give the principal directions (and the images to start at)
+MEANS_LARGE = 64  # as many for images above 2048 values (conv64's 64x64 RGB): the first click of an epoch < 1 s
 BASES = ("principal", "dimension")
 
 
@@ -47,7 +49,7 @@ class LatentExplorer(Probe):
         self._model = copy.deepcopy(model).to("cpu").eval()
         for p in self._model.parameters():
             p.requires_grad_(False)
-        self._test = test_x[:MEANS]
+        self._test = test_x[:MEANS if test_x[0].numel() <= 2048 else MEANS_LARGE]
         self._live = model
         self.lock = threading.Lock()
         self.epoch = 0  # the epoch whose end the copy was taken at (0: the start)
@@ -65,6 +67,8 @@ class LatentExplorer(Probe):
     # -- trainer's thread (the Probe protocol) -----------------------------------------------------
     def run_start(self) -> dict[str, Figure]:
         self.refresh(self._live, 0)
+        with self.lock:  # the copy's first pass (the kernels' set-up) here, not in the page's first click
+            self._posterior_means()
         return {"explorer": ExplorerFigure(self)}
 
     def epoch_end(self, epoch: int) -> tuple[dict, dict[str, Figure]]:

@@ -216,6 +216,7 @@ RULES: dict[str, Rule] = {
     "objective": _choice(OBJECTIVES),
     "iwae_k": Rule(_integer, _range(1, 5000), "a whole number of samples from 1 to 5000"),
     "kl_warmup": Rule(_integer, _range(0, 10**9), "a whole number of steps >= 0 (0: no warm-up)"),
+    "checkpoint_budget": Rule(_integer, _range(0, 10**6), "a whole number of MB from 0 to 1000000 (0: keep none)"),
     "port": Rule(_integer, _range(1, 65535), "a whole number from 1 to 65535"),
     "server": Rule(_server_address, lambda v, ctx: None, "http://HOST or https://HOST (the port goes in --port)"),
     "lr_schedule": Rule(lambda raw, name: raw.strip() if isinstance(raw, str) else shown(raw), _schedule_check,
@@ -297,7 +298,8 @@ class TrainConfig:
     name: str | None = None
     fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
-    keep_checkpoints: bool = False  # also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (forks --at-epoch)
+    keep_checkpoints: bool = False  # keep RUN_DIR/checkpoints/epoch_E.pt of every epoch, whatever the budget
+    checkpoint_budget: int = 100  # MB of epoch checkpoints kept for forks from an epoch, newest first (0: none)
     parent: str | None = None  # a fork's parent run folder (runs/fork.py)
     forked_at: dict | None = None  # {"epoch", "step"} of the parent's checkpoint the fork started from
     beta: float = 1.0  # the KL term's weight (1: the ELBO); kl_warmup: steps over which it rises from 0

@@ -90,7 +90,10 @@ def _where_results_go(p: argparse.ArgumentParser) -> None:
     g.add_argument("--at-epoch", type=argparse_type("epochs"), default=None, metavar="E",
                    help="with --fork: start from the parent's checkpoint of epoch E (kept by --keep-checkpoints)")
     g.add_argument("--keep-checkpoints", action="store_true", default=None,
-                   help="also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (one checkpoint's size each)")
+                   help="keep RUN_DIR/checkpoints/epoch_E.pt of every epoch, whatever --checkpoint-budget says")
+    g.add_argument("--checkpoint-budget", type=argparse_type("checkpoint_budget"), default=None, metavar="MB",
+                   help="disk for the epochs' checkpoints that forks from an epoch start from, the newest kept "
+                        "first (default 100; 0: keep none)")
 
 
 def _live_monitoring(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ Rows (the browser sends the row's index as `propertyId`):
     3  follow the newest epoch                    [newest]
     4  loss y-axis: <fitted | everything>         [show all] / [fit]
     5  smoothing: EMA weight of the train loss     text, 0 to 0.99 (0: no smoothed trace)
+    6  fork from the epoch shown                   [fork from epoch E]: a new run from E's kept checkpoint
 
 Light on purpose: the page keeps one image per pane, as before. An earlier epoch is drawn from the
 run folder's own PNGs (reconstruction_N.png, sample_N.png: the same bytes the pane would encode),
@@ -21,6 +22,8 @@ import base64
 import errno
 import re
 import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, parse_value
@@ -29,8 +32,9 @@ from vae_visdom.monitor.curves import Smoother
 from vae_visdom.monitor.event_socket import property_row
 from vae_visdom.monitor.windows import TITLES, ImageGrid, LinePlot, PropertiesPane, TextPane
 from vae_visdom.runs.animate import gif_bytes
+from vae_visdom.train.kept import kept_epochs, spans
 
-ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing")
+ROWS = ("epoch", "back", "forward", "newest", "y_axis", "smoothing", "fork")
 FILES = {"recon": "reconstruction_{}.png", "samples": "sample_{}.png"}
 ANIMATION = ("samples.gif", "the prior samples, epoch by epoch")  # (the run's file, its pane's title)
 PAGE_FRAMES = 50  # the page's animation: every epoch up to 50, then 50 evenly spaced (the file has them all)
@@ -55,14 +59,18 @@ class EpochView:
     """The view pane and what it steers: the two image panes, the loss plot's y-axis and its EMA."""
 
     def __init__(self, board: Board, win: str, env: str, grids: dict[str, ImageGrid], plots: list[LinePlot],
-                 smoother: Smoother, run_dir: Path | None):
+                 smoother: Smoother, run_dir: Path | None, fork_at: Callable[[int], str] | None = None):
+        """`fork_at(E)`: asks the run's trainer for a fork from epoch E's kept checkpoint, returns the verdict
+        (a live run's monitor gives it; a replay has no trainer to fork)."""
         self.board, self.win, self.env, self.grids, self.plots = board, win, env, grids, plots
-        self.smoother, self.run_dir = smoother, run_dir
+        self.smoother, self.run_dir, self.fork_at = smoother, run_dir, fork_at
         self.fits = {id(p): p.y_range for p in plots}  # the fitted ranges, put back after "show all"
         self.epochs: list[int] = []
         self.shown: int | None = None  # the epoch in the image panes
         self.following = True
         self.message = ""
+        self._kept_seen: list[int] = []
+        self._kept_checked = 0.0
         self._flip = [False] * len(ROWS)
         self.pane = board.add(PropertiesPane(win, TITLES["view"], self._rows,
                                              width=460, height=270))
@@ -84,6 +92,19 @@ class EpochView:
                     grid.set(images[kind], nrow=8, caption=self._caption(epoch))
                 self.shown = epoch
             self.pane.touch()
+
+    def check_kept(self, every: float = 2.0) -> None:
+        """Redraw the fork row when the kept epoch checkpoints changed (a save after an epoch's end, the budget
+        letting the oldest go); looks at the folder at most every `every` seconds."""
+        now = time.monotonic()
+        if self.run_dir is None or now - self._kept_checked < every:
+            return
+        self._kept_checked = now
+        kept = kept_epochs(self.run_dir)
+        if kept != self._kept_seen:
+            self._kept_seen = kept
+            with self.board.lock:
+                self.pane.touch()
 
     def show_animation(self) -> None:
         """The run's samples.gif (runs/animate.py, written as the run ends) in a pane of its own."""
@@ -150,6 +171,30 @@ class EpochView:
             p.y_range = None if fitted else self.fits[id(p)]
             p.touch(urgent=True)
 
+    def _on_fork(self, raw) -> None:
+        if self.fork_at is None:
+            self.message = "a fork needs the run's trainer: `vae-visdom train --fork RUN_DIR --at-epoch E`"
+            return
+        if self.shown is None:
+            self.message = "no epoch yet"
+            return
+        why = self._not_forkable(self.shown)
+        if why:
+            self.message = why
+            return
+        self.message = self.fork_at(self.shown)
+
+    def _not_forkable(self, epoch: int) -> str:
+        """Why epoch `epoch` cannot be forked from ("" when it can)."""
+        kept = kept_epochs(self.run_dir) if self.run_dir is not None else []
+        if epoch in kept:
+            return ""
+        if not kept:
+            return (f"epoch {epoch} cannot be forked: this run keeps no epoch checkpoints "
+                    "(--checkpoint-budget 0, or a run from before them)")
+        return (f"epoch {epoch} cannot be forked: its checkpoint is not kept (kept: epochs {spans(kept)}; "
+                "the oldest go first past --checkpoint-budget)")
+
     def _on_smoothing(self, raw) -> None:
         if not self.plots:
             self.message = "smoothing: in the live run's page only"
@@ -182,6 +227,15 @@ class EpochView:
             grid.store_encoded(grid.version, encoded[kind])
         self.shown = epoch
 
+    def _fork_row(self) -> dict:
+        if self.shown is None:
+            return {"type": "button", "name": "fork from an epoch: none yet", "value": "fork from an epoch"}
+        why = self._not_forkable(self.shown) if self.fork_at is not None else \
+            "fork from an epoch: in the live run's page (or train --fork RUN_DIR --at-epoch E)"
+        name = why or (f"fork from epoch {self.shown}: a new run from its checkpoint, with the control panel's "
+                       "'fork with' values (this run goes on)")
+        return {"type": "button", "name": name, "value": f"fork from epoch {self.shown}"}
+
     def _caption(self, epoch: int) -> str:
         return f"epoch {epoch}" + ("" if self.following else f" of {self.epochs[-1]} (stepped back)")
 
@@ -199,6 +253,7 @@ class EpochView:
              "value": "show all" if fitted else "fit"},
             {"type": "text", "name": "smoothing: EMA weight of the train loss (0-0.99; 0: off)",
              "value": f"{self.smoother.weight:g}"},
+            self._fork_row(),
         ]
         for i, row in enumerate(rows):  # see panel._rows: a changed prop resets an edited input
             if row["type"] == "text" and self._flip[i]:

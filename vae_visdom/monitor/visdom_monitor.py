@@ -40,7 +40,7 @@ from vae_visdom.monitor.windows import (
     window_prefix,
 )
 from vae_visdom.runs.records import format_value
-from vae_visdom.train.controller import SETTINGS, Controller
+from vae_visdom.train.controller import AT_EPOCH, SETTINGS, Controller
 from vae_visdom.train.events import (
     Callback,
     CommandEvent,
@@ -144,7 +144,8 @@ class VisdomMonitor(Callback):
         b.add(self.run_pane)
         self.panel = ControlPanel(b, w["control"], w["events"], controller, self.env)
         self.view = EpochView(b, w["view"], self.env, {"recon": self.recon, "samples": self.samples},
-                              [self.loss, self.terms], self.smoother, self.run_dir)
+                              [self.loss, self.terms], self.smoother, self.run_dir,
+                              fork_at=self._fork_at if controller is not None else None)
         # visdom lays panes out in the order they first reach it: curves and controls on top
         order = [w[k] for k in ("loss", "control", "terms", "view", "recon", "samples", "events", "run")]
         b.windows = {win: b.windows[win] for win in order}
@@ -198,6 +199,7 @@ class VisdomMonitor(Callback):
             self._unplaced.clear()
             self.status.epoch, self.status.step = log.epoch, log.step
         self.panel.on_step(log.epoch, log.step)
+        self.view.check_kept()  # the epoch checkpoint saved since the last look: its fork row
         if not self._started:
             self._start()
 
@@ -233,10 +235,15 @@ class VisdomMonitor(Callback):
             self.values.update({k: v for k, v in status.values.items() if k in SETTINGS})
             self._render_run()
         self.panel.on_status(status)
+        self.view.check_kept(every=0.0)  # paused or ended right after an epoch's checkpoint: its fork row now
 
     @_guarded
     def on_command(self, event: CommandEvent) -> None:
         self.panel.on_command(event)
+        if event.name == "fork" and event.source == "view":  # how the view pane's fork went, said there too
+            with self.board.lock:
+                self.view.message = event.message
+                self.view.pane.touch(urgent=True)
         if event.accepted and (event.name in SETTINGS or event.name == "fork"):
             old, new = self.values.get(event.name), event.value
             x, y = self._last_point
@@ -322,6 +329,12 @@ class VisdomMonitor(Callback):
         if not self._started and not self._closed:
             self._started = True
             self.board.start()
+
+    def _fork_at(self, epoch: int) -> str:
+        """The view pane's fork from a shown epoch: the panel's Fork, with the epoch and the panel's values."""
+        assert self.controller is not None  # the view pane is given this only with a controller
+        changes = " ".join(filter(None, [self.panel.fork_with, f"{AT_EPOCH}={epoch}"]))
+        return self.controller.submit("fork", changes, source="view").message
 
     def _on_event(self, event: dict) -> None:
         self.panel.handle(event)

@@ -2,7 +2,7 @@
 
 `vae-visdom train --fork PARENT [--at-epoch E]` makes RUNS_DIR/<parent>-fork<N> (or --name) holding
   - checkpoint.pt: the parent's newest checkpoint, or PARENT/checkpoints/epoch_E.pt with --at-epoch
-    (kept only by a parent trained with --keep-checkpoints: see train/checkpoint.py for the cost),
+    (kept within the parent's --checkpoint-budget, newest first, or all with --keep-checkpoints),
   - the parent's rows (metrics, steps, events) and epoch PNGs, cut at that checkpoint by the same
     code a resume uses (runs/resume.py: reconcile),
   - config.json: the parent's, with `parent` (its folder) and `forked_at` ({"epoch", "step"}) set, its
@@ -27,8 +27,9 @@ from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
-from vae_visdom.train.controller import FORK, Controller
+from vae_visdom.train.controller import AT_EPOCH, FORK, Controller
 from vae_visdom.train.events import Callback, ForkPoint
+from vae_visdom.train.kept import kept_epochs, kept_path, spans
 
 COPIED = ("metrics.jsonl", "steps.jsonl", "events.jsonl")
 PNG = re.compile(r"(?:sample|reconstruction)_\d+\.png")
@@ -49,12 +50,11 @@ def source_checkpoint(parent: Path, at_epoch: int | None) -> Path:
             if (parent / name).is_file():
                 return parent / name
         raise UsageError(f"--fork {parent}: no checkpoint there yet (the run never finished an epoch)")
-    path = checkpoint.kept_path(parent, at_epoch)
+    path = kept_path(parent, at_epoch)
     if not path.is_file():
-        kept = sorted(int(p.stem.split("_")[1]) for p in (parent / checkpoint.KEPT).glob("epoch_*.pt")
-                      if p.stem.split("_")[1].isdigit())
-        have = f"kept epochs: {', '.join(map(str, kept))}" if kept else \
-            "it keeps no per-epoch checkpoints (train it with --keep-checkpoints)"
+        kept = kept_epochs(parent)
+        have = f"kept epochs: {spans(kept)}" if kept else \
+            "it keeps no per-epoch checkpoints (its --checkpoint-budget is 0, or it predates them)"
         raise UsageError(f"--fork {parent} --at-epoch {at_epoch}: no checkpoint of epoch {at_epoch}; {have}; "
                          "or leave out --at-epoch to fork from its newest checkpoint")
     return path
@@ -148,10 +148,13 @@ class ForkLauncher(Callback):
 
     def on_fork(self, point: ForkPoint) -> None:
         asked = {"changes": point.changes, "run": None, "env": None}
+        changes = {k: v for k, v in point.changes.items() if k != AT_EPOCH}
+        at_epoch = point.changes.get(AT_EPOCH)  # a rewind: from that epoch's kept checkpoint, not from now
         try:
             with page_runs.place(self.run_dir.parent, "fork") as started:  # the pages' limit (runs/page_runs.py)
-                child, cfg = create(self.run_dir, None, self.run_dir.parent, state=point.state)
-                proc = spawn(child, point.changes)
+                child, cfg = create(self.run_dir, at_epoch, self.run_dir.parent,
+                                    state=point.state if at_epoch is None else None)
+                proc = spawn(child, changes)
                 started(child, proc.pid)
         except page_runs.PageRunsFull as err:
             self.controller.reply(FORK, False, f"fork refused: {err}", asked)
@@ -161,8 +164,8 @@ class ForkLauncher(Callback):
             return
         self.children.append(proc)
         assert cfg.forked_at is not None  # create() records where the fork starts
-        self.controller.reply(FORK, True, f"forked as {child.name} at epoch {cfg.forked_at['epoch']} + step "
-                              f"{point.state['step']} (pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): "
+        self.controller.reply(FORK, True, f"forked as {child.name} at epoch {cfg.forked_at['epoch']}, step "
+                              f"{cfg.forked_at['step']} (pid {proc.pid}, output in {child.name}/{TRAIN_LOG}): "
                               f"env {cfg.name}", {**asked, "run": str(child), "env": cfg.name})
 
     def on_epoch_end(self, record, images) -> None:

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from vae_visdom import safe_io
+from vae_visdom.train.kept import kept_epochs, kept_path
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
-KEPT = "checkpoints"  # RUN_DIR/checkpoints/epoch_E.pt with --keep-checkpoints (what `--fork --at-epoch` reads)
 REQUIRED = ("model", "optimizer", "epoch", "step", "rng")
 SEAL = b"vae_visdom sha256 "  # + 64 hex digits: the zip comment that ends every checkpoint (see above)
 _EOCD = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, its last 2 the comment length
@@ -117,8 +117,24 @@ class CheckpointError(ValueError):
         self.path, self.reason = path, reason
 
 
-def kept_path(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / KEPT / f"epoch_{epoch}.pt"
+def prune_kept(run_dir: str | Path, budget_bytes: int) -> list[int]:
+    """Let the oldest kept checkpoints go until the rest fit in `budget_bytes`; the newest always stays (it
+    is checkpoint.pt's own bytes, a hard link). Returns the epochs let go."""
+    epochs = kept_epochs(run_dir)
+    sizes = {e: _size(kept_path(run_dir, e)) for e in epochs}
+    gone: list[int] = []
+    while len(epochs) > 1 and sum(sizes[e] for e in epochs) > budget_bytes:
+        oldest = epochs.pop(0)
+        safe_io.remove(kept_path(run_dir, oldest))
+        gone.append(oldest)
+    return gone
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def save(run_dir: str | Path, state: dict[str, Any], rotate: bool = True, keep: bool = False) -> Path:

@@ -21,12 +21,14 @@ from vae_visdom.config import RULES, ConfigError, parse_value, shown
 ACTIONS = ("pause", "resume", "stop")
 SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval, beta
 FORK = "fork"  # a new run from this one's state at the current step (runs/fork.py: ForkLauncher)
+AT_EPOCH = "at_epoch"  # what a fork may name besides SETTINGS: the epoch whose kept checkpoint it starts from
 SHORT = {"bs": "batch_size", "batch": "batch_size", "batch_size": "batch_size", "log": "log_interval"}
 
 
 def parse_fork(raw: Any, ctx: dict | None = None) -> dict[str, Any]:
     """What a fork changes, as typed: "lr=3e-4 batch_size=64" (commas or spaces between; bs for batch_size);
-    empty for a fork with the values in force. Every value is checked by its rule; ConfigError otherwise."""
+    empty for a fork with the values in force; at_epoch=E for a fork from epoch E's kept checkpoint. Every value
+    is checked by its rule; ConfigError otherwise."""
     text = "" if raw is None else str(raw).strip()
     out: dict[str, Any] = {}
     for part in text.replace(",", " ").split():
@@ -35,6 +37,12 @@ def parse_fork(raw: Any, ctx: dict | None = None) -> dict[str, Any]:
         name = SHORT.get(name, name)
         if not sep or not value.strip():
             raise ConfigError(f"fork: {shown(part)} is not name=value; e.g. lr=3e-4 batch_size=64")
+        if name == AT_EPOCH:  # from that epoch's kept checkpoint instead of the state at this step
+            try:
+                out[name] = parse_value("epochs", value, ctx)
+            except ConfigError as err:
+                raise ConfigError(f"fork: at_epoch: {str(err).split(': ', 1)[-1]}") from None
+            continue
         if name not in SETTINGS:
             raise ConfigError(f"fork: {shown(name)} cannot be changed by a fork; allowed: {', '.join(SETTINGS)}")
         out[name] = parse_value(name, value, ctx)

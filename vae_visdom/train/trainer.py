@@ -443,6 +443,9 @@ class Trainer:
             return
         state = self.state_dict()
         self._tell(lambda cb: cb.on_save_checkpoint(state["epoch"], self.step))
+        keep = (self.cfg.keep_checkpoints or self.cfg.checkpoint_budget > 0) and state["epoch_state"] is None
         checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step,
-                        keep=self.cfg.keep_checkpoints and state["epoch_state"] is None)
+                        keep=keep)
+        if keep and not self.cfg.keep_checkpoints:  # the oldest epochs go first; the newest always stays
+            checkpoint.prune_kept(self.run_dir, self.cfg.checkpoint_budget * 1_000_000)
         self.checkpoint_at = (state["epoch"], self.step)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
-from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -24,8 +23,7 @@ SMALL = dict(epochs=1, log_interval=1, batch_size=32, hidden_dim=32, latent_dim=
 
 def _good_run(root: Path, name: str) -> Path:
     """A real run: one epoch of a tiny MLP on synthetic data, its folder written by the trainer."""
-    cfg = TrainConfig(visdom=False, out=str(root / name), **SMALL)
-    TrainingSession(cfg, data=synthetic_data(n_train=96, n_test=32), progress=False).run()
+    make_session(root / name, data=synthetic_data(n_train=96, n_test=32), **SMALL).run()
     return root / name
 
 

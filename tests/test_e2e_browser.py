@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import make_session
 from tests.fixtures import screenshot, until, wait_for
-from vae_visdom.config import TrainConfig
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
 
@@ -31,8 +31,7 @@ def keep_for_docs(shot: Path, name: str) -> None:
 
 
 def session_for(server, tmp_path, env: str, mnist, **cfg) -> TrainingSession:
-    config = TrainConfig(out=str(tmp_path / env), env=env, port=server.port, **cfg)
-    return TrainingSession(config, data=mnist, progress=False)
+    return make_session(tmp_path / env, server=server, data=mnist, env=env, **cfg)
 
 
 def window(server, env: str, title: str) -> dict:

@@ -42,6 +42,7 @@ def window(server, env: str, title: str) -> dict:
     raise AssertionError(f"no window titled {title!r} in env {env}")
 
 
+@pytest.mark.slow
 def test_a_short_run_shows_curves_reconstructions_and_samples_in_the_page(visdom_server, browser, tmp_path,
                                                                            mnist):
     env = "e2e-live"
@@ -78,6 +79,7 @@ def test_a_short_run_shows_curves_reconstructions_and_samples_in_the_page(visdom
     keep_for_docs(screenshot(browser, tmp_path / "run_live.png"), "run_live.png")
 
 
+@pytest.mark.slow
 def test_pause_bad_lr_good_lr_resume_and_stop_from_the_page(visdom_server, browser, tmp_path, mnist):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

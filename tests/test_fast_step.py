@@ -172,6 +172,7 @@ def test_seed_dataset_matches_torchvision_mnist(mnist):
         assert ya == yb and xa.dtype == xb.dtype and torch.equal(xa, xb), i
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_both_loops_learn_the_same(mnist):
     out = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--epochs", "1", "--limit", "2000"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -188,6 +189,7 @@ def test_benchmark_runs_and_both_loops_learn_the_same(mnist):
         assert abs(test_o - test_s) / test_s < 0.03
 
 
+@pytest.mark.slow
 def test_benchmark_streaming_mode_measures_visdom_off_and_on(mnist):
     out = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--epochs", "2", "--limit", "2000",
                           "--streaming", "--streaming-block", "1", "--streaming-rounds", "1"],

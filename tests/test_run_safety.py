@@ -127,6 +127,7 @@ def _wait_for(until, proc: subprocess.Popen, what: str, timeout: float = 120.0) 
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_no_lock(tmp_path):
     """Item 14 (and 6 through the command line): the second trainer, new run or --resume, exits 2
     with one line naming the holder; after kill -9 of the holder the folder is free again."""
@@ -185,6 +186,7 @@ def _monitor(run_dir: Path, port: int):
     return VisdomMonitor(port=port, env="safety", run_dir=run_dir)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_draws_each_step_once(tmp_path):
     """Fault 11: the step curve had one point more than steps.jsonl has rows after a resume."""
     from vae_visdom.monitor.windows import PLOT_DIGITS, num
@@ -262,6 +264,7 @@ def test_a_row_that_no_checkpoint_can_give_back_is_reported_as_lost(tmp_path, ca
 
 # -- 7: a kill at every write of a run, and at every write of its resume ------------------------------------
 
+@pytest.mark.slow
 def test_a_kill_at_any_write_loses_no_epoch_and_doubles_none(tmp_path):  # ~20 s: 65 kills, 130 runs
     """Item 7: a child trains 2 epochs and is SIGKILLed just before its k-th write to the run folder
     (every os.write, fsync, replace, link and unlink of the run, each in its turn); then the run is
@@ -444,6 +447,7 @@ def test_when_status_json_cannot_be_written_either_the_line_says_so(small_disk):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_mid_run_is_exit_1_one_line_status_failed_no_tmp(tmp_path):
     """Item 9 with a real OS error that needs no mount: RLIMIT_FSIZE makes a write past 100 kB fail
     with EFBIG, as a full disk fails it with ENOSPC; the checkpoint (~300 kB) is the file that fails."""

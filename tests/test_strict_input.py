@@ -113,6 +113,7 @@ def test_compare_and_sweep_refuse_bad_names(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_huge_number_from_the_page_reaches_events_jsonl_without_a_traceback(tmp_path):
     """A real `vae-visdom train` process with a control command typed as a JSON integer of 401 digits
     (sent over the panel's own path: the Controller) is answered and recorded; stderr has no traceback."""

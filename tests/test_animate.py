@@ -6,12 +6,11 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
 from vae_visdom.cli import main
-from vae_visdom.config import TrainConfig
 from vae_visdom.runs.animate import STRIP, animate
 from vae_visdom.runs.images import save_image
-from vae_visdom.session import TrainingSession
 
 EPOCHS = (1, 2, 3, 9, 10, 11)  # 10 and 11 sort before 2 as text
 
@@ -44,9 +43,8 @@ def test_no_samples_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_a_run_ends_with_its_animation(tmp_path):
-    cfg = TrainConfig(epochs=3, visdom=False, device="cpu", out=str(tmp_path / "r"), batch_size=64, hidden_dim=32,
-                      latent_dim=4, views=False)
-    TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).run()
+    make_session(tmp_path / "r", data=synthetic_data(256, 64), epochs=3, device="cpu", batch_size=64, hidden_dim=32,
+                 latent_dim=4, views=False).run()
     got = frames(tmp_path / "r" / "samples.gif")
     assert len(got) == 3
     for e, f in enumerate(got, 1):  # each frame is that epoch's sample grid

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
-from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -24,8 +23,7 @@ SMALL = dict(epochs=1, log_interval=1, batch_size=32, hidden_dim=32, latent_dim=
 
 def _good_run(root: Path, name: str) -> Path:
     """A real run: one epoch of a tiny MLP on synthetic data, its folder written by the trainer."""
-    cfg = TrainConfig(visdom=False, out=str(root / name), **SMALL)
-    TrainingSession(cfg, data=synthetic_data(n_train=96, n_test=32), progress=False).run()
+    make_session(root / name, data=synthetic_data(n_train=96, n_test=32), **SMALL).run()
     return root / name
 
 
@@ -101,6 +99,7 @@ def test_the_home_table_lists_every_run_and_names_the_damaged_file(mixed_runs):
         assert len(row) == 1 and "finished" in row[0] and "1/1" in row[0], page
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_with_a_damaged_config_is_one_line_naming_the_file(tmp_path):
     """24.5: --resume of a run whose config.json is [1, 2] was a 23-line traceback."""
     run = _good_run(tmp_path, "run")
@@ -148,6 +147,7 @@ MNIST_SMALL = ("--subset", "512", "--batch-size", "64", "--hidden-dim", "32", "-
                "--log-interval", "2")
 
 
+@pytest.mark.slow
 def test_sixteen_flipped_bytes_in_a_checkpoint_are_refused_and_the_previous_one_is_used(tmp_path):
     """24.6: 16 bytes flipped inside checkpoint.pt's tensor data loaded without complaint; the resumed run
     went NaN, ended "finished", and the good checkpoint.prev.pt was rotated away."""
@@ -209,6 +209,7 @@ def test_a_checkpoint_written_before_checksums_still_loads(tmp_path):
 
 # -- 24.7: non-finite losses are never "finished" -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite_checkpoint(tmp_path, server):
     """24.7: `train --lr 10` was NaN from epoch 1, ended "finished", exit 0, and checkpointed NaN weights.
     One good epoch, then a resume with --lr 10 streaming to a real visdom server."""
@@ -266,6 +267,7 @@ def _dead_port() -> int:
         return s.getsockname()[1]  # closed again: nothing listens there
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_while_streaming_is_one_line_not_the_sender_threads_traceback(tmp_path):
     """24.8a: a full disk while streaming printed 18 lines (the sender thread's traceback when visdom.log was
     closed). A real write error with RLIMIT_FSIZE (as tests/test_run_safety.py does); a monitor that streams

@@ -9,13 +9,13 @@ import threading
 import pytest
 import torch
 
+from tests.builders import make_config, make_session
 from tests.conftest import synthetic_data
 from tests.fixtures import until
 from tests.test_panel import page  # noqa: F401  (the fixture: a browser page's websocket)
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
 from vae_visdom.models import build_model
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.session import TrainingSession
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.mlp_cpu_step import MLPStep
@@ -70,9 +70,8 @@ def test_beta_one_is_the_elbo_bit_for_bit():
 
 
 def run(tmp_path, name, **kw):
-    cfg = TrainConfig(epochs=2, visdom=False, device="cpu", out=str(tmp_path / name), batch_size=64, hidden_dim=64,
-                      latent_dim=5, views=False, log_interval=2, **kw)
-    TrainingSession(cfg, data=synthetic_data(512, 128), progress=False).run()
+    make_session(tmp_path / name, epochs=2, device="cpu", batch_size=64, hidden_dim=64, latent_dim=5, views=False,
+                 log_interval=2, **kw).run()
     return read_jsonl(tmp_path / name / "metrics.jsonl"), read_jsonl(tmp_path / name / "steps.jsonl")
 
 
@@ -115,9 +114,8 @@ def test_a_beta_sent_as_the_browser_sends_it_is_applied_and_marked(server, page,
     from tests.test_monitor import window_data
     from vae_visdom.monitor.panel import ROWS
 
-    cfg = TrainConfig(epochs=3, device="cpu", out=str(tmp_path / "live"), env="betalive", port=server.port,
-                      batch_size=64, hidden_dim=32, latent_dim=4, views=False, log_interval=2)
-    session = TrainingSession(cfg, data=synthetic_data(512, 64), progress=False)
+    session = make_session(tmp_path / "live", server=server, env="betalive", data=synthetic_data(512, 64), epochs=3,
+                           device="cpu", batch_size=64, hidden_dim=32, latent_dim=4, views=False, log_interval=2)
     session.controller.pause()
     done = threading.Thread(target=session.run)
     done.start()
@@ -151,9 +149,9 @@ def test_a_run_stopped_mid_epoch_resumes_with_its_beta_and_objective(tmp_path):
     from vae_visdom.train.events import Callback
 
     def session(name, resume=False, **kw):
-        cfg = TrainConfig(epochs=2, visdom=False, device="cpu", out=str(tmp_path / name), batch_size=64, hidden_dim=32,
-                          latent_dim=4, views=False, log_interval=2, beta=1.0, **kw)
-        return TrainingSession(cfg, data=synthetic_data(512, 64), progress=False, resume=resume)
+        cfg = make_config(tmp_path / name, epochs=2, device="cpu", batch_size=64, hidden_dim=32, latent_dim=4,
+                          views=False, log_interval=2, beta=1.0, **kw)
+        return make_session(cfg=cfg, data=synthetic_data(512, 64), resume=resume)  # a resume on this same config
 
     class StopAt(Callback):
         def __init__(self, controller):

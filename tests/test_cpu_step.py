@@ -6,10 +6,9 @@ import json
 import pytest
 import torch
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
 from vae_visdom.models import build_model
-from vae_visdom.session import TrainingSession
 from vae_visdom.train.mlp_cpu_step import MLPStep, unsupported
 from vae_visdom.train.step import backward_and_step
 
@@ -63,8 +62,8 @@ def test_gradients_replaced_by_someone_else_are_taken_back():
 
 def test_the_trainer_uses_it_on_the_cpu_only_where_it_applies(tmp_path):
     def step_of(**kw):
-        cfg = TrainConfig(epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))), **kw)
-        return TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).trainer.step_fn
+        return make_session(tmp_path / str(len(kw)), data=synthetic_data(256, 64), epochs=1, device="cpu",
+                            **kw).trainer.step_fn
 
     assert isinstance(step_of(), MLPStep)
     assert isinstance(step_of(model="mlp-paper"), MLPStep)
@@ -81,9 +80,8 @@ def test_an_epoch_learns_the_same_as_the_eager_step(tmp_path):
     """Whole epochs of the real trainer: the same losses as autograd's step, to float rounding."""
     losses = {}
     for kind in ("auto", "eager"):
-        cfg = TrainConfig(epochs=2, visdom=False, device="cpu", out=str(tmp_path / kind), fast_step=kind,
-                          batch_size=64, hidden_dim=128, views=False)
-        session = TrainingSession(cfg, data=synthetic_data(1024, 256), progress=False)
+        session = make_session(tmp_path / kind, data=synthetic_data(1024, 256), epochs=2, device="cpu",
+                               fast_step=kind, batch_size=64, hidden_dim=128, views=False)
         assert isinstance(session.trainer.step_fn, MLPStep) == (kind == "auto")
         session.run()
         records = [json.loads(line) for line in (tmp_path / kind / "metrics.jsonl").read_text().splitlines()]
@@ -121,9 +119,8 @@ def test_the_trainer_takes_the_deeper_step_for_mlp_iwae_on_the_cpu(tmp_path):
     from vae_visdom.train.deep_mlp_step import DeepMLPStep
 
     def step_of(**kw):
-        cfg = TrainConfig(model="mlp-iwae", epochs=1, visdom=False, device="cpu", out=str(tmp_path / str(len(kw))),
-                          **kw)
-        return TrainingSession(cfg, data=synthetic_data(256, 64), progress=False).trainer.step_fn
+        return make_session(tmp_path / str(len(kw)), data=synthetic_data(256, 64), model="mlp-iwae", epochs=1,
+                            device="cpu", **kw).trainer.step_fn
 
     assert isinstance(step_of(), DeepMLPStep)
     assert not isinstance(step_of(fast_step="eager"), DeepMLPStep)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import make_session
 from tests.fixtures import screenshot, until, wait_for
-from vae_visdom.config import TrainConfig
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
 
@@ -31,8 +31,7 @@ def keep_for_docs(shot: Path, name: str) -> None:
 
 
 def session_for(server, tmp_path, env: str, mnist, **cfg) -> TrainingSession:
-    config = TrainConfig(out=str(tmp_path / env), env=env, port=server.port, **cfg)
-    return TrainingSession(config, data=mnist, progress=False)
+    return make_session(tmp_path / env, server=server, data=mnist, env=env, **cfg)
 
 
 def window(server, env: str, title: str) -> dict:
@@ -43,6 +42,7 @@ def window(server, env: str, title: str) -> dict:
     raise AssertionError(f"no window titled {title!r} in env {env}")
 
 
+@pytest.mark.slow
 def test_a_short_run_shows_curves_reconstructions_and_samples_in_the_page(visdom_server, browser, tmp_path,
                                                                            mnist):
     env = "e2e-live"
@@ -79,6 +79,7 @@ def test_a_short_run_shows_curves_reconstructions_and_samples_in_the_page(visdom
     keep_for_docs(screenshot(browser, tmp_path / "run_live.png"), "run_live.png")
 
 
+@pytest.mark.slow
 def test_pause_bad_lr_good_lr_resume_and_stop_from_the_page(visdom_server, browser, tmp_path, mnist):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -35,6 +35,7 @@ def shown(browser, caption: str) -> list[bytes]:
             if (alt or "").split(" (")[0] == caption]
 
 
+@pytest.mark.slow
 def test_step_back_to_epoch_one_and_forward_then_type_into_the_control_panel(visdom_server, browser, tmp_path,
                                                                               mnist):
     from selenium.webdriver.common.by import By

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_visdom.config import TrainConfig
+from tests.builders import make_session
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.session import TrainingSession
 
 
 def windows_by_title(server, env: str) -> dict:
@@ -16,8 +15,7 @@ def windows_by_title(server, env: str) -> dict:
 
 
 def train_streaming(server, tmp_path, env: str, **cfg):
-    config = TrainConfig(out=str(tmp_path / env), env=env, port=server.port, epochs=1, model="conv64", **cfg)
-    session = TrainingSession(config, progress=False)
+    session = make_session(tmp_path / env, server=server, data=None, env=env, epochs=1, model="conv64", **cfg)
     status = session.run()
     assert status.state == "finished"
     return session

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
 from vae_visdom.models import build_model
-from vae_visdom.session import TrainingSession
 from vae_visdom.train import checkpoint
 from vae_visdom.train import step as step_module
 from vae_visdom.train.graph_step import make_step
@@ -58,9 +57,8 @@ def test_make_step_on_cpu_returns_none_and_leaves_the_optimizer_alone():
 
 
 def run_session(tmp_path, name, fast_step):
-    cfg = TrainConfig(visdom=False, out=str(tmp_path / name), epochs=2, batch_size=48, log_interval=3,
-                      device="cpu", fast_step=fast_step)
-    session = TrainingSession(cfg, data=synthetic_data(n_train=200, n_test=64), progress=False)
+    session = make_session(tmp_path / name, data=synthetic_data(n_train=200, n_test=64), epochs=2, batch_size=48,
+                           log_interval=3, device="cpu", fast_step=fast_step)
     status = session.run()
     return session, status
 
@@ -174,6 +172,7 @@ def test_seed_dataset_matches_torchvision_mnist(mnist):
         assert ya == yb and xa.dtype == xb.dtype and torch.equal(xa, xb), i
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_both_loops_learn_the_same(mnist):
     out = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--epochs", "1", "--limit", "2000"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -190,6 +189,7 @@ def test_benchmark_runs_and_both_loops_learn_the_same(mnist):
         assert abs(test_o - test_s) / test_s < 0.03
 
 
+@pytest.mark.slow
 def test_benchmark_streaming_mode_measures_visdom_off_and_on(mnist):
     out = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--epochs", "2", "--limit", "2000",
                           "--streaming", "--streaming-block", "1", "--streaming-rounds", "1"],

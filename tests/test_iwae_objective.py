@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from tests.conftest import synthetic_data
+from tests.builders import make_session
 from vae_visdom import config
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
 from vae_visdom.models import build_model
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.session import TrainingSession
 from vae_visdom.train import objectives
 from vae_visdom.train.objectives import iwae_bound, log_importance_weights, log_normal, recon_nll
 from vae_visdom.train.step import iwae_terms
@@ -88,9 +87,8 @@ def test_the_objective_and_k_follow_the_rule_table():
 
 
 def test_a_run_trained_on_the_iwae_bound_reports_it_beside_the_elbo(tmp_path):
-    cfg = TrainConfig(model="mlp", epochs=2, batch_size=64, latent_dim=8, hidden_dim=64, visdom=False,
-                      views=False, objective="iwae", iwae_k=5, out=str(tmp_path / "run"))
-    status = TrainingSession(cfg, data=synthetic_data(512, 128), progress=False).run()
+    status = make_session(tmp_path / "run", model="mlp", epochs=2, batch_size=64, latent_dim=8, hidden_dim=64,
+                          views=False, objective="iwae", iwae_k=5).run()
     assert status.state == "finished"
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2]

@@ -118,11 +118,10 @@ def test_short_benchmark_run_follows_the_schedule_the_panel_and_a_resume(tmp_pat
     """The benchmark recipe in miniature: mlp-iwae, binarized, burda:8 (one epoch a stage), paper's Adam."""
     holder = {}
     changer = At(lambda rec: holder["s"].controller.submit("lr", "3e-4", source="test"), epoch_end=2)
-    from vae_visdom.session import TrainingSession
+    from tests.builders import make_session
 
-    cfg = TrainConfig(visdom=False, out=str(tmp_path / "live"), epochs=4, model="mlp-iwae", binarize=True,
-                      lr_schedule="burda:8", views=False)
-    holder["s"] = session = TrainingSession(cfg, data=tiny_data, callbacks=[changer], progress=False)
+    holder["s"] = session = make_session(tmp_path / "live", data=tiny_data, callbacks=[changer], epochs=4,
+                                         model="mlp-iwae", binarize=True, lr_schedule="burda:8", views=False)
     session.run()
     lrs = [r["lr"] for r in metrics(tmp_path, "live")]
     f = [10 ** (-i / 7) for i in range(8)]

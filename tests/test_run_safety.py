@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.builders import make_config, make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.session import TrainingSession
 from vae_visdom.train import checkpoint
@@ -41,19 +41,18 @@ def small_data():
     return synthetic_data(n_train=96, n_test=32)
 
 
-def config(run_dir: Path, **kw) -> TrainConfig:
-    return TrainConfig(visdom=False, out=str(run_dir), **{**SMALL, **kw})
+def small_session(run_dir: Path, data=None, **kw) -> TrainingSession:
+    """A new run of SMALL in run_dir on `data` (default small_data()); kw: config fields, or make_session's
+    callbacks= and monitor=."""
+    return make_session(run_dir, data=small_data() if data is None else data, **{**SMALL, **kw})
 
 
 def train(run_dir: Path, data, resume=False, callbacks=(), **kw):
-    """A run (or its resume) in this process; returns (session, final status)."""
+    """A run (or its resume, with kw as the overrides) in this process; returns (session, final status)."""
     if resume:
-        cfg = TrainConfig.load(run_dir / "config.json")
-        cfg.out = str(run_dir)
+        session = make_session(run_dir, resume=True, overrides=kw, data=data, callbacks=callbacks)
     else:
-        cfg = config(run_dir, **kw)
-    session = TrainingSession(cfg, resume=resume, overrides=kw if resume else None, data=data,
-                              callbacks=list(callbacks), progress=False)
+        session = small_session(run_dir, data, callbacks=callbacks, **kw)
     return session, session.run()
 
 
@@ -95,14 +94,14 @@ def test_a_second_session_on_a_locked_run_folder_is_refused_naming_the_holder(tm
     from vae_visdom.runs.lock import holder
 
     run_dir = tmp_path / "run"
-    first = TrainingSession(config(run_dir), data=small_data(), progress=False)
+    first = small_session(run_dir)
     assert holder(run_dir).startswith(f"pid {os.getpid()} on {socket.gethostname()}")
     for resume in (False, True):
         if resume:
             checkpoint.save(run_dir, first.trainer.state_dict())  # something to resume from
         with pytest.raises(UsageError) as err:
-            second = config(run_dir)
-            TrainingSession(second, resume=resume, data=small_data(), progress=False)
+            # a second trainer on the same folder, new or resuming
+            make_session(cfg=make_config(run_dir, **SMALL), resume=resume, data=small_data())
         message = str(err.value)
         assert "\n" not in message and str(run_dir) in message
         assert f"pid {os.getpid()}" in message and socket.gethostname() in message
@@ -128,6 +127,7 @@ def _wait_for(until, proc: subprocess.Popen, what: str, timeout: float = 120.0) 
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_no_lock(tmp_path):
     """Item 14 (and 6 through the command line): the second trainer, new run or --resume, exits 2
     with one line naming the holder; after kill -9 of the holder the folder is free again."""
@@ -150,7 +150,7 @@ def test_two_trainers_on_one_out_the_second_exits_2_and_a_killed_holder_leaves_n
 
     assert (run_dir / "trainer.lock").exists() and lock_holder(run_dir) is None  # the kernel let go of it
     # no stale lock: the next trainer gets the folder (new run here; its data is not even loaded)
-    session = TrainingSession(config(run_dir), data=small_data(), progress=False)
+    session = small_session(run_dir)
     session.close()
 
 
@@ -186,6 +186,7 @@ def _monitor(run_dir: Path, port: int):
     return VisdomMonitor(port=port, env="safety", run_dir=run_dir)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_draws_each_step_once(tmp_path):
     """Fault 11: the step curve had one point more than steps.jsonl has rows after a resume."""
     from vae_visdom.monitor.windows import PLOT_DIGITS, num
@@ -201,9 +202,8 @@ def test_kill_9_mid_epoch_then_resume_draws_each_step_once(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     assert checkpoint.load(run_dir)["epoch"] == 1 and read_jsonl(run_dir / "metrics.jsonl")[-1]["epoch"] == 1
-    cfg = TrainConfig.load(run_dir / "config.json")
     monitor = _monitor(run_dir, port)
-    session = TrainingSession(cfg, resume=True, data=small_data(), progress=False, monitor=monitor)
+    session = make_session(run_dir, resume=True, data=small_data(), monitor=monitor)
     assert session.run().state == "finished"
     steps = read_jsonl(run_dir / "steps.jsonl")
     assert [r["step"] for r in steps] == list(range(1, 7))  # 3 steps an epoch, each logged once
@@ -264,6 +264,7 @@ def test_a_row_that_no_checkpoint_can_give_back_is_reported_as_lost(tmp_path, ca
 
 # -- 7: a kill at every write of a run, and at every write of its resume ------------------------------------
 
+@pytest.mark.slow
 def test_a_kill_at_any_write_loses_no_epoch_and_doubles_none(tmp_path):  # ~20 s: 65 kills, 130 runs
     """Item 7: a child trains 2 epochs and is SIGKILLed just before its k-th write to the run folder
     (every os.write, fsync, replace, link and unlink of the run, each in its turn); then the run is
@@ -446,6 +447,7 @@ def test_when_status_json_cannot_be_written_either_the_line_says_so(small_disk):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_mid_run_is_exit_1_one_line_status_failed_no_tmp(tmp_path):
     """Item 9 with a real OS error that needs no mount: RLIMIT_FSIZE makes a write past 100 kB fail
     with EFBIG, as a full disk fails it with ENOSPC; the checkpoint (~300 kB) is the file that fails."""
@@ -480,8 +482,7 @@ def _child_slow_train(run_dir: str, port: str) -> None:
     """Epoch 1 at full speed, epoch 2 slowly, streaming to a port where no server listens (the log is
     written all the same): the parent kills this process in the middle of epoch 2."""
     monitor = _monitor(Path(run_dir), int(port))
-    session = TrainingSession(config(Path(run_dir)), data=small_data(), progress=False, monitor=monitor,
-                              callbacks=[_SlowSecondEpoch()])
+    session = small_session(Path(run_dir), monitor=monitor, callbacks=[_SlowSecondEpoch()])
     session.run()
 
 
@@ -574,13 +575,11 @@ def _child_kill_matrix(root: str, port: str) -> None:
         os.dup2(err.fileno(), 2)
         monitor = _monitor(run_dir, port_n)
         try:
-            cfg = TrainConfig.load(run_dir / "config.json")
-            cfg.out = str(run_dir)
-            session = TrainingSession(cfg, resume=True, data=data, progress=False, monitor=monitor)
+            session = make_session(run_dir, resume=True, data=data, monitor=monitor)
         except (FileNotFoundError, UsageError) as why:  # killed before a checkpoint: start again
             print(f"harness: starting again ({why})", file=sys.stderr)
             monitor = _monitor(run_dir, port_n)
-            session = TrainingSession(config(run_dir), data=data, progress=False, monitor=monitor)
+            session = small_session(run_dir, data, monitor=monitor)
         finish(run_dir, session, monitor, labels)
 
     def finish(run_dir: Path, session, monitor, labels: list[str] | None) -> None:
@@ -595,7 +594,7 @@ def _child_kill_matrix(root: str, port: str) -> None:
         if labels is not None:
             _arm(kill_at, labels)
         monitor = _monitor(run_dir, port_n)
-        session = TrainingSession(config(run_dir), data=data, progress=False, monitor=monitor)
+        session = small_session(run_dir, data, monitor=monitor)
         finish(run_dir, session, monitor, labels)
 
     def result(run_dir: Path) -> dict:

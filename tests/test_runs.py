@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
 from vae_visdom.cli import main
-from vae_visdom.config import TrainConfig
 from vae_visdom.monitor import TITLES
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.pages.compare import build_comparison
 from vae_visdom.runs.files import read_jsonl
 from vae_visdom.runs.records import load_run
-from vae_visdom.session import TrainingSession
 
 REPO = Path(__file__).resolve().parents[1]
 # two runs that differ in lr and batch size; names share the prefix "cmp-", so legends say "a (...)", "b (...)"
@@ -37,8 +36,8 @@ def runs_dir(server, tmp_path_factory) -> Path:
     """Two short runs (2 epochs of small synthetic images), streamed to their own envs on `server`."""
     root = tmp_path_factory.mktemp("runs")
     for seed, (name, hp) in enumerate(RUNS.items()):
-        cfg = TrainConfig(name=name, runs_dir=str(root), epochs=2, log_interval=2, port=server.port, **hp)
-        session = TrainingSession(cfg, data=synthetic_data(seed=seed), progress=False)
+        session = make_session(server=server, data=synthetic_data(seed=seed), name=name, runs_dir=str(root),
+                               epochs=2, log_interval=2, **hp)
         assert session.run().state == "finished"
     return root
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import websocket
 
 from tests.fixtures import REPO, until, wait_for
@@ -134,6 +135,7 @@ def frame_shows_the_app(browser) -> bool:
         browser.switch_to.default_content()
 
 
+@pytest.mark.slow
 def test_24_1_a_page_on_another_port_cannot_frame_the_app_and_click_start_fork_or_stop(visdom_server_factory,
                                                                                         browser, tmp_path):
     server = visdom_server_factory()
@@ -282,6 +284,7 @@ def finished_run(runs: Path, name: str, parent: Path | None = None) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_24_8_compare_and_the_family_view_log_in_with_the_servers_credentials(visdom_server_factory, tmp_path):
     from vae_visdom.pages.family import FamilyView
 
@@ -356,6 +359,7 @@ def no_script_ran(browser) -> None:
     assert browser.execute_script("return window.pwned === undefined") and browser.title != "pwned"
 
 
+@pytest.mark.slow
 def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_the_home(visdom_server_factory,
                                                                                           browser, tmp_path):
     from vae_visdom.pages.home import TABLE_WIN
@@ -417,6 +421,7 @@ def test_24_2_a_hostile_run_folder_never_runs_script_nor_writes_another_env_or_t
     assert "pwned" not in pane_text("runs")
 
 
+@pytest.mark.slow
 def test_24_2_compare_and_the_family_view_show_markup_from_run_folders_as_text(visdom_server_factory, browser,
                                                                                tmp_path):
     from vae_visdom.pages.compare import compare_runs

@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from tests.conftest import synthetic_data
 from tests.fixtures import REPO, until, wait_for
-from vae_visdom.config import TrainConfig
 from vae_visdom.monitor.panel import ROWS
 from vae_visdom.serve import compat
 from vae_visdom.serve.envs import RUN_LOG, lock_holder, stale_runs
@@ -80,11 +78,10 @@ def refusals(server) -> list[str]:
 def live_run(server, tmp_path: Path, env: str = "victim-run"):
     """A real training run (synthetic 28x28 images, the MLP VAE) streaming to `server`, paused by the
     test itself so that it spends no CPU while it is attacked; its panel still answers."""
-    from vae_visdom.session import TrainingSession
+    from tests.builders import make_session
 
-    cfg = TrainConfig(out=str(tmp_path / env), env=env, port=server.port, epochs=1000, batch_size=64, lr=1e-3,
-                      log_interval=5, views=False, device="cpu")
-    session = TrainingSession(cfg, data=synthetic_data(), progress=False)
+    session = make_session(tmp_path / env, server=server, env=env, epochs=1000, batch_size=64, lr=1e-3,
+                           log_interval=5, views=False, device="cpu")
     session.controller.pause(source="test")
     thread = threading.Thread(target=session.run, name="training", daemon=True)
     thread.start()
@@ -514,16 +511,15 @@ def test_16_detach_says_when_the_running_server_keeps_another_env_folder(server,
 
 def test_17_a_restarted_server_catches_up_a_run_that_finished_while_it_was_down(visdom_server_factory,
                                                                                    tmp_path):
-    from vae_visdom.session import TrainingSession
+    from tests.builders import make_session
 
     runs = tmp_path / "runs"
     server = visdom_server_factory(args=["--runs-dir", str(runs)], start=False)  # down while the run trains
     server.env_path.mkdir(parents=True)
     env_file = server.env_path / "late.json"
     env_file.write_text(json.dumps({"jsons": {}, "reload": {}}))  # what the server had saved before it died
-    cfg = TrainConfig(out=str(runs / "late"), env="late", port=server.port, epochs=4, batch_size=128,
-                      log_interval=1, views=False, device="cpu")
-    session = TrainingSession(cfg, data=synthetic_data(), progress=False)
+    session = make_session(runs / "late", server=server, env="late", epochs=4, batch_size=128, log_interval=1,
+                           views=False, device="cpu")
     assert session.run().state == "finished"
     os.utime(env_file, ns=(time.time_ns() - 10**9,) * 2)  # saved before the run's last log line (coarse clocks)
 

@@ -113,16 +113,14 @@ def test_compare_and_sweep_refuse_bad_names(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_huge_number_from_the_page_reaches_events_jsonl_without_a_traceback(tmp_path):
     """A real `vae-visdom train` process with a control command typed as a JSON integer of 401 digits
     (sent over the panel's own path: the Controller) is answered and recorded; stderr has no traceback."""
     script = (
         "import sys, threading\n"
-        "from tests.conftest import synthetic_data\n"
-        "from vae_visdom.config import TrainConfig\n"
-        "from vae_visdom.session import TrainingSession\n"
-        f"cfg = TrainConfig(epochs=1, visdom=False, out={str(tmp_path / 'run')!r}, batch_size=64)\n"
-        "s = TrainingSession(cfg, data=synthetic_data(), progress=True)\n"
+        "from tests.builders import make_session\n"
+        f"s = make_session({str(tmp_path / 'run')!r}, progress=True, epochs=1, batch_size=64)\n"
         "s.controller.submit('lr', 10**400)\n"
         "s.controller.submit('batch_size', '\\u0661\\u0662\\u0668')\n"
         "print(s.run().state)\n")

@@ -6,10 +6,9 @@ import time
 import pytest
 import torch
 
+from tests.builders import make_session
 from tests.conftest import synthetic_data
-from vae_visdom.config import TrainConfig
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.session import TrainingSession
 from vae_visdom.train import checkpoint
 from vae_visdom.train.events import Callback
 
@@ -18,12 +17,9 @@ KEYS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "
 
 
 def run(tmp_path, name, data, callbacks=(), resume=False, overrides=None, **cfg):
-    config = TrainConfig(visdom=False, out=str(tmp_path / name), **{"epochs": 2, "log_interval": 2, **cfg})
-    if resume:
-        config = TrainConfig.load(tmp_path / name / "config.json")
-        config.out = str(tmp_path / name)
-    session = TrainingSession(config, resume=resume, overrides=overrides, data=data, callbacks=list(callbacks),
-                              progress=False)
+    fields = {} if resume else {"epochs": 2, "log_interval": 2, **cfg}  # a resume reads the run's own config
+    session = make_session(tmp_path / name, data=data, callbacks=callbacks, resume=resume, overrides=overrides,
+                           **fields)
     status = session.run()
     return session, status
 
@@ -71,8 +67,7 @@ def test_stop_mid_epoch_writes_a_checkpoint_and_resume_continues_exactly(tmp_pat
     run(tmp_path, "straight", tiny_data)
     holder = {}
     stopper = At(lambda log: holder["session"].controller.stop(source="test"), step=6)
-    config = TrainConfig(visdom=False, out=str(tmp_path / "stopped"), epochs=2, log_interval=2)
-    session = TrainingSession(config, data=tiny_data, callbacks=[stopper], progress=False)
+    session = make_session(tmp_path / "stopped", data=tiny_data, callbacks=[stopper], epochs=2, log_interval=2)
     holder["session"] = session
     status = session.run()
     assert status.state == "stopped"
@@ -94,7 +89,6 @@ def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(
         c.pause(source="test")
         threading.Timer(pause_s, c.submit, args=("resume",), kwargs={"source": "test"}).start()
 
-    config = TrainConfig(visdom=False, out=str(tmp_path / "paused"), epochs=1, log_interval=2)
     span = {}
 
     class Span(Callback):
@@ -104,7 +98,8 @@ def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(
         def on_epoch_end(self, record, images):
             span["end"] = time.perf_counter()
 
-    session = TrainingSession(config, data=tiny_data, callbacks=[At(pause, step=2), Span()], progress=False)
+    session = make_session(tmp_path / "paused", data=tiny_data, callbacks=[At(pause, step=2), Span()], epochs=1,
+                           log_interval=2)
     holder["session"] = session
     session.run()
     wall = span["end"] - span["start"]
@@ -120,8 +115,7 @@ def test_paused_and_resumed_run_gives_the_same_numbers_and_excludes_paused_time(
 def test_lr_change_applies_to_every_group_and_shows_in_metrics(tmp_path, tiny_data):
     holder = {}
     changer = At(lambda rec: holder["s"].controller.submit("lr", "3e-4", source="test"), epoch_end=1)
-    config = TrainConfig(visdom=False, out=str(tmp_path / "lr"), epochs=2, log_interval=2)
-    session = TrainingSession(config, data=tiny_data, callbacks=[changer], progress=False)
+    session = make_session(tmp_path / "lr", data=tiny_data, callbacks=[changer], epochs=2, log_interval=2)
     holder["s"] = session
     session.run()
     rows = read_jsonl(tmp_path / "lr" / "metrics.jsonl")
@@ -142,8 +136,8 @@ def test_batch_size_change_mid_epoch_re_slices_the_permutation(tmp_path):
 
     holder = {}
     changer = At(lambda log: holder["s"].controller.submit("batch_size", "64", source="test"), step=2)
-    config = TrainConfig(visdom=False, out=str(tmp_path / "bs"), epochs=1, log_interval=1, batch_size=100)
-    session = TrainingSession(config, data=data, callbacks=[changer, Record()], progress=False)
+    session = make_session(tmp_path / "bs", data=data, callbacks=[changer, Record()], epochs=1, log_interval=1,
+                           batch_size=100)
     holder["s"] = session
     batches = []
     session.trainer.wrap_step(lambda step: lambda x: (batches.append(len(x)), step(x))[1])
@@ -163,8 +157,7 @@ def test_rejected_commands_are_recorded_and_change_nothing(tmp_path, tiny_data):
             holder["s"].controller.submit("lr", raw, source="test")
         holder["s"].controller.submit("batch_size", "100000", source="test")
 
-    config = TrainConfig(visdom=False, out=str(tmp_path / "bad"), epochs=1, log_interval=2)
-    session = TrainingSession(config, data=tiny_data, callbacks=[At(bad, step=2)], progress=False)
+    session = make_session(tmp_path / "bad", data=tiny_data, callbacks=[At(bad, step=2)], epochs=1, log_interval=2)
     holder["s"] = session
     status = session.run()
     assert status.state == "finished"
@@ -178,8 +171,7 @@ def test_rejected_commands_are_recorded_and_change_nothing(tmp_path, tiny_data):
 def test_lowering_epochs_below_the_current_one_finishes_after_it(tmp_path, tiny_data):
     holder = {}
     changer = At(lambda log: holder["s"].controller.submit("epochs", "1", source="test"), step=6)
-    config = TrainConfig(visdom=False, out=str(tmp_path / "ep"), epochs=5, log_interval=2)
-    session = TrainingSession(config, data=tiny_data, callbacks=[changer], progress=False)
+    session = make_session(tmp_path / "ep", data=tiny_data, callbacks=[changer], epochs=5, log_interval=2)
     holder["s"] = session
     status = session.run()
     assert status.state == "finished" and status.epoch == 2  # step 6 is in epoch 2, which is completed
@@ -191,8 +183,7 @@ def test_the_fast_path_visits_every_example_once_per_epoch(tmp_path):
     data.train[:, 0, 0, 0] = (torch.arange(300) % 256).to(torch.uint8)
     data.train[:, 0, 0, 1] = (torch.arange(300) // 256).to(torch.uint8)
     visited = []
-    config = TrainConfig(visdom=False, out=str(tmp_path / "perm"), epochs=2, batch_size=64)
-    session = TrainingSession(config, data=data, progress=False)
+    session = make_session(tmp_path / "perm", data=data, epochs=2, batch_size=64)
     def spy(step):
         def watched(x):
             ids = (x[:, 0, 0, 0] * 255).round().long() + 256 * (x[:, 0, 0, 1] * 255).round().long()

@@ -34,7 +34,7 @@ DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
-FAST_STEPS = ("auto", "eager", "graph")
+FAST_STEPS = ("auto", "eager", "graph", "compile")
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")  # train/objectives.py computes each (tests/test_iwae_objective.py checks)
 # What the datasets that need no data folder hold: (image shape, training images at the default test_fraction);
@@ -284,7 +284,8 @@ class TrainConfig:
     port: int = DEFAULT_PORT
     env: str | None = None
     name: str | None = None
-    fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
+    fast_step: str = "auto"  # auto | eager | graph | compile: a captured CUDA graph (GPU), the hand-derived MLP step
+    # or the convolutional VAEs' channels_last step (CPU); compile: that step through torch.compile
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
     keep_checkpoints: bool = False  # also keep RUN_DIR/checkpoints/epoch_E.pt of every epoch (forks --at-epoch)
     parent: str | None = None  # a fork's parent run folder (runs/fork.py)

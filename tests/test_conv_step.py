@@ -93,4 +93,4 @@ def test_adam_moments_follow_the_weights_into_channels_last():
             (logits.square().sum() + mu.square().sum() + logvar.square().sum()).backward()
             o.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(pb, pa, rtol=1e-3, atol=1e-4)  # other rounding; misaligned: ~lr (1e-2) off

@@ -14,6 +14,7 @@ Times are training epochs only; test losses are printed to show both loops learn
 
     python benchmarks/epoch_time.py --device cpu --epochs 3
     python benchmarks/epoch_time.py --model conv64        # images/s: ours vs a DataLoader pipeline
+    python benchmarks/epoch_time.py --model conv64 --faces 20000   # a generated 64x64 RGB folder
     python benchmarks/epoch_time.py --streaming           # + visdom streaming overhead, server up
 
 The last line is `speedup: X.XX` (the seed's median epoch seconds / ours).
@@ -38,10 +39,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from vae_visdom.config import TrainConfig, with_model_defaults  # noqa: E402
+from vae_visdom.config import FAST_STEPS, TrainConfig, with_model_defaults  # noqa: E402
 from vae_visdom.data import DataError, ImageData, load_dataset  # noqa: E402
 from vae_visdom.models import build_model  # noqa: E402
 from vae_visdom.session import TrainingSession  # noqa: E402
+from vae_visdom.train.choose_step import describe_step  # noqa: E402
 from vae_visdom.train.events import Callback  # noqa: E402
 from vae_visdom.train.objectives import elbo_terms, seed_loss_function  # noqa: E402
 
@@ -167,6 +169,8 @@ class SeedProcess:
                "--model", args.model, "--batch-size", str(batch_size), "--seed", str(args.seed)]
         if args.limit:
             cmd += ["--limit", str(args.limit)]
+        if args.faces:
+            cmd += ["--faces", str(args.faces)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._read()  # "ready": data loaded, model built
 
@@ -190,8 +194,8 @@ class SeedProcess:
 def seed_worker(args) -> int:
     """`--seed-worker`: the other end of SeedProcess. Only its answers go to stdout."""
     answers, sys.stdout = sys.stdout, sys.stderr
-    data, dataset = load_data(args.model, args.limit)
-    cfg = with_model_defaults(TrainConfig(dataset=dataset, model=args.model).validate())
+    data, dataset = load_data(args.model, args.limit, args.faces)
+    cfg = with_model_defaults(TrainConfig(dataset=dataset, model=args.model, data_dir=data_dir_of(dataset)).validate())
     loop = SeedLoop(data, args.model, args.batch_size, 1e-3, torch.device(args.device), args.seed,
                     lambda: build_model(args.model, data.image_shape, cfg.latent_dim, cfg.hidden_dim, cfg.likelihood))
     print(json.dumps("ready"), file=answers, flush=True)
@@ -221,21 +225,28 @@ class Interleave(Callback):
               f"{test_loss:10.2f}", flush=True)
 
 
-def generated_faces(n_train: int = 2048, n_test: int = 256, side: int = 64, seed: int = 0) -> ImageData:
-    """Smooth grey 64x64 images (a few Gaussian blobs each): a stand-in with a face-sized tensor shape."""
+def generated_faces(n_train: int = 2048, n_test: int = 256, side: int = 64, seed: int = 0, channels: int = 1
+                    ) -> ImageData:
+    """Smooth 64x64 images (a few Gaussian blobs each, per channel): a stand-in with a face-sized tensor shape."""
     g = torch.Generator().manual_seed(seed)
     n = n_train + n_test
     yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
                             indexing="ij")
-    centres = torch.rand(n, 5, 2, generator=g) * side
-    widths = 4 + torch.rand(n, 5, 1, 1, generator=g) * 10
-    d2 = (yy - centres[..., 0, None, None]) ** 2 + (xx - centres[..., 1, None, None]) ** 2  # (n, 5, H, W)
-    img = torch.exp(-d2 / (2 * widths ** 2)).sum(1).clamp(max=1.0)  # (n, H, W)
-    img = (img * 255).round().to(torch.uint8)[:, None]  # (n, 1, H, W)
-    return ImageData("generated64", img[:n_train].clone(), img[n_train:].clone(), source="generated 64x64 blobs")
+    planes = []
+    for _ in range(channels):
+        centres = torch.rand(n, 5, 2, generator=g) * side
+        widths = 4 + torch.rand(n, 5, 1, 1, generator=g) * 10
+        d2 = (yy - centres[..., 0, None, None]) ** 2 + (xx - centres[..., 1, None, None]) ** 2  # (n, 5, H, W)
+        planes.append(torch.exp(-d2 / (2 * widths ** 2)).sum(1).clamp(max=1.0))  # (n, H, W)
+    img = (torch.stack(planes, 1) * 255).round().to(torch.uint8)  # (n, C, H, W)
+    colour = "RGB" if channels == 3 else "grey"
+    return ImageData("generated64", img[:n_train].clone(), img[n_train:].clone(),
+                     source=f"generated {colour} 64x64 blobs, {n_train} train / {n_test} test")
 
 
-def load_data(model: str, limit: int | None) -> tuple[ImageData, str]:
+def load_data(model: str, limit: int | None, faces: int | None = None) -> tuple[ImageData, str]:
+    if faces:  # a generated RGB folder of this many training images (CelebA's shape at 64x64)
+        return generated_faces(faces, max(faces // 8, 1), channels=3), "folder"
     if model == "conv64":
         try:
             data, dataset = load_dataset("orl"), "orl"
@@ -252,12 +263,17 @@ def load_data(model: str, limit: int | None) -> tuple[ImageData, str]:
     return data, dataset
 
 
+def data_dir_of(dataset: str) -> str | None:
+    """A folder dataset's config names its folder; generated images have none (the data is passed in)."""
+    return "generated" if dataset == "folder" else None
+
+
 def our_session(args, data: ImageData, dataset: str, out: str, callbacks: list, visdom_port: int | None = None
                 ) -> TrainingSession:
     cfg = TrainConfig(dataset=dataset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                       lr=1e-3, optimizer="adam", device=args.device, seed=args.seed, out=out,
                       visdom=visdom_port is not None, port=visdom_port or 8097, env=f"bench-{int(time.time())}",
-                      fast_step=args.fast_step, precision=args.precision)
+                      fast_step=args.fast_step, precision=args.precision, data_dir=data_dir_of(dataset))
     return TrainingSession(cfg, data=data, progress=False, callbacks=callbacks)
 
 
@@ -367,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="ours: bf16 autocast for the forward pass (the seed stays fp32)")
-    p.add_argument("--fast-step", choices=("auto", "eager", "graph"), default="auto",
-                   help="ours on CUDA: the captured step (auto, graph) or the eager one")
+    p.add_argument("--fast-step", choices=FAST_STEPS, default="auto",
+                   help="ours: the step --fast-step picks (train --help), or eager autograd")
+    p.add_argument("--faces", type=int, default=None,
+                   help="conv64 on a generated 64x64 RGB folder of this many training images instead of ORL")
     p.add_argument("--streaming", action="store_true", help="also measure visdom streaming overhead")
     p.add_argument("--streaming-block", type=int, default=8, help="epochs per block in the whole-run measurement")
     p.add_argument("--streaming-rounds", type=int, default=2, help="off/on block pairs in the whole-run measurement")
@@ -377,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.seed_worker:
         return seed_worker(args)
-    data, dataset = load_data(args.model, args.limit)
+    data, dataset = load_data(args.model, args.limit, args.faces)
     label = "seed" if args.model == "mlp" else "dataloader"
     with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -386,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = session.trainer
         shape = data.image_shape
         interleave.seed = SeedProcess(args, trainer.batch_size, trainer.device)
-        step_kind = type(trainer.step_fn).__name__ if not hasattr(trainer.step_fn, "__func__") else "eager"
+        step_kind = describe_step(trainer.step_fn)
         print(f"device {trainer.device} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
               f"data: {data.source}; {len(data.train)} train / {len(data.test)} test images {shape}; "
               f"model {args.model}, batch {trainer.batch_size}, Adam 1e-3; ours' step: {step_kind}", flush=True)

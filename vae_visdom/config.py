@@ -34,7 +34,7 @@ DATASETS = ("mnist", "fashion-mnist", "orl", "folder", "celeba")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
-FAST_STEPS = ("auto", "eager", "graph")
+FAST_STEPS = ("auto", "eager", "graph", "compile")
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")  # train/objectives.py computes each (tests/test_iwae_objective.py checks)
 # What the datasets that need no data folder hold: (image shape, training images at the default test_fraction);
@@ -296,7 +296,8 @@ class TrainConfig:
     port: int = DEFAULT_PORT
     env: str | None = None
     name: str | None = None
-    fast_step: str = "auto"  # auto | eager | graph: a captured CUDA graph (GPU) or the hand-derived MLP step (CPU)
+    fast_step: str = "auto"  # auto | eager | graph | compile: a captured CUDA graph (GPU), the hand-derived MLP step
+    # or the convolutional VAEs' channels_last step (CPU); compile: that step through torch.compile
     precision: str = "fp32"  # fp32 | bf16: bf16 autocast for the forward pass (the ELBO stays fp32)
     keep_checkpoints: bool = False  # keep RUN_DIR/checkpoints/epoch_E.pt of every epoch, whatever the budget
     checkpoint_budget: int = 100  # MB of epoch checkpoints kept for forks from an epoch, newest first (0: none)

@@ -66,8 +66,9 @@ def _how_to_train(p: argparse.ArgumentParser) -> None:
                    help="bf16: bf16 autocast for the forward pass where the hardware has it (default fp32)")
     g.add_argument("--fast-step", choices=FAST_STEPS, default=None,
                    help="auto (default): on a GPU the training step replayed as one CUDA graph, on the CPU "
-                        "the fully connected VAEs' hand-derived step (mlp, mlp-paper, mlp-iwae), where they apply; "
-                        "eager: autograd")
+                        "the fully connected VAEs' hand-derived step (mlp, mlp-paper, mlp-iwae) or the conv VAEs' "
+                        "channels_last step, where they apply; eager: autograd; compile: the conv VAEs' step "
+                        "through torch.compile (CPU)")
     g.add_argument("--log-interval", type=argparse_type("log_interval"), default=None,
                    help="steps between loss points (default 10)")
     g.add_argument("--iw-every", type=argparse_type("iw_every"), default=None,

@@ -26,6 +26,7 @@ from vae_visdom.runs.lock import LOCK_NAME, RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.runs.run_file import RunFileError
 from vae_visdom.train import distributed
+from vae_visdom.train.choose_step import describe_step
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, Probe, RunInfo, Status
 from vae_visdom.train.step import make_optimizer, resolve_device
@@ -211,7 +212,8 @@ class TrainingSession:
         c, h, w = t.train_x.shape[1:]
         info = RunInfo(
             name=t.run_name, run_dir=str(t.run_dir), env=self.cfg.env if self.monitor else None,
-            config=dataclasses.asdict(self.cfg), device=self.group.describe(t.device), dataset=self.cfg.dataset,
+            config=dataclasses.asdict(self.cfg), dataset=self.cfg.dataset,
+            device=f"{self.group.describe(t.device)}; step: {describe_step(t.step_fn)}",  # what --fast-step picked
             n_train=t.n_train, n_test=len(t.test_x), image_shape=(c, h, w),
             n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
             start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)

@@ -59,12 +59,14 @@ def prepare_optimizer(optimizer: torch.optim.Optimizer, capturable: bool,
                 state["step"] = state["step"].to(dtype=torch.float32, device=p.device if on_device else "cpu")
 
 
-def autocast_for(precision: str, device: torch.device, captured: bool = False) -> Callable:
-    """A context factory for the forward pass: bf16 autocast where asked for and the hardware has it."""
+def autocast_for(precision: str, device: torch.device, captured: bool = False, say: bool = True) -> Callable:
+    """A context factory for the forward pass: bf16 autocast where asked for and the hardware has it
+    (`say`: print a line when it has not)."""
     if precision != "bf16":
         return contextlib.nullcontext
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        print("precision bf16: this CPU has no native bf16; training in fp32")
+        if say:
+            print("precision bf16: this CPU has no native bf16; training in fp32")
         return contextlib.nullcontext
     # captured: autocast's weight-cast cache must not outlive a CUDA graph capture
     return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16,

@@ -181,7 +181,7 @@ class Trainer:
         """Choose the step (choose_step.py): once the run's state is loaded (optimizer flags come from the
         checkpoint), and again when the batch size changes on a GPU (a graph is shape-specialised)."""
         step = choose_step(self.model, self.optimizer, self.cfg, self.device, self.batch_size,
-                           self._eager_step, self.kl)
+                           self._eager_step, self.kl, self.n_train * max(self.epochs - self.epoch, 1))
         for wrapper in self._step_wrappers:
             step = wrapper(step)
         self.step_fn = step

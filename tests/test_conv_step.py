@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 
-from vae_visdom.config import TrainConfig
+from tests.builders import make_session
 from vae_visdom.data import ImageData, load_dataset
 from vae_visdom.models import build_model
-from vae_visdom.session import TrainingSession
 from vae_visdom.train import conv_cpu_step
 from vae_visdom.train.choose_step import describe_step
 from vae_visdom.train.events import Callback
@@ -33,9 +32,8 @@ def test_a_conv_run_learns_the_same_as_eager_fp32(tmp_path, mnist_subset):
     fp32 step's within noise (other rounding in the convolutions, so not bit for bit)."""
     losses = {}
     for kind in ("auto", "eager"):
-        cfg = TrainConfig(dataset="mnist", model="conv", epochs=3, visdom=False, device="cpu",
-                          out=str(tmp_path / kind), fast_step=kind, batch_size=64, hidden_dim=64, views=False)
-        session = TrainingSession(cfg, data=mnist_subset, progress=False)
+        session = make_session(tmp_path / kind, data=mnist_subset, dataset="mnist", model="conv", epochs=3,
+                               device="cpu", fast_step=kind, batch_size=64, hidden_dim=64, views=False)
         step = session.trainer.step_fn
         assert isinstance(step, conv_cpu_step.ConvStep) == (kind == "auto"), describe_step(step)
         session.run()
@@ -50,8 +48,8 @@ def test_a_conv_run_learns_the_same_as_eager_fp32(tmp_path, mnist_subset):
 def test_auto_does_not_compile_a_short_run_and_says_so_in_the_run_pane(tmp_path):
     data = load_dataset("orl")
     seen = Announced()
-    cfg = TrainConfig(dataset="orl", model="conv64", epochs=10, visdom=False, device="cpu", out=str(tmp_path))
-    session = TrainingSession(cfg, data=data, progress=False, callbacks=[seen])
+    session = make_session(tmp_path, data=data, callbacks=[seen], dataset="orl", model="conv64", epochs=10,
+                           device="cpu")
     step = session.trainer.step_fn
     assert isinstance(step, conv_cpu_step.ConvStep) and step.compiled is None
     session.announce()

@@ -12,6 +12,7 @@ import threading
 import pytest
 import torch
 
+from tests.builders import make_session
 from tests.fixtures import screenshot, until
 from tests.test_e2e_browser import keep_for_docs, session_for
 from tests.test_epoch_view import PauseAfter
@@ -156,17 +157,15 @@ def test_replay_browse_brings_the_explorer_back_from_the_runs_checkpoint(server,
     answers the page from the checkpoint's model, with no trainer."""
     import json
 
-    from vae_visdom.config import TrainConfig
     from vae_visdom.insight.explorer import explorer_for_run
     from vae_visdom.monitor.explorer_pane import ROWS
     from vae_visdom.pages.browse import browse
     from vae_visdom.pages.replay import replay
-    from vae_visdom.session import TrainingSession
 
     run_dir = tmp_path / "done"
-    cfg = TrainConfig(out=str(run_dir), env="explored", port=server.port, epochs=1, subset=2000, batch_size=200,
-                      views=False)
-    assert TrainingSession(cfg, progress=False).run().state == "finished"
+    session = make_session(run_dir, server=server, data=None, env="explored", epochs=1, subset=2000,
+                           batch_size=200, views=False)
+    assert session.run().state == "finished"
     done = replay(run_dir, port=server.port, env="explored-again")
     explorer = explorer_for_run(run_dir)
     assert explorer.epoch == 1

@@ -9,12 +9,12 @@ import threading
 import pytest
 import torch
 
+from tests.builders import make_session
 from tests.fixtures import screenshot, until
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_epoch_view import PauseAfter
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.session import TrainingSession
 from vae_visdom.train import checkpoint
 from vae_visdom.train.controller import parse_fork
 from vae_visdom.train.kept import kept_epochs, kept_path
@@ -81,9 +81,8 @@ def pane_text(browser) -> str:
 @pytest.mark.browser
 def test_step_back_to_epoch_2_and_fork_from_it_in_the_page(visdom_server, browser, tmp_path):
     runs = tmp_path / "runs"
-    cfg = TrainConfig(out=str(runs / "base"), env="rewind", port=visdom_server.port, epochs=4, subset=6000,
-                      batch_size=200, log_interval=10, views=False)
-    session = TrainingSession(cfg, progress=False)
+    session = make_session(runs / "base", server=visdom_server, data=None, env="rewind", epochs=4, subset=6000,
+                           batch_size=200, log_interval=10, views=False)
     session.trainer.add_callback(PauseAfter(session.controller, 3))
     thread = threading.Thread(target=session.run, daemon=True)
     thread.start()

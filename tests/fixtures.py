@@ -217,3 +217,42 @@ def screenshot(browser, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(path))
     return path
+
+
+def properties_pane(browser, says: str):
+    """The page's properties pane whose text holds `says` (the view pane, the explorer...), or None; None also
+    when the page redraws it under our feet."""
+    from selenium.webdriver.common.by import By
+
+    try:
+        for pane in browser.find_elements(By.CSS_SELECTOR, ".content-properties"):
+            if says in pane.text:
+                return pane
+    except Exception:  # noqa: BLE001  (a stale element: the pane was redrawn; ask again)
+        pass
+    return None
+
+
+def pane_text(browser, says: str) -> str:
+    pane = properties_pane(browser, says)
+    try:
+        return pane.text if pane is not None else ""
+    except Exception:  # noqa: BLE001  (redrawn under our feet)
+        return ""
+
+
+def click_in_pane(browser, says: str, label: str, timeout: float = 30.0) -> None:
+    """Click the button labelled `label` in the properties pane that says `says`, retrying while the page
+    redraws the pane under the click."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pane = until(lambda: properties_pane(browser, says), f"the pane that says {says!r}", timeout)
+            next(b for b in pane.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == label).click()
+            return
+        except Exception:  # noqa: BLE001  (stale, or the button not drawn yet)
+            if time.monotonic() > deadline:
+                pytest.fail(f"no button {label!r} in the pane that says {says!r}")
+            time.sleep(0.1)

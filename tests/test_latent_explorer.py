@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.builders import make_session
-from tests.fixtures import screenshot, until
+from tests.fixtures import click_in_pane, properties_pane, screenshot, until
 from tests.test_e2e_browser import keep_for_docs, session_for
 from tests.test_epoch_view import PauseAfter
 from tests.test_panel import page  # noqa: F401  (the fixture: a browser page's websocket)
@@ -109,15 +109,13 @@ def test_the_explorer_moves_and_redraws_in_chromium_while_the_run_is_paused(visd
         until(lambda: session.trainer.state == "paused", "one epoch and the pause", timeout=180)
         browser.get(f"{visdom_server.url}/env/{env}")
 
+        says = "start from: a test image"
+
         def pane():
-            for p in browser.find_elements(By.CSS_SELECTOR, ".content-properties"):
-                if "start from: a test image" in p.text:
-                    return p
-            return None
+            return properties_pane(browser, says)
 
         def click(label: str) -> None:
-            p = until(pane, "the explorer pane", timeout=30)
-            next(b for b in p.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == label).click()
+            click_in_pane(browser, says, label)
 
         until(lambda: "after epoch 1" in grid_caption(browser), "the grid of the model after epoch 1", timeout=30)
         first = grid_png(browser)

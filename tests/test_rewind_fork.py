@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.builders import make_session
-from tests.fixtures import screenshot, until
+from tests.fixtures import click_in_pane, screenshot, until
+from tests.fixtures import pane_text as view_text
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_epoch_view import PauseAfter
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
@@ -48,34 +49,15 @@ def test_a_fork_from_an_epoch_is_checked_like_its_values():
             parse_fork(bad, ctx)
 
 
-def view_pane(browser):
-    from selenium.webdriver.common.by import By
-
-    for pane in browser.find_elements(By.CSS_SELECTOR, ".content-properties"):
-        if "images of epoch" in pane.text:
-            return pane
-    return None
+VIEW = "images of epoch"
 
 
 def click(browser, label: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    for _ in range(40):  # the pane is redrawn under the click now and then
-        try:
-            pane = until(lambda: view_pane(browser), "the view pane", 30)
-            next(b for b in pane.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == label).click()
-            return
-        except Exception:  # noqa: BLE001  (stale element: ask the page again)
-            threading.Event().wait(0.1)
-    raise AssertionError(f"no button {label!r} in the view pane")
+    click_in_pane(browser, VIEW, label)
 
 
 def pane_text(browser) -> str:
-    try:
-        pane = view_pane(browser)
-        return pane.text if pane is not None else ""
-    except Exception:  # noqa: BLE001  (redrawn under our feet)
-        return ""
+    return view_text(browser, VIEW)
 
 
 @pytest.mark.browser

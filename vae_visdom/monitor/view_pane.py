@@ -73,7 +73,7 @@ class EpochView:
         self._kept_checked = 0.0
         self._flip = [False] * len(ROWS)
         self.pane = board.add(PropertiesPane(win, TITLES["view"], self._rows,
-                                             width=460, height=270))
+                                             width=460, height=330))
 
     # -- training thread ------------------------------------------------------------------------
     def start(self, last_epoch: int) -> None:

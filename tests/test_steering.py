@@ -126,3 +126,94 @@ def test_lr_10_with_a_panel_pauses_as_diverged_and_a_lower_lr_with_resume_finish
     assert [e["source"] for e in events if e["name"] == "pause"] in (["divergence"], ["divergence"] * 2), events
     lr = [e for e in events if e["name"] == "lr"]
     assert len(lr) == 1 and lr[0]["accepted"] and lr[0]["value"] == 1e-3, lr
+
+
+LOSSES = ("epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl", "lr",
+          "batch_size", "beta")
+
+
+def test_a_run_steered_live_replays_bit_for_bit_with_steer_like(tmp_path, server, page):
+    """Pause, lr and beta while paused, a batch size mid-epoch, then epochs and log_interval in epoch 2, all
+    from the page; `train --steer-like` re-applies them at the same epoch and step: the same rows exactly."""
+    orig, env = tmp_path / "orig", "orig-steer"
+    flags = ("--epochs", "3", "--seed", "3", *MNIST_SMALL)
+    proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "train", "--out", str(orig), "--env", env,
+                             "--port", str(server.port), *flags],
+                            env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    win = f"{window_prefix(env, orig)}-control"
+
+    def last_step() -> int:
+        rows = _jsonl(orig / "steps.jsonl") if (orig / "steps.jsonl").exists() else []
+        return rows[-1]["step"] if rows else 0
+
+    try:
+        _wait("step 10", lambda: last_step() >= 10, proc)
+        page(win, env, "status", "Pause")
+        _wait("the pause", lambda: "paused" in _rows(server, env, win).get("status", {}).get("name", ""), proc, 30)
+        page(win, env, "lr", "3e-4")
+        page(win, env, "beta", "0.5")
+        _wait("beta shown", lambda: _rows(server, env, win).get("beta", {}).get("value", "").strip() == "0.5",
+              proc, 30)
+        page(win, env, "status", "Resume")
+        _wait("step 60", lambda: last_step() >= 60, proc)
+        page(win, env, "batch_size", "256")
+        _wait("epoch 1's row", lambda: (orig / "metrics.jsonl").exists(), proc)
+        page(win, env, "epochs", "4")
+        page(win, env, "log_interval", "3")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    live = [e for e in _jsonl(orig / "events.jsonl") if e["name"] not in ("pause", "resume")]
+    assert [(e["name"], e["accepted"], e["source"]) for e in live] == [
+        ("lr", True, "panel"), ("beta", True, "panel"), ("batch_size", True, "panel"), ("epochs", True, "panel"),
+        ("log_interval", True, "panel")], live
+    assert [r["epoch"] for r in _jsonl(orig / "metrics.jsonl")] == [1, 2, 3, 4]
+
+    shown = subprocess.run([sys.executable, "-m", "vae_visdom", "runs", "--steering", str(orig)], env=CHILD_ENV,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = [ln for ln in shown.stdout.splitlines() if ln and not ln.startswith("#")]
+    e = {ev["name"]: ev for ev in live}
+    assert lines[0] == f"epoch {e['lr']['epoch']} step {e['lr']['step']}: lr=0.0003 beta=0.5", shown.stdout
+    assert len(lines) in (3, 4), shown.stdout  # epochs and log_interval: one line or two
+
+    replay = tmp_path / "replay"
+    done = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--steer-like", str(orig), "--out",
+                           str(replay), "--env", "replay-steer", "--port", str(server.port)], env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "warning" not in done.stderr, done.stderr[-3000:]
+    a, b = _jsonl(orig / "metrics.jsonl"), _jsonl(replay / "metrics.jsonl")
+    assert [{k: r[k] for k in LOSSES} for r in b] == [{k: r[k] for k in LOSSES} for r in a]
+    assert _jsonl(replay / "steps.jsonl") == _jsonl(orig / "steps.jsonl")  # every field, bit for bit
+    planned = [e for e in _jsonl(replay / "events.jsonl")]
+    assert [(p["epoch"], p["step"], p["name"], p["value"], p["accepted"], p["source"]) for p in planned] == [
+        (ev["epoch"], ev["step"], ev["name"], ev["value"], True, "planned") for ev in live]
+    assert (replay / "steering.txt").read_text().splitlines()[1:] == shown.stdout.splitlines()[1:]
+    cfg_a, cfg_b = (json.loads((d / "config.json").read_text()) for d in (orig, replay))
+    assert {k: v for k, v in cfg_b.items() if k not in ("name", "out", "env")} == \
+        {k: v for k, v in cfg_a.items() if k not in ("name", "out", "env")}
+    loss = window_data(server, "replay-steer")[f"{window_prefix('replay-steer', replay)}-loss"]["content"]["data"]
+    marks = next(t for t in loss if t["name"] == "changes")["text"]  # on the loss plot: planned, not live
+    assert marks[:2] == ["planned: lr 0.001 -> 0.0003", "planned: beta 1 -> 0.5"], marks
+    assert len(marks) == 5 and all(m.startswith("planned: ") for m in marks), marks
+
+
+def test_a_steering_file_reads_back_what_it_says_and_a_bad_line_is_one_line(tmp_path):
+    from vae_visdom.config import ConfigError
+    from vae_visdom.train.steering import Change, format_steering, parse_steering
+    text = "# lowered by hand\nstep 3120: lr=3e-4\nepoch 2 step 118: bs=64, beta=2  # after the warm-up\n"
+    changes = parse_steering(text)
+    assert changes == [Change(118, {"batch_size": 64, "beta": 2.0}, 2), Change(3120, {"lr": 3e-4})]
+    assert parse_steering(format_steering(changes, "again")) == changes
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_steering("step 1: lr=1e-3\nstep 2: momentum=0.9")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("step 10: lr=-1\n")
+    proc = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--steering", str(bad), "--no-visdom",
+                           "--out", str(tmp_path / "never")], env=CHILD_ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "line 1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -52,6 +52,7 @@ from vae_visdom.train.events import (
 )
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
+from vae_visdom.train.steering import PLANNED, Change, format_value
 from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
@@ -100,6 +101,7 @@ class Trainer:
         self._finite: dict | None = None  # the state at the last finite log point, while someone can steer
         self._anchor: dict | None = None  # the state at the run's start or its last epoch end, likewise
         self._back_at_finite = False  # resumed from _finite, no finite log point since
+        self._plan: list[Change] = []  # changes to apply where they were planned (follow), in order
         self._diverged_at: tuple[str, int, int, float] | None = None  # (what, epoch, step, lr) of a held divergence
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn: StepFn | None = None  # chosen once the run's state is known, again when the batch changes
@@ -169,6 +171,22 @@ class Trainer:
             status = self.status(cmd.message, Reason.SETTING)
             self._tell(lambda cb: cb.on_status(status))
 
+    def follow(self, changes: list[Change]) -> None:
+        """Apply `changes` (steering.py) where they are planned: each goes through the controller with the
+        source "planned" when the run reaches its epoch and step, so it is applied exactly where a live
+        command submitted then would be."""
+        self._plan = sorted(changes, key=Change.key)
+
+    @property
+    def unplanned(self) -> list[Change]:
+        """The planned changes the run has not reached (yet, or at its end: never)."""
+        return list(self._plan)
+
+    def _release_planned(self) -> None:
+        while self._plan and self._plan[0].step <= self.step and (self._plan[0].epoch or 0) <= self.epoch:
+            for name, value in self._plan.pop(0).values.items():
+                self.controller.submit(name, format_value(value), source=PLANNED)
+
     def poll(self, message: str = "paused between steps", reason: Reason = Reason.PAUSED) -> float:
         """Apply pending commands; block while paused. Returns the seconds spent paused."""
         paused_for = 0.0
@@ -225,6 +243,8 @@ class Trainer:
             es = self.epoch_state = EpochState(perm, sums=torch.zeros(3, device=self.device))
         t0, paused = time.perf_counter(), 0.0
         while es.pos < self.n_train:
+            if self._plan and self._plan[0].step <= self.step:
+                self._release_planned()
             if self.controller.has_pending() or self.controller.paused:
                 paused += self.poll()
             if self._stop:
@@ -375,6 +395,8 @@ class Trainer:
         self._tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         self._keep_finite(anchor=True)
+        if self._plan:
+            self._release_planned()  # (at the epoch's end: the epoch tells it from the next epoch's first step)
         if self.controller.has_pending():
             self.poll()
         return not self._stop

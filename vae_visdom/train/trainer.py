@@ -59,6 +59,22 @@ TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
 
 
+def copy_into(dst, src):
+    """A deep copy of `src` (a state_dict's nesting of dicts, lists and tensors) that reuses the tensors of `dst`,
+    an earlier copy, where they match: a snapshot at every log point then allocates nothing."""
+    if isinstance(src, torch.Tensor):
+        if isinstance(dst, torch.Tensor) and (dst.shape, dst.dtype, dst.device) == (src.shape, src.dtype, src.device):
+            return dst.copy_(src)
+        return src.detach().clone()
+    if isinstance(src, dict):
+        old = dst if isinstance(dst, dict) else {}
+        return {k: copy_into(old.get(k), v) for k, v in src.items()}
+    if isinstance(src, (list, tuple)):
+        olds = dst if isinstance(dst, type(src)) and len(dst) == len(src) else [None] * len(src)
+        return type(src)(copy_into(d, v) for d, v in zip(olds, src))
+    return copy.deepcopy(src)
+
+
 class Diverged(Exception):
     """The loss (or the weights) turned non-finite; str() says what and where."""
 
@@ -433,10 +449,10 @@ class Trainer:
             self._finite = self._anchor = None
             return
         self._check_weights()
-        self._finite = copy.deepcopy(self.state_dict())
+        self._finite = copy_into(self._finite, self.state_dict())  # (~8 MB for the default MLP: docs/performance.md)
         self._back_at_finite = False
         if anchor:
-            self._anchor = self._finite
+            self._anchor = copy_into(self._anchor, self._finite)
 
     def _steer_diverged(self, err: Diverged) -> bool:
         """Go back to the last finite state and pause there for the user (True: resumed from it); False when
@@ -453,7 +469,7 @@ class Trainer:
         self.load_state_dict(copy.deepcopy(state))  # a copy: the optimizer may keep the tensors it loads
         for name in SETTINGS:
             self.apply_setting(name, live[name])
-        self._finite, self._back_at_finite = state, not again
+        self._finite, self._back_at_finite = copy_into(self._finite, state), not again
         back = ("the run's start" if self.step == 0 else "the last epoch's end") if again else "the last finite state"
         self.controller.submit("pause", source="divergence")
         self.poll(f"{where}: lr {lr:g} too high? lower it and Resume, or Stop (back at epoch {self.epoch}, "

@@ -32,6 +32,7 @@ def main() -> None:
                             progress=False)
         t = s.trainer
         t.controller.steered_by(lambda: True)  # as a panel does
+        t._holds = True  # as fit() does
         x = torch.rand(t.batch_size, 1, 28, 28)
         assert t.step_fn is not None
         for _ in range(5):

@@ -62,6 +62,14 @@ def _wait(what: str, until, proc: subprocess.Popen, timeout: float = 120.0):
     pytest.fail(f"no {what} within {timeout} s")
 
 
+def _panel_hears(page, server, env: str, win: str) -> bool:
+    """Whether the run's monitor has its event socket up: a click on the message row's Clear empties the row
+    only when the trainer's side heard it (a command sent before that would be lost)."""
+    page(win, env, "message", "Clear")
+    time.sleep(0.3)
+    return _rows(server, env, win).get("message", {}).get("name", "").strip() == "message:"
+
+
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -96,6 +104,7 @@ def test_lr_10_with_a_panel_pauses_as_diverged_and_a_lower_lr_with_resume_finish
         steps = _jsonl(run / "steps.jsonl") if (run / "steps.jsonl").exists() else []
         assert all(math.isfinite(s["loss"]) for s in steps), steps
 
+        _wait("the panel's socket", lambda: _panel_hears(page, server, env, win), proc, 30)
         page(win, env, "lr", "1e-3")  # the same door the page uses: the lr row, then the Resume button
         _wait("the lr shown as 0.001", lambda: _rows(server, env, win).get("lr", {}).get("value", "").strip()
               == "0.001", proc, 30)
@@ -147,7 +156,7 @@ def test_a_run_steered_live_replays_bit_for_bit_with_steer_like(tmp_path, server
         return rows[-1]["step"] if rows else 0
 
     try:
-        _wait("step 10", lambda: last_step() >= 10, proc)
+        _wait("the panel's socket", lambda: _panel_hears(page, server, env, win), proc)
         page(win, env, "status", "Pause")
         _wait("the pause", lambda: "paused" in _rows(server, env, win).get("status", {}).get("name", ""), proc, 30)
         page(win, env, "lr", "3e-4")

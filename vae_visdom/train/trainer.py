@@ -13,11 +13,13 @@ is the last finite one. The numbers checked are the global ones under torchrun (
 weights kept equal by the summed gradients), so every rank comes to the same decision at the same
 point without a collective of its own.
 
-With someone to steer it (a panel: `Controller.can_steer`), a diverged run does not end: the trainer keeps
-a copy of its whole state at every finite log point (`_finite`, the weights checked there too), goes
-back to it when the loss turns non-finite, and pauses there saying where it diverged and with what lr;
-a changed value and Resume train on from that state, a Stop ends the run as diverged, as without a
-panel. The copy is the state at the last row of steps.jsonl, so no logged row is ever undone.
+With someone to steer it (a panel: `Controller.can_steer`) and fit() driving it, a diverged run does not
+end: the trainer keeps a copy of its whole state at every finite log point (`_finite`, the weights checked
+there too), goes back to it when the loss turns non-finite, and pauses there saying where it diverged and
+with what lr; a changed value and Resume train on from that state with the values in force, a Stop ends
+the run as diverged, as without a panel. That copy is the state at the last row of steps.jsonl, so no
+logged row is undone; only when it diverges again at once (finite weights too large for any lr) does the
+run go back further, to its start or last epoch end (`_anchor`), past rows already logged.
 """
 from __future__ import annotations
 
@@ -117,6 +119,7 @@ class Trainer:
         self._finite: dict | None = None  # the state at the last finite log point, while someone can steer
         self._anchor: dict | None = None  # the state at the run's start or its last epoch end, likewise
         self._back_at_finite = False  # resumed from _finite, no finite log point since
+        self._holds = False  # fit() drives the run: it can hold a divergence (a caller driving epochs cannot)
         self._plan: list[Change] = []  # changes to apply where they were planned (follow), in order
         self._diverged_at: tuple[str, int, int, float] | None = None  # (what, epoch, step, lr) of a held divergence
         self.autocast = autocast_for(cfg.precision, device)
@@ -309,6 +312,7 @@ class Trainer:
     def fit(self) -> Status:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop. A failed
         run-folder write (disk full) ends the run as "failed" with the file and reason, not an exception."""
+        self._holds = True
         try:
             self.begin()
             self._keep_finite(anchor=True)
@@ -442,10 +446,11 @@ class Trainer:
             raise Diverged(what)
 
     def _keep_finite(self, anchor: bool = False) -> None:
-        """While someone can steer the run, copy its whole state at this finite log point (the weights checked
-        first: the last update may have broken them while the loss before it was finite); `anchor`: also as
-        the state to go back to when that one proves broken (the run's start, each epoch's end)."""
-        if not self.controller.can_steer():
+        """While someone can steer the run (and fit() drives it), copy its whole state at this finite log point
+        (the weights checked first: the last update may have broken them while the loss before it was finite);
+        `anchor`: also as the state to go back to when that one proves broken (the run's start, each epoch's
+        end)."""
+        if not (self._holds and self.controller.can_steer()):
             self._finite = self._anchor = None
             return
         self._check_weights()

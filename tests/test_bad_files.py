@@ -222,7 +222,11 @@ def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite
     good = (run / "checkpoint.pt").read_bytes()
     cmd = [sys.executable, "-m", "vae_visdom", "train", "--resume", str(run), "--epochs", "3", "--lr", "10",
            "--port", str(server.port)]
-    proc = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    # with a panel the diverged run pauses for it (test_steering.py); its Stop ends the run as it ends without one
+    live = subprocess.Popen(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _stop_when_held(server, run, "nan-run", live)
+    out, err = live.communicate(timeout=300)
+    proc = subprocess.CompletedProcess(cmd, live.returncode, out, err)
     assert proc.returncode == 3, proc.stderr[-3000:]
     said = [ln for ln in proc.stderr.splitlines() if "diverged" in ln]
     assert len(said) == 1 and "nan" in said[0].lower(), proc.stderr[-3000:]
@@ -246,6 +250,30 @@ def test_a_run_whose_loss_turns_nan_ends_diverged_exit_3_keeping_the_last_finite
     assert "diverged" in text, sorted(p.get("title") for p in env.values())
     props = [p for p in env.values() if p.get("type") == "properties"]
     assert any("diverged" in json.dumps(p["content"]) for p in props), props  # the panel's message row
+
+
+def _stop_when_held(server, run: Path, env: str, proc: subprocess.Popen) -> None:
+    """Press the panel's Stop (the page's websocket message) once the run says it paused as diverged."""
+    import time
+
+    import websocket
+
+    from vae_visdom.monitor.panel import ROWS
+    from vae_visdom.monitor.windows import window_prefix
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            held = json.loads((run / "status.json").read_text()).get("reason") == "diverged"
+        except (OSError, ValueError):
+            held = False
+        if held:
+            ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/socket", timeout=5)
+            ws.send(json.dumps({"cmd": "forward_to_vis", "data": {
+                "target": f"{window_prefix(env, run)}-control", "eid": env, "event_type": "PropertyUpdate",
+                "propertyId": ROWS.index("stop"), "value": "Stop"}}))
+            ws.close()
+            return
+        time.sleep(0.2)
 
 
 def test_a_fresh_run_at_lr_10_ends_diverged_without_a_checkpoint(tmp_path):

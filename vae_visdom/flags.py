@@ -90,6 +90,13 @@ def _where_results_go(p: argparse.ArgumentParser) -> None:
                         "named <parent>-fork<N> unless --name; the other flags given apply to the fork")
     g.add_argument("--at-epoch", type=argparse_type("epochs"), default=None, metavar="E",
                    help="with --fork: start from the parent's checkpoint of epoch E (kept by --keep-checkpoints)")
+    g.add_argument("--steer-like", metavar="RUN_DIR", default=None,
+                   help="a new run with that run's configuration that re-applies every live change it accepted "
+                        "(lr, batch_size, epochs, log_interval, beta) at the same epoch and step")
+    g.add_argument("--steering", metavar="FILE", default=None,
+                   help="apply the changes of a steering file (`[epoch E] step S: lr=3e-4 ...` a line; "
+                        "`vae-visdom runs --steering RUN_DIR` prints a run's) at their steps; with --steer-like "
+                        "it replaces that run's")
     g.add_argument("--keep-checkpoints", action="store_true", default=None,
                    help="keep RUN_DIR/checkpoints/epoch_E.pt of every epoch, whatever --checkpoint-budget says")
     g.add_argument("--checkpoint-budget", type=argparse_type("checkpoint_budget"), default=None, metavar="MB",

@@ -29,6 +29,7 @@ from vae_visdom.train import distributed
 from vae_visdom.train.choose_step import describe_step
 from vae_visdom.train.controller import Controller
 from vae_visdom.train.events import Callback, Probe, RunInfo, Status
+from vae_visdom.train.steering import Change, format_steering
 from vae_visdom.train.step import make_optimizer, resolve_device
 from vae_visdom.train.trainer import Trainer
 
@@ -161,6 +162,13 @@ class TrainingSession:
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
         self.cfg.batch_size, self.cfg.log_interval, self.cfg.beta = t.batch_size, t.log_interval, t.kl.beta
 
+    def follow(self, plan: list[Change], about: str) -> None:
+        """Apply the changes of a steering schedule at their steps (Trainer.follow); RUN_DIR/steering.txt keeps
+        the schedule this run followed."""
+        self.trainer.follow(plan)
+        if self.group.is_face:
+            safe_io.atomic_write(self.run_dir / "steering.txt", format_steering(plan, about))
+
     def _make_monitor(self) -> Callback | None:
         try:
             from vae_visdom.monitor import VisdomMonitor  # late: only the monitor imports visdom
@@ -197,6 +205,9 @@ class TrainingSession:
             self.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        for change in self.trainer.unplanned:
+            where = f"step {change.step}" if change.epoch is None else f"epoch {change.epoch} step {change.step}"
+            print(f"warning: the run ended before {where}: its planned change was not applied", file=sys.stderr)
         unsaid = self.files.status_error if self.files else None
         if status.state == "failed":
             also = "" if unsaid is None else f"; status.json could not be written either ({unsaid})"

@@ -57,6 +57,8 @@ class ControlPanel:
         with board.lock:
             self._refresh()
             self.events.set(self._events_html())
+        if controller is not None:  # a diverged run pauses for this panel unless its server is known down
+            controller.steered_by(lambda: board.connected or board.failures == 0)
 
     # -- training thread ------------------------------------------------------------------------
     def set_values(self, values: dict) -> None:

@@ -55,6 +55,7 @@ from vae_visdom.train.events import (
     Status,
     StepLog,
 )
+from vae_visdom.train.steering import PLANNED
 
 # the latent views (posterior scatter, interpolations, PCA) go to the server at most this often: a
 # browser on the same CPU redraws them (a 2000-point SVG scatter among them) and they change slowly.
@@ -249,6 +250,8 @@ class VisdomMonitor(Callback):
             x, y = self._last_point
             label = f"fork: {new.get('env')}" if event.name == "fork" else \
                 f"{event.name} {format_value(old, event.name)} -> {format_value(new, event.name)}"
+            if event.source == PLANNED:  # from a steering schedule, not typed live
+                label = f"planned: {label}"
             with self.board.lock:
                 if y is None:
                     self._unplaced.append(label)

@@ -7,6 +7,7 @@ RUN_DIR/
   events.jsonl         every control command, accepted or rejected (CommandEvent.to_dict), and what a
                        resume found wrong (source "resume")
   status.json          the latest Status, for `vae-visdom runs`
+  steering.txt         the steering schedule the run followed (train --steer-like / --steering), if any
   reconstruction_N.png 8 test images over their reconstructions, as the seed saves them
   sample_N.png         64 decodings of the run's fixed prior draws
   samples.gif          the sample_N.png as one animation, written when the run ends (animate.py)

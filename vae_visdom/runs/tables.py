@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from vae_visdom.runs.jsonl import read_jsonl
 from vae_visdom.runs.records import (
     KEY_HYPERPARAMETERS,
     LISTED,
@@ -19,6 +20,8 @@ from vae_visdom.runs.records import (
     format_value,
     is_finite_number,
 )
+from vae_visdom.runs.run_file import RunFileError
+from vae_visdom.train.steering import format_steering, from_events
 
 
 def _age(t: float | None, now: float) -> str:
@@ -91,9 +94,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "its last status, and UPDATED tells when its files last changed.")
     p.add_argument("--runs-dir", default="runs", help="where runs live (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
+    p.add_argument("--steering", metavar="RUN_DIR", default=None,
+                   help="print that run's steering instead: every live change it accepted, where it was applied "
+                        "(a file for `train --steering`)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.steering:
+        return print_steering(Path(args.steering))
     if not Path(args.runs_dir).is_dir():
         print(f"no runs directory {args.runs_dir} (train one with `vae-visdom train`)", file=sys.stderr)
         return 0
@@ -109,4 +117,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"no runs in {args.runs_dir}")
         return 0
     print(listing(records))
+    return 0
+
+
+def print_steering(run_dir: Path) -> int:
+    """`runs --steering RUN_DIR`: the run's accepted live changes as a steering file, on stdout."""
+    if not (run_dir / "config.json").is_file():
+        print(f"--steering {run_dir}: no config.json there (not a run directory)", file=sys.stderr)
+        return 2
+    try:
+        events = read_jsonl(run_dir / "events.jsonl")
+    except RunFileError as err:
+        print(f"--steering {run_dir}: {err}", file=sys.stderr)
+        return 2
+    print(format_steering(from_events(events), f"steering of {run_dir}"), end="")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,16 @@ class Controller:
         self.context: dict = {} if n_train is None else {"n_train": n_train}
         self._fork_refused: str | None = None  # why this run cannot fork (refuse_forks)
         self._replies: dict[str, Reply] = {}  # an observer's answer to the command it carried out (reply)
+        self._steerer: Callable[[], bool] | None = None  # is someone there to steer the run now? (steered_by)
+
+    def steered_by(self, present: Callable[[], bool]) -> None:
+        """A face that can pause, change and resume this run (the panel) says so, with `present()` telling
+        whether it can be reached now: a run that diverges then pauses for it instead of ending."""
+        self._steerer = present
+
+    def can_steer(self) -> bool:
+        """Someone can steer the run now (a panel whose server answers)."""
+        return self._steerer is not None and bool(self._steerer())
 
     def reply(self, name: str, accepted: bool, message: str, value: Any = None) -> None:
         """An observer that carries out command `name` (the fork launcher) says how it went."""

@@ -261,6 +261,9 @@ class Commands:
     def stop(self, source: str = "api") -> Command:
         return self.inner.stop(source)
 
+    def can_steer(self) -> bool:
+        return False  # a diverged run of several processes ends: its ranks would have to roll back together
+
     def reply(self, name: str, accepted: bool, message: str, value=None) -> None:
         self.inner.reply(name, accepted, message, value)
 

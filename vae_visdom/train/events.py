@@ -95,7 +95,7 @@ class Reason(str, Enum):
     FINISHED = "finished"
     STOPPED = "stopped"
     FAILED = "failed"
-    DIVERGED = "diverged"  # the loss turned NaN or infinite: the run ends (trainer.py, Diverged)
+    DIVERGED = "diverged"  # the loss turned NaN or infinite: the run ends, or pauses for a panel (trainer.py)
     OTHER = ""
 
 

@@ -12,9 +12,18 @@ within one log interval, and always before a checkpoint could hold it: the last 
 is the last finite one. The numbers checked are the global ones under torchrun (all-reduced, the
 weights kept equal by the summed gradients), so every rank comes to the same decision at the same
 point without a collective of its own.
+
+With someone to steer it (a panel: `Controller.can_steer`) and fit() driving it, a diverged run does not
+end: the trainer keeps a copy of its whole state at every finite log point (`_finite`, the weights checked
+there too), goes back to it when the loss turns non-finite, and pauses there saying where it diverged and
+with what lr; a changed value and Resume train on from that state with the values in force, a Stop ends
+the run as diverged, as without a panel. That copy is the state at the last row of steps.jsonl, so no
+logged row is undone; only when it diverges again at once (finite weights too large for any lr) does the
+run go back further, to its start or last epoch end (`_anchor`), past rows already logged.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -45,10 +54,27 @@ from vae_visdom.train.events import (
 )
 from vae_visdom.train.kl_weight import KLWeight
 from vae_visdom.train.objectives import elbo_terms
+from vae_visdom.train.steering import PLANNED, Change, format_value
 from vae_visdom.train.step import StepFn, autocast_for, backward_and_step, iwae_backward_and_step, iwae_terms
 
 TEST_BATCH = 2000  # the test pass has no gradients: large batches, few launches
 N_RECON, N_SAMPLES = 8, 64
+
+
+def copy_into(dst, src):
+    """A deep copy of `src` (a state_dict's nesting of dicts, lists and tensors) that reuses the tensors of `dst`,
+    an earlier copy, where they match: a snapshot at every log point then allocates nothing."""
+    if isinstance(src, torch.Tensor):
+        if isinstance(dst, torch.Tensor) and (dst.shape, dst.dtype, dst.device) == (src.shape, src.dtype, src.device):
+            return dst.copy_(src)
+        return src.detach().clone()
+    if isinstance(src, dict):
+        old = dst if isinstance(dst, dict) else {}
+        return {k: copy_into(old.get(k), v) for k, v in src.items()}
+    if isinstance(src, (list, tuple)):
+        olds = dst if isinstance(dst, type(src)) and len(dst) == len(src) else [None] * len(src)
+        return type(src)(copy_into(d, v) for d, v in zip(olds, src))
+    return copy.deepcopy(src)
 
 
 class Diverged(Exception):
@@ -90,6 +116,12 @@ class Trainer:
         self.epoch_state: EpochState | None = None
         self.checkpoint_at: tuple[int, int] | None = None  # (epoch, step) of RUN_DIR/checkpoint.pt, if any
         self._stop = False
+        self._finite: dict | None = None  # the state at the last finite log point, while someone can steer
+        self._anchor: dict | None = None  # the state at the run's start or its last epoch end, likewise
+        self._back_at_finite = False  # resumed from _finite, no finite log point since
+        self._holds = False  # fit() drives the run: it can hold a divergence (a caller driving epochs cannot)
+        self._plan: list[Change] = []  # changes to apply where they were planned (follow), in order
+        self._diverged_at: tuple[str, int, int, float] | None = None  # (what, epoch, step, lr) of a held divergence
         self.autocast = autocast_for(cfg.precision, device)
         self.step_fn: StepFn | None = None  # chosen once the run's state is known, again when the batch changes
         self._step_wrappers: list[Callable[[StepFn], StepFn]] = []  # wrap_step: around every step chosen
@@ -158,13 +190,29 @@ class Trainer:
             status = self.status(cmd.message, Reason.SETTING)
             self._tell(lambda cb: cb.on_status(status))
 
-    def poll(self) -> float:
+    def follow(self, changes: list[Change]) -> None:
+        """Apply `changes` (steering.py) where they are planned: each goes through the controller with the
+        source "planned" when the run reaches its epoch and step, so it is applied exactly where a live
+        command submitted then would be."""
+        self._plan = sorted(changes, key=Change.key)
+
+    @property
+    def unplanned(self) -> list[Change]:
+        """The planned changes the run has not reached (yet, or at its end: never)."""
+        return list(self._plan)
+
+    def _release_planned(self) -> None:
+        while self._plan and self._plan[0].step <= self.step and (self._plan[0].epoch or 0) <= self.epoch:
+            for name, value in self._plan.pop(0).values.items():
+                self.controller.submit(name, format_value(value), source=PLANNED)
+
+    def poll(self, message: str = "paused between steps", reason: Reason = Reason.PAUSED) -> float:
         """Apply pending commands; block while paused. Returns the seconds spent paused."""
         paused_for = 0.0
         for cmd in self.controller.drain():
             self._apply(cmd)
         if self.controller.paused and not self._stop:
-            self._set_state("paused", "paused between steps", Reason.PAUSED)
+            self._set_state("paused", message, reason)
             t0 = time.perf_counter()
             while self.controller.wait_while_paused(0.5) and not self._stop:
                 for cmd in self.controller.drain():
@@ -214,6 +262,8 @@ class Trainer:
             es = self.epoch_state = EpochState(perm, sums=torch.zeros(3, device=self.device))
         t0, paused = time.perf_counter(), 0.0
         while es.pos < self.n_train:
+            if self._plan and self._plan[0].step <= self.step:
+                self._release_planned()
             if self.controller.has_pending() or self.controller.paused:
                 paused += self.poll()
             if self._stop:
@@ -235,6 +285,7 @@ class Trainer:
     def _log_step(self, es: EpochState) -> None:
         loss, recon, kl, objective = es.take_interval(self.dist.reduce)
         self._check_finite(f"the training loss is {loss}", loss, recon, kl)
+        self._keep_finite()
         log = StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train, loss, recon, kl, self.lr,
                       self.batch_size, self.kl.current, objective)
         self._tell(lambda cb: cb.on_step(log))
@@ -261,15 +312,27 @@ class Trainer:
     def fit(self) -> Status:
         """Train from self.epoch + 1 until self.epochs (which may change on the way), or a stop. A failed
         run-folder write (disk full) ends the run as "failed" with the file and reason, not an exception."""
+        self._holds = True
         try:
             self.begin()
-            while self.run_epoch():
-                pass
+            self._keep_finite(anchor=True)
+            while True:
+                try:
+                    if not self.run_epoch():
+                        break
+                except Diverged as err:
+                    if not self._steer_diverged(err):
+                        raise
             return self.end()
         except Diverged as err:
+            what = str(err)
+            if self._diverged_at is not None:  # held, then stopped: the run ends where it diverged
+                what, self.epoch, self.step, lr = self._diverged_at
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
             kept = ("no checkpoint was written (none would have been finite)" if self.checkpoint_at is None else
                     "the last finite checkpoint (epoch {}, step {}) is kept".format(*self.checkpoint_at))
-            final = self.status(f"{err} at epoch {self.epoch}, step {self.step} (lr {self.lr:g}); training stopped; "
+            final = self.status(f"{what} at epoch {self.epoch}, step {self.step} (lr {self.lr:g}); training stopped; "
                                 f"{kept}",
                                 Reason.DIVERGED)
             final.state = self.state = "diverged"
@@ -351,6 +414,9 @@ class Trainer:
                 cb.on_figure(name, figure)
         self._tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
+        self._keep_finite(anchor=True)
+        if self._plan:
+            self._release_planned()  # (at the epoch's end: the epoch tells it from the next epoch's first step)
         if self.controller.has_pending():
             self.poll()
         return not self._stop
@@ -378,6 +444,45 @@ class Trainer:
     def _check_finite(self, what: str, *values: float) -> None:
         if not all(math.isfinite(v) for v in values):
             raise Diverged(what)
+
+    def _keep_finite(self, anchor: bool = False) -> None:
+        """While someone can steer the run (and fit() drives it), copy its whole state at this finite log point
+        (the weights checked first: the last update may have broken them while the loss before it was finite);
+        `anchor`: also as the state to go back to when that one proves broken (the run's start, each epoch's
+        end)."""
+        if not (self._holds and self.controller.can_steer()):
+            self._finite = self._anchor = None
+            return
+        self._check_weights()
+        self._finite = copy_into(self._finite, self.state_dict())  # (~8 MB for the default MLP: docs/performance.md)
+        self._back_at_finite = False
+        if anchor:
+            self._anchor = copy_into(self._anchor, self._finite)
+
+    def _steer_diverged(self, err: Diverged) -> bool:
+        """Go back to the last finite state and pause there for the user (True: resumed from it); False when
+        no one can steer the run or there is no such state. A state that diverges again at once (finite
+        weights too large for any lr) is left for the run's start or its last epoch end."""
+        if self._finite is None or not self.controller.can_steer():
+            return False
+        self._diverged_at = (str(err), self.epoch, self.step, self.lr)
+        lr, again = self.lr, self._back_at_finite and self._anchor is not None
+        where = f"diverged{' again' if again else ''} at epoch {self.epoch} step {self.step} ({err})"
+        state = self._anchor if again else self._finite
+        assert state is not None  # (again: the anchor is there)
+        live = self.status().values  # the values in force now (the user's, once they changed one) stay so
+        self.load_state_dict(copy.deepcopy(state))  # a copy: the optimizer may keep the tensors it loads
+        for name in SETTINGS:
+            self.apply_setting(name, live[name])
+        self._finite, self._back_at_finite = copy_into(self._finite, state), not again
+        back = ("the run's start" if self.step == 0 else "the last epoch's end") if again else "the last finite state"
+        self.controller.submit("pause", source="divergence")
+        self.poll(f"{where}: lr {lr:g} too high? lower it and Resume, or Stop (back at epoch {self.epoch}, "
+                  f"step {self.step}, {back})", Reason.DIVERGED)
+        if self._stop:
+            raise err
+        self._diverged_at = None
+        return True
 
     def _check_weights(self) -> None:
         """One host sync: are all weights finite? (The last step's update may have broken them while its
@@ -421,6 +526,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.dist.seed_noise(self.cfg.seed, self.step)  # rank 0's RNG state, then a rank > 0's own noise
         es = state.get("epoch_state")
+        self.epoch_state = None  # (a trainer going back to an epoch's end drops the epoch it was in)
         if es is not None:
             self.epoch = es["epoch"]
             self.epoch_state = EpochState.from_dict(es, self.device)

@@ -345,7 +345,7 @@ def streaming_overhead(args, data: ImageData, dataset: str, tmp: Path) -> list[s
               flush=True)
         blocks = {"off": 0.0, "on": 0.0}
         for s in sessions.values():
-            s.trainer.epochs += args.streaming_rounds * args.streaming_block
+            s.trainer.apply_setting("epochs", s.trainer.epochs + args.streaming_rounds * args.streaming_block)
         for _ in range(args.streaming_rounds):
             for mode, s in sessions.items():
                 clocks[mode].active = False

@@ -17,7 +17,8 @@ from tests.test_monitor import window_data
 from vae_visdom.config import ConfigError
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.runs.files import read_jsonl
-from vae_visdom.train.controller import Controller, parse_fork
+from vae_visdom.runs.fork import FORK, FORK_OFFER, parse_fork
+from vae_visdom.train.controller import Controller
 
 
 def test_what_a_fork_changes_is_checked_by_the_rules_of_every_value():
@@ -30,11 +31,13 @@ def test_what_a_fork_changes_is_checked_by_the_rules_of_every_value():
         with pytest.raises(ConfigError, match=said):
             parse_fork(bad, ctx)
     ctl = Controller(n_train=1000)
+    assert "unknown command 'fork'" in ctl.submit("fork", "").message  # nobody here offers to carry it out
+    ctl.offer(FORK, FORK_OFFER)  # what runs/fork.py's ForkLauncher does when the session adds it
     cmd = ctl.submit("fork", "lr=nan")
     assert not cmd.accepted and cmd.message.startswith("rejected: lr")
     cmd = ctl.submit("fork", "lr=1e-4")
     assert cmd.accepted and cmd.value == {"lr": 1e-4} and "fork with lr=0.0001" in cmd.message
-    ctl.refuse_forks("a run of 2 processes forks from the command line")
+    ctl.refuse(FORK, "a run of 2 processes forks from the command line")
     assert "2 processes" in ctl.submit("fork", "").message
 
 

@@ -16,8 +16,8 @@ from tests.test_e2e_browser import keep_for_docs
 from tests.test_epoch_view import PauseAfter
 from vae_visdom.config import ConfigError, TrainConfig, parse_value
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.fork import parse_fork
 from vae_visdom.train import checkpoint
-from vae_visdom.train.controller import parse_fork
 from vae_visdom.train.kept import kept_epochs, kept_path
 
 

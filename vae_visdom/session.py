@@ -21,7 +21,7 @@ from vae_visdom.insight.probe import InsightProbe
 from vae_visdom.models import build_model
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import RunFiles
-from vae_visdom.runs.fork import ForkLauncher
+from vae_visdom.runs.fork import FORK, ForkLauncher
 from vae_visdom.runs.lock import LOCK_NAME, RunFolderBusy, RunLock
 from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.runs.run_file import RunFileError
@@ -74,7 +74,7 @@ class TrainingSession:
         family = self._family_view() if self.monitor is not None and cfg.parent else None
         launcher = ForkLauncher(self.run_dir, self.controller) if face and self.group.world == 1 else None
         if launcher is None:
-            self.controller.refuse_forks(f"a run of {self.group.world} processes forks from the command line "
+            self.controller.refuse(FORK, f"a run of {self.group.world} processes forks from the command line "
                                          "(train --fork RUN_DIR)")
         for cb in [self.files, launcher, *(callbacks or []), self.monitor, family,
                    ProgressPrinter() if progress and face else None]:

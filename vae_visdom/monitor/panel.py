@@ -31,8 +31,9 @@ from vae_visdom.config import RULES, ConfigError, shown
 from vae_visdom.monitor.board import Board
 from vae_visdom.monitor.event_socket import property_row, run_command
 from vae_visdom.monitor.windows import PropertiesPane, TextPane
+from vae_visdom.runs.fork import parse_fork
 from vae_visdom.runs.records import format_value
-from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller, parse_fork
+from vae_visdom.train.controller import ACTIONS, SETTINGS, Command, Controller
 from vae_visdom.train.events import CommandEvent, Status
 
 ROWS = ("status", "stop", *SETTINGS, "fork_with", "fork", "message")  # row i; "status" carries Pause/Resume

@@ -39,8 +39,9 @@ from vae_visdom.monitor.windows import (
     slug,
     window_prefix,
 )
+from vae_visdom.runs.fork import AT_EPOCH
 from vae_visdom.runs.records import format_value
-from vae_visdom.train.controller import AT_EPOCH, SETTINGS, Controller
+from vae_visdom.train.controller import SETTINGS, Controller
 from vae_visdom.train.events import (
     Callback,
     CommandEvent,

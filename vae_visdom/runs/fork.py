@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name
+from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, fit_name, parse_value, shown
 from vae_visdom.runs import page_runs
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import read_jsonl
@@ -27,11 +27,45 @@ from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
 from vae_visdom.train import checkpoint
-from vae_visdom.train.controller import AT_EPOCH, FORK, Controller
-from vae_visdom.train.events import Callback, ForkPoint
+from vae_visdom.train.controller import SETTINGS, Controller, Offer
+from vae_visdom.train.events import Callback, Snapshot
 from vae_visdom.train.kept import kept_epochs, kept_path, spans
 
+FORK = "fork"  # the command the panel's Fork and the view pane's "fork from epoch E" send
+AT_EPOCH = "at_epoch"  # what a fork may name besides the live settings: the epoch whose kept checkpoint it starts from
+SHORT = {"bs": "batch_size", "batch": "batch_size", "batch_size": "batch_size", "log": "log_interval"}
 COPIED = ("metrics.jsonl", "steps.jsonl", "events.jsonl")
+
+
+def parse_fork(raw, ctx: dict | None = None) -> dict:
+    """What a fork changes, as typed: "lr=3e-4 batch_size=64" (commas or spaces between; bs for batch_size);
+    empty for a fork with the values in force; at_epoch=E for a fork from epoch E's kept checkpoint. Every value
+    is checked by its rule; ConfigError otherwise."""
+    text = "" if raw is None else str(raw).strip()
+    out: dict = {}
+    for part in text.replace(",", " ").split():
+        name, sep, value = part.partition("=")
+        name = name.strip().lower().replace("-", "_")
+        name = SHORT.get(name, name)
+        if not sep or not value.strip():
+            raise ConfigError(f"fork: {shown(part)} is not name=value; e.g. lr=3e-4 batch_size=64")
+        if name == AT_EPOCH:  # from that epoch's kept checkpoint instead of the state at this step
+            try:
+                out[name] = parse_value("epochs", value, ctx)
+            except ConfigError as err:
+                raise ConfigError(f"fork: at_epoch: {str(err).split(': ', 1)[-1]}") from None
+            continue
+        if name not in SETTINGS:
+            raise ConfigError(f"fork: {shown(name)} cannot be changed by a fork; allowed: {', '.join(SETTINGS)}")
+        out[name] = parse_value(name, value, ctx)
+    return out
+
+
+def describe_fork(changes: dict) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
+
+
+FORK_OFFER = Offer(parse_fork, describe_fork)  # a run that cannot fork refuses it: Controller.refuse(FORK, why)
 PNG = re.compile(r"(?:sample|reconstruction)_\d+\.png")
 
 
@@ -145,15 +179,18 @@ class ForkLauncher(Callback):
         self.run_dir = Path(run_dir)
         self.controller = controller  # the forked trainer's door in: how each fork went
         self.children: list[subprocess.Popen] = []
+        controller.offer(FORK, FORK_OFFER)
 
-    def on_fork(self, point: ForkPoint) -> None:
-        asked = {"changes": point.changes, "run": None, "env": None}
-        changes = {k: v for k, v in point.changes.items() if k != AT_EPOCH}
-        at_epoch = point.changes.get(AT_EPOCH)  # a rewind: from that epoch's kept checkpoint, not from now
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.name != FORK:
+            return
+        asked = {"changes": snapshot.value, "run": None, "env": None}
+        changes = {k: v for k, v in snapshot.value.items() if k != AT_EPOCH}
+        at_epoch = snapshot.value.get(AT_EPOCH)  # a rewind: from that epoch's kept checkpoint, not from now
         try:
             with page_runs.place(self.run_dir.parent, "fork") as started:  # the pages' limit (runs/page_runs.py)
                 child, cfg = create(self.run_dir, at_epoch, self.run_dir.parent,
-                                    state=point.state if at_epoch is None else None)
+                                    state=snapshot.state if at_epoch is None else None)
                 proc = spawn(child, changes)
                 started(child, proc.pid)
         except page_runs.PageRunsFull as err:

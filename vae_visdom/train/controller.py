@@ -21,33 +21,6 @@ from vae_visdom.config import RULES, ConfigError, parse_value, shown
 
 ACTIONS = ("pause", "resume", "stop")
 SETTINGS = tuple(name for name, rule in RULES.items() if rule.live)  # lr, batch_size, epochs, log_interval, beta
-FORK = "fork"  # a new run from this one's state at the current step (runs/fork.py: ForkLauncher)
-AT_EPOCH = "at_epoch"  # what a fork may name besides SETTINGS: the epoch whose kept checkpoint it starts from
-SHORT = {"bs": "batch_size", "batch": "batch_size", "batch_size": "batch_size", "log": "log_interval"}
-
-
-def parse_fork(raw: Any, ctx: dict | None = None) -> dict[str, Any]:
-    """What a fork changes, as typed: "lr=3e-4 batch_size=64" (commas or spaces between; bs for batch_size);
-    empty for a fork with the values in force; at_epoch=E for a fork from epoch E's kept checkpoint. Every value
-    is checked by its rule; ConfigError otherwise."""
-    text = "" if raw is None else str(raw).strip()
-    out: dict[str, Any] = {}
-    for part in text.replace(",", " ").split():
-        name, sep, value = part.partition("=")
-        name = name.strip().lower().replace("-", "_")
-        name = SHORT.get(name, name)
-        if not sep or not value.strip():
-            raise ConfigError(f"fork: {shown(part)} is not name=value; e.g. lr=3e-4 batch_size=64")
-        if name == AT_EPOCH:  # from that epoch's kept checkpoint instead of the state at this step
-            try:
-                out[name] = parse_value("epochs", value, ctx)
-            except ConfigError as err:
-                raise ConfigError(f"fork: at_epoch: {str(err).split(': ', 1)[-1]}") from None
-            continue
-        if name not in SETTINGS:
-            raise ConfigError(f"fork: {shown(name)} cannot be changed by a fork; allowed: {', '.join(SETTINGS)}")
-        out[name] = parse_value(name, value, ctx)
-    return out
 
 
 @dataclass
@@ -62,8 +35,18 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A command that an observer carries out (e.g. runs/fork.py's): `parse(raw, context)` checks what
+    was typed (ConfigError: rejected), `describe(value)` says it in the verdict; `refused`: why this run
+    turns every such command down (set by whoever knows, e.g. a run of several processes)."""
+    parse: Callable[[Any, dict], Any]
+    describe: Callable[[Any], str]
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
 class Reply:
-    """How a command that an observer carries out went (a fork: started or not), told back through the
+    """How a command that an observer carries out went (started or not), told back through the
     controller, the trainer's one door in."""
     accepted: bool
     message: str
@@ -78,7 +61,7 @@ class Controller:
         self._stop = False
         # what validation needs to know of the run: its limits, given when it is made
         self.context: dict = {} if n_train is None else {"n_train": n_train}
-        self._fork_refused: str | None = None  # why this run cannot fork (refuse_forks)
+        self._offers: dict[str, Offer] = {}  # commands observers carry out (offer)
         self._replies: dict[str, Reply] = {}  # an observer's answer to the command it carried out (reply)
         self._steerer: Callable[[], bool] | None = None  # is someone there to steer the run now? (steered_by)
 
@@ -92,7 +75,7 @@ class Controller:
         return self._steerer is not None and bool(self._steerer())
 
     def reply(self, name: str, accepted: bool, message: str, value: Any = None) -> None:
-        """An observer that carries out command `name` (the fork launcher) says how it went."""
+        """An observer that carries out command `name` (one that offered it) says how it went."""
         with self._cond:
             self._replies[name] = Reply(accepted, message, value)
 
@@ -101,9 +84,20 @@ class Controller:
         with self._cond:
             return self._replies.pop(name, None)
 
-    def refuse_forks(self, why: str) -> None:
-        """From now on a fork is rejected with `why` (a run no observer can start a fork for)."""
-        self._fork_refused = why
+    def offer(self, name: str, offer: Offer) -> None:
+        """An observer carries out command `name`: the trainer, when it is accepted, hands its state at that
+        step to its observers (`Callback.on_snapshot`), and the observer answers with `reply`."""
+        self._offers[name] = offer
+
+    def refuse(self, name: str, why: str) -> None:
+        """From now on command `name` is rejected with `why` (offered or not: nobody here can carry it out)."""
+        offer = self._offers.get(name, Offer(lambda raw, ctx: raw, str))
+        self._offers[name] = Offer(offer.parse, offer.describe, why)
+
+    def offered(self, name: str) -> bool:
+        """Command `name` is carried out by an observer (the trainer snapshots its state for it)."""
+        offer = self._offers.get(name)
+        return offer is not None and offer.refused is None
 
     # -- any thread ---------------------------------------------------------------------------
     def submit(self, name: str, raw: Any = None, source: str = "panel") -> Command:
@@ -112,8 +106,8 @@ class Controller:
         now_m, now_w = time.monotonic(), time.time()
         if name in ACTIONS:
             cmd = Command(name, None, True, name, source, now_m, now_w)
-        elif name == FORK:
-            cmd = self._fork(raw, source, now_m, now_w)
+        elif name in self._offers:
+            cmd = self._offered(name, raw, source, now_m, now_w)
         elif name in SETTINGS:
             try:
                 value = parse_value(name, raw, self.context)
@@ -126,7 +120,7 @@ class Controller:
                 cmd = Command(name, value, True, f"{name} = {value}: applies {RULES[name].applies}",
                               source, now_m, now_w)
         else:
-            allowed = ", ".join(ACTIONS + SETTINGS + (FORK,))
+            allowed = ", ".join(ACTIONS + SETTINGS + tuple(self._offers))
             cmd = Command(name, raw, False, f"rejected: unknown command {shown(name)}; allowed: {allowed}",
                           source, now_m, now_w)
         with self._cond:
@@ -141,15 +135,16 @@ class Controller:
             self._cond.notify_all()
         return cmd
 
-    def _fork(self, raw: Any, source: str, now_m: float, now_w: float) -> Command:
-        if self._fork_refused:
-            return Command(FORK, raw, False, f"rejected: fork: {self._fork_refused}", source, now_m, now_w)
+    def _offered(self, name: str, raw: Any, source: str, now_m: float, now_w: float) -> Command:
+        offer = self._offers[name]
+        if offer.refused:
+            return Command(name, raw, False, f"rejected: {name}: {offer.refused}", source, now_m, now_w)
         try:
-            changes = parse_fork(raw, self.context)
+            value = offer.parse(raw, self.context)
         except ConfigError as err:
-            return Command(FORK, raw, False, f"rejected: {err}", source, now_m, now_w)
-        said = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in changes.items())
-        return Command(FORK, changes, True, f"fork{' with ' + said if said else ''}: starts at the next step",
+            return Command(name, raw, False, f"rejected: {err}", source, now_m, now_w)
+        said = offer.describe(value)
+        return Command(name, value, True, f"{name}{' with ' + said if said else ''}: starts at the next step",
                        source, now_m, now_w)
 
     def pause(self, source: str = "api") -> Command:

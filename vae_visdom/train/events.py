@@ -163,12 +163,14 @@ Figure = ImageFigure | ScatterFigure | NumbersFigure | ExplorerFigure
 
 
 @dataclass(frozen=True)
-class ForkPoint:
-    """A fork asked for at a step: the trainer's whole state there (a checkpoint's content) and the values
-    the new run changes. The observer that starts the new run (runs/fork.py) answers through the trainer's
-    own door, the controller (`Controller.reply`), never by writing into this record."""
+class Snapshot:
+    """The trainer's whole state at a step (a checkpoint's content), taken for command `name`, which an
+    observer carries out (`Controller.offer`; e.g. runs/fork.py's launcher of new runs), with the command's
+    checked `value`. The observer answers through the trainer's own door, `Controller.reply`, never by
+    writing into this record."""
+    name: str
     state: dict
-    changes: dict
+    value: Any
 
 
 class Callback:
@@ -187,10 +189,10 @@ class Callback:
 
     def on_status(self, status: Status) -> None: ...
 
-    def on_fork(self, point: ForkPoint) -> None:
-        """A fork of this run at the current step was asked for (the panel's Fork): the one observer
-        that starts runs makes it and says how it went with `Controller.reply`. Called before the fork
-        command's on_command, which carries that reply."""
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        """A command an observer carries out was accepted (e.g. a new run from this one): the trainer's state at this
+        step, for the observer that offered it, which says how it went with `Controller.reply`. Called before
+        the command's on_command, which carries that reply."""
 
     def on_command(self, event: CommandEvent) -> None: ...
 

@@ -1,11 +1,11 @@
 """Where a run keeps its epochs' checkpoints, RUN_DIR/checkpoints/epoch_E.pt, and which it has: torch-free, so
-the page's view pane can say which epochs a fork can start from without the checkpoint reader."""
+the page's view pane can say which epochs a new run can start from without the checkpoint reader."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-KEPT = "checkpoints"  # RUN_DIR/checkpoints/epoch_E.pt within --checkpoint-budget (what a fork from an epoch reads)
+KEPT = "checkpoints"  # RUN_DIR/checkpoints/epoch_E.pt within --checkpoint-budget: where a new run may start
 
 
 def kept_path(run_dir: str | Path, epoch: int) -> Path:

@@ -39,16 +39,16 @@ from vae_visdom.safe_io import RunWriteError
 from vae_visdom.train import checkpoint, distributed, schedule
 from vae_visdom.train.checkpoint import EpochState
 from vae_visdom.train.choose_step import choose_step
-from vae_visdom.train.controller import FORK, SETTINGS, Command, Controller, Reply
+from vae_visdom.train.controller import SETTINGS, Command, Controller, Reply
 from vae_visdom.train.events import (
     Callback,
     CommandEvent,
     EpochImages,
     EpochRecord,
     Figure,
-    ForkPoint,
     Probe,
     Reason,
+    Snapshot,
     Status,
     StepLog,
 )
@@ -175,12 +175,12 @@ class Trainer:
                 self._stop = True
             elif cmd.name in SETTINGS:
                 self.apply_setting(cmd.name, cmd.value)
-            elif cmd.name == FORK:
-                point = ForkPoint(self.state_dict(), dict(cmd.value))  # the state at this step, as a stop saves it
-                self._tell(lambda cb: cb.on_fork(point))
-                reply = self.controller.take_reply(FORK) or Reply(
-                    False, "nobody started the fork (no run folder, or no launcher)",
-                    {"changes": point.changes, "run": None, "env": None})
+            elif self.controller.offered(cmd.name):
+                snap = Snapshot(cmd.name, self.state_dict(), cmd.value)  # the state at this step, as a stop saves it
+                self._tell(lambda cb: cb.on_snapshot(snap))
+                reply = self.controller.take_reply(cmd.name) or Reply(
+                    False, f"nobody carried out {cmd.name} (no run folder, or no observer for it)",
+                    {"changes": cmd.value, "run": None, "env": None})
                 cmd = dataclasses.replace(cmd, accepted=reply.accepted, message=reply.message, value=reply.value)
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         event = CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value, cmd.accepted, cmd.message,
@@ -336,7 +336,7 @@ class Trainer:
                                 f"{kept}",
                                 Reason.DIVERGED)
             final.state = self.state = "diverged"
-            self.epoch_state = None  # non-finite: nothing of it may be saved (a fork, a later stop)
+            self.epoch_state = None  # non-finite: nothing of it may be saved (a snapshot, a later stop)
             self._tell(lambda cb: cb.on_status(final))  # the panel's message row and the run pane
             self._tell(lambda cb: cb.on_run_end(final))
             return final

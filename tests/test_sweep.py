@@ -408,3 +408,30 @@ def test_a_run_ended_mid_epoch_by_the_sweeps_stop_is_stopped_with_its_checkpoint
                                      f"say so); its checkpoint is of epoch 2; `vae-visdom sweep --resume "
                                      f"{tmp_path / 'sw'}` continues it")
     assert load_run(done).state == "finished" and load_run(unknown).state == "running"
+
+
+def test_resume_takes_the_sweeps_folder_and_still_a_sweep_folder_of_before(tmp_path):
+    """`sweep --resume RUNS_DIR/<sweep>` (Tune's state in .tune/, the runs beside it); a RUNS_DIR/<sweep>.sweep
+    made before (Tune's state in tune/, its runs flat in RUNS_DIR) resumes too; no Tune state: one line."""
+    from vae_visdom.config import UsageError
+    from vae_visdom.sweep import save_plan
+
+    args = build_parser(["sweep"]).parse_args(["sweep", "--lr", "1e-3,3e-4", "--runs-dir", str(tmp_path / "runs"),
+                                               "--name", "sw", "--no-visdom"])
+    p = plan(args)
+    assert p.storage == (tmp_path / "runs" / "sw").resolve() and p.run_dirs[0].parent == p.storage
+    p.storage.mkdir(parents=True)
+    save_plan(p, {"visdom": False, "server": "http://localhost", "port": 8097, "env": None})
+    again = build_parser(["sweep"]).parse_args(["sweep", "--resume", str(p.storage)])
+    with pytest.raises(UsageError, match="no Tune state there"):
+        plan(again)
+    (p.storage / ".tune").mkdir()
+    resumed = plan(again)
+    assert (resumed.resume, resumed.tune_dir, resumed.names, resumed.run_dirs) == (True, ".tune", p.names, p.run_dirs)
+    old = tmp_path / "runs" / "old.sweep"  # the layout of before: its plan names RUNS_DIR as the runs' folder
+    (old / "tune").mkdir(parents=True)
+    saved = json.loads((p.storage / "sweep.json").read_text())
+    saved["trial"]["runs_dir"] = str(tmp_path / "runs")
+    (old / "sweep.json").write_text(json.dumps(saved))
+    before = plan(build_parser(["sweep"]).parse_args(["sweep", "--resume", str(old)]))
+    assert before.tune_dir == "tune" and before.run_dirs[0] == tmp_path / "runs" / "sw-lr1e-3"

@@ -35,16 +35,21 @@ def main() -> None:
                                 env={**os.environ, "PYTHONPATH": args.tree})
         first = None
         while proc.poll() is None:
-            if first is None and any(p.stat().st_size for p in runs.glob("*/steps.jsonl")):
+            if first is None and any(p.stat().st_size for p in _each(runs, "steps.jsonl")):
                 first = time.monotonic() - t0
             time.sleep(0.05)
         wall = time.monotonic() - t0
         epochs = []
-        for m in sorted(runs.glob("*/metrics.jsonl")):
+        for m in sorted(_each(runs, "metrics.jsonl")):
             rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
             epochs.append((m.parent.name, sum(r["seconds"] + r["test_seconds"] for r in rows)))
     print(f"tree {args.tree}: exit {proc.returncode}; first step after {first:.1f} s; sweep {wall:.1f} s; runs' own "
           "train+test seconds: " + ", ".join(f"{n} {s:.1f}" for n, s in epochs))
+
+
+def _each(runs: Path, name: str) -> list[Path]:
+    """The runs' files: RUNS_DIR/<run>/name (the old pool) or RUNS_DIR/<sweep>/<run>/name (a sweep's folder)."""
+    return [*runs.glob(f"*/{name}"), *runs.glob(f"*/*/{name}")]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from vae_visdom.monitor import TITLES
 from vae_visdom.pages.compare import TITLES as CMP_TITLES
 from vae_visdom.pages.population import TITLE as POP_TITLE
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.records import find_runs
 from vae_visdom.sweep import plan
 from vae_visdom.sweep_space import Range, parse_space
 
@@ -118,11 +119,11 @@ def test_the_plan_names_every_run_and_passes_the_train_flags(tmp_path):
     assert p.names == ["sw-lr1e-3-bs64", "sw-lr1e-3-bs128", "sw-lr3e-4-bs64", "sw-lr3e-4-bs128"]
     assert {k: p.trial.base[k] for k in ("dataset", "binarize", "visdom", "port")} == \
         {"dataset": "mnist", "binarize": True, "visdom": False, "port": 9999}
-    assert "lr" not in p.trial.base and p.trial.runs_dir == str(tmp_path.resolve())
+    assert "lr" not in p.trial.base and p.trial.runs_dir == str(tmp_path.resolve() / "sw")  # the sweep's folder
     sampled = plan(build_parser(["sweep"]).parse_args(["sweep", "--lr", "log:1e-4:1e-2", "--samples", "3", "--runs-dir",
                                               str(tmp_path), "--name", "rs"]))
     assert sampled.names == ["rs-0", "rs-1", "rs-2"]  # sampled values do not name a run: the trial number does
-    (tmp_path / "sw-lr3e-4-bs64").mkdir()
+    (tmp_path / "sw").mkdir()
     with pytest.raises(Exception, match="already exists"):
         plan(args)
 
@@ -135,13 +136,17 @@ def test_a_grid_sweep_runs_ray_trials_and_a_failing_run_harms_no_other(tmp_path)
                  "--parallel", "2", "--test-subset", "600", "--no-views", "--dataset", "mnist")
     seconds = time.monotonic() - t0
     assert done.returncode == 1, done.stdout + done.stderr
-    good, bad = tmp_path / "runs" / "sw-bs100", tmp_path / "runs" / "sw-bs65536"
+    good, bad = tmp_path / "runs" / "sw" / "sw-bs100", tmp_path / "runs" / "sw" / "sw-bs65536"
     assert [r["epoch"] for r in read_jsonl(good / "metrics.jsonl")] == [1, 2]
     assert json.loads((good / "status.json").read_text())["state"] == "finished"
     assert "[1/2] started sw-bs100" in done.stdout and "finished sw-bs100: epoch 2" in done.stdout
     assert "1 of 2 runs failed" in done.stdout and "sw-bs65536" in done.stdout
     assert "larger than the training set (600 examples)" in (bad / "train.log").read_text()
-    assert (tmp_path / "runs" / "sw.sweep" / "tune").is_dir()  # Tune's own state, beside the runs
+    assert (tmp_path / "runs" / "sw" / ".tune").is_dir()  # Tune's own state, in the sweep's folder with its runs
+    assert [r.name for r in find_runs(tmp_path / "runs")] == ["sw-bs100"]  # no Tune folder (the other failed first)
+    # stderr: neither Ray's notices nor warnings nor a traceback (a failed run is said on stdout, in one line)
+    noise = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert not [ln for ln in noise if "WARNING" in ln or "Tip:" in ln or "Traceback" in ln], done.stderr
     print(f"grid sweep on Ray: {seconds:.1f} s")
 
 
@@ -151,7 +156,7 @@ def test_asha_stops_a_weak_run_early_and_the_run_says_so(tmp_path):
     done = sweep(tmp_path, "--scheduler", "asha", "--lr", "1e-2,1e-6", "--epochs", "3", "--no-visdom",
                  "--parallel", "1", *SMALL)
     assert done.returncode == 0, done.stdout + done.stderr
-    strong, weak = tmp_path / "runs" / "sw-lr0.01", tmp_path / "runs" / "sw-lr1e-6"
+    strong, weak = tmp_path / "runs" / "sw" / "sw-lr0.01", tmp_path / "runs" / "sw" / "sw-lr1e-6"
     assert [r["epoch"] for r in read_jsonl(strong / "metrics.jsonl")] == [1, 2, 3]
     assert [r["epoch"] for r in read_jsonl(weak / "metrics.jsonl")] == [1]
     status = json.loads((weak / "status.json").read_text())
@@ -171,7 +176,7 @@ def test_pbt_forks_trials_live_in_their_own_envs_and_the_population_env(tmp_path
     seconds = time.monotonic() - t0
     assert done.returncode == 0, done.stdout + done.stderr
     assert "started again" in done.stdout
-    runs = {n: tmp_path / "runs" / n for n in ("sw-0", "sw-1")}
+    runs = {n: tmp_path / "runs" / "sw" / n for n in ("sw-0", "sw-1")}
     for run in runs.values():  # every epoch once: a restore neither loses nor doubles one
         assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
         assert json.loads((run / "status.json").read_text())["state"] == "finished"
@@ -227,7 +232,7 @@ def test_a_sweep_on_a_two_node_ray_cluster_places_runs_on_both_nodes(tmp_path, v
         assert f"on the Ray cluster at {cluster.address}" in done.stdout
         placed = {}
         for n in ("sw-lr1e-3", "sw-lr3e-3"):
-            run = tmp_path / "runs" / n
+            run = tmp_path / "runs" / "sw" / n
             assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
             line = next(ln for ln in (run / "train.log").read_text().splitlines() if "on Ray node" in ln)
             placed[n] = line.rsplit(" ", 1)[-1]
@@ -243,14 +248,14 @@ def test_a_sweep_on_a_two_node_ray_cluster_places_runs_on_both_nodes(tmp_path, v
 @pytest.mark.slow
 def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tmp_path):
     """kill -9 of the sweep's driver while both runs train (its local Ray goes with it), then
-    `sweep --resume RUNS_DIR/sw.sweep`: each run goes on from its last checkpoint to the end."""
+    `sweep --resume RUNS_DIR/sw` (the sweep's folder): each run goes on from its last checkpoint to the end."""
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
                              "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "8", "--parallel", "2", "--no-visdom",
                              *SMALL], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    runs = [tmp_path / "runs" / "sw" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
     deadline = time.monotonic() + 180
     while not all(len(read_jsonl(r / "metrics.jsonl")) >= 2 for r in runs):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -259,7 +264,7 @@ def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tm
     proc.wait()
     before = {r.name: len(read_jsonl(r / "metrics.jsonl")) for r in runs}
     done = subprocess.run([sys.executable, "-m", "vae_visdom", "sweep", "--resume",
-                           str(tmp_path / "runs" / "sw.sweep")], cwd=REPO, capture_output=True, text=True,
+                           str(tmp_path / "runs" / "sw")], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     for r in runs:
@@ -269,32 +274,45 @@ def test_a_killed_sweep_continues_with_resume_and_no_epoch_is_lost_or_doubled(tm
 
 
 @pytest.mark.slow
-def test_a_terminated_sweep_ends_its_runs_and_says_how_to_continue(tmp_path):
-    """SIGTERM (or Ctrl-C): Tune's graceful stop. A trial caught at its report writes "stopped"; one caught
-    mid-epoch is ended by Ray before it can (listed as crashed: no trainer holds its folder); both keep the
-    checkpoint of their last epoch, and no process of the sweep is left."""
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_a_sweep_stopped_with_ctrl_c_ends_its_runs_with_their_true_status(tmp_path, how):
+    """Ctrl-C (SIGINT to the terminal's whole process group: the driver and Ray's workers), or a `kill` of the
+    driver alone (SIGTERM): Tune's graceful stop. A trial caught at its report writes "stopped" itself; one
+    caught mid-epoch is ended by Ray before it can, and the sweep says it for it once no trainer holds its
+    folder: "stopped", interrupted in that epoch, with the checkpoint of its last epoch (not "crashed"). No
+    process of the sweep is left."""
     import signal
 
     from vae_visdom.runs.records import load_run
 
     proc = subprocess.Popen([sys.executable, "-m", "vae_visdom", "sweep", "--runs-dir", str(tmp_path / "runs"),
                              "--name", "sw", "--lr", "1e-3,3e-3", "--epochs", "50", "--parallel", "2", "--no-visdom",
-                             *SMALL], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    runs = [tmp_path / "runs" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
-    deadline = time.monotonic() + 180
+                             # all of MNIST: an epoch longer than Tune waits for its trials to stop (5 to 10 s),
+                             # so the stop ends them mid-epoch (seen "crashed" before the sweep said it for them)
+                             "--batch-size", "100", "--no-views", "--dataset", "mnist"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    runs = [tmp_path / "runs" / "sw" / n for n in ("sw-lr1e-3", "sw-lr3e-3")]
+    deadline = time.monotonic() + 300
     while not all(read_jsonl(r / "metrics.jsonl") for r in runs):  # both are training
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    time.sleep(2)  # into the next epoch
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+    else:
+        proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, out
     assert f"interrupted: the runs at work were ended and keep their last checkpoints; continue the sweep with " \
-           f"`vae-visdom sweep --resume {tmp_path / 'runs' / 'sw.sweep'}`" in out and "FAILED" not in out
+           f"`vae-visdom sweep --resume {tmp_path / 'runs' / 'sw'}`" in out and "FAILED" not in out
     for r in runs:
         rec = load_run(r)
-        assert rec.state in ("stopped", "crashed") and rec.epochs_done < 50, rec.status
+        print(f"{r.name}: {rec.state}: {rec.status.get('message')}")
+        assert rec.state == "stopped" and rec.epochs_done < 50, rec.status
         assert (r / "checkpoint.pt").is_file()
+        if "interrupted" in rec.status["message"]:  # caught mid-epoch: the sweep said it
+            assert f"its checkpoint is of epoch {rec.epochs_done}" in rec.status["message"], rec.status
     assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and _mentions(p, str(tmp_path))] == []
 
 
@@ -342,13 +360,13 @@ def test_a_value_typed_into_a_trials_panel_steers_that_trial_alone_and_pbt_start
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
-    runs = {n: tmp_path / "runs" / n for n in ("sw-0", "sw-1")}
+    runs = {n: tmp_path / "runs" / "sw" / n for n in ("sw-0", "sw-1")}
     typed = [e for e in read_jsonl(runs["sw-0"] / "events.jsonl") if e["name"] == "lr" and e["source"] == "panel"]
     assert typed and typed[0]["accepted"] and typed[0]["value"] == 0.00025, out
     assert not [e for e in read_jsonl(runs["sw-1"] / "events.jsonl") if e["source"] == "panel"]  # that trial alone
     assert [r["epoch"] for r in read_jsonl(runs["sw-0"] / "metrics.jsonl")] == list(range(1, 9))
     # what PBT saw: sw-0's reports (Tune's result.json), from the change to the first copy into sw-0
-    reports = next(rows for f in (tmp_path / "runs" / "sw.sweep").glob("tune/*/result.json")
+    reports = next(rows for f in (tmp_path / "runs" / "sw").glob(".tune/*/result.json")
                    if (rows := read_jsonl(f)) and rows[0].get("run") == "sw-0")
     copies = [e["epoch"] for e in read_jsonl(runs["sw-0"] / "events.jsonl") if e["source"] == "pbt"]
     until = min((c for c in copies if c >= typed[0]["epoch"]), default=8)
@@ -358,3 +376,62 @@ def test_a_value_typed_into_a_trials_panel_steers_that_trial_alone_and_pbt_start
     for e in read_jsonl(runs["sw-1"] / "events.jsonl"):
         if e["source"] == "pbt" and "from sw-0" in e["message"] and e["step"] > typed[0]["step"]:
             assert "lr 0.00025 ->" in e["message"], e["message"]
+
+
+def test_a_run_ended_mid_epoch_by_the_sweeps_stop_is_stopped_with_its_checkpoint_not_crashed(tmp_path):
+    """What the sweep does after Tune's graceful stop, on folders as Ray leaves them: a trial ended mid-epoch 3
+    keeps status "running" and a lock whose trainer is gone; a finished one and one whose lock cannot be told
+    are left as they are."""
+    from vae_visdom.runs.lock import RunLock
+    from vae_visdom.runs.records import load_run
+    from vae_visdom.sweep import say_interrupted
+
+    def run(name: str, state: str) -> Path:
+        d = tmp_path / "sw" / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"name": name, "epochs": 9}))
+        (d / "status.json").write_text(json.dumps({"state": state, "epoch": 2, "step": 12, "epochs": 9}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "test_loss": 9.0}) + "\n" for e in (1, 2)))
+        (d / "checkpoint.pt").write_bytes(b"x")
+        lock = RunLock(d).acquire()
+        lock.release()
+        return d
+
+    cut, done, unknown = run("sw-0", "running"), run("sw-1", "finished"), run("sw-2", "running")
+    info = json.loads((cut / "trainer.lock").read_text())
+    (cut / "trainer.lock").write_text(json.dumps({**info, "pid": 2**22 + 7}))  # its worker is gone
+    assert load_run(cut).state == "crashed"
+    assert say_interrupted([cut, done, unknown, tmp_path / "sw" / "never"], tmp_path / "sw", wait_s=0) == [cut]
+    rec = load_run(cut)
+    assert rec.state == "stopped" and rec.status["epoch"] == 2, rec.status
+    assert rec.status["message"] == ("interrupted by the sweep's stop during epoch 3 (Ray ended it before it could "
+                                     f"say so); its checkpoint is of epoch 2; `vae-visdom sweep --resume "
+                                     f"{tmp_path / 'sw'}` continues it")
+    assert load_run(done).state == "finished" and load_run(unknown).state == "running"
+
+
+def test_resume_takes_the_sweeps_folder_and_still_a_sweep_folder_of_before(tmp_path):
+    """`sweep --resume RUNS_DIR/<sweep>` (Tune's state in .tune/, the runs beside it); a RUNS_DIR/<sweep>.sweep
+    made before (Tune's state in tune/, its runs flat in RUNS_DIR) resumes too; no Tune state: one line."""
+    from vae_visdom.config import UsageError
+    from vae_visdom.sweep import save_plan
+
+    args = build_parser(["sweep"]).parse_args(["sweep", "--lr", "1e-3,3e-4", "--runs-dir", str(tmp_path / "runs"),
+                                               "--name", "sw", "--no-visdom"])
+    p = plan(args)
+    assert p.storage == (tmp_path / "runs" / "sw").resolve() and p.run_dirs[0].parent == p.storage
+    p.storage.mkdir(parents=True)
+    save_plan(p, {"visdom": False, "server": "http://localhost", "port": 8097, "env": None})
+    again = build_parser(["sweep"]).parse_args(["sweep", "--resume", str(p.storage)])
+    with pytest.raises(UsageError, match="no Tune state there"):
+        plan(again)
+    (p.storage / ".tune").mkdir()
+    resumed = plan(again)
+    assert (resumed.resume, resumed.tune_dir, resumed.names, resumed.run_dirs) == (True, ".tune", p.names, p.run_dirs)
+    old = tmp_path / "runs" / "old.sweep"  # the layout of before: its plan names RUNS_DIR as the runs' folder
+    (old / "tune").mkdir(parents=True)
+    saved = json.loads((p.storage / "sweep.json").read_text())
+    saved["trial"]["runs_dir"] = str(tmp_path / "runs")
+    (old / "sweep.json").write_text(json.dumps(saved))
+    before = plan(build_parser(["sweep"]).parse_args(["sweep", "--resume", str(old)]))
+    assert before.tune_dir == "tune" and before.run_dirs[0] == tmp_path / "runs" / "sw-lr1e-3"

@@ -6,10 +6,12 @@
     vae-visdom sweep ... --address HOST:PORT        (a Ray cluster; or RAY_ADDRESS)
 
 Comma lists are a grid, ranges are sampled (sweep_space.py), every value checked by train's rules before
-anything starts. Every trial is a run of its own (RUNS_DIR/<sweep>-<grid values>, or RUNS_DIR/<sweep>-<trial
-number> when values are sampled or mutated), streaming live to its own env with its own working control
-panel; its output goes to RUN_DIR/train.log. At the end the sweep prints the runs best first and builds the
-comparison env (monitor/compare.py), which is kept up to date while the trials train.
+anything starts. A sweep has a folder of its own, RUNS_DIR/<sweep> (runs/layout.py): its plan (sweep.json), Ray
+Tune's state (.tune/) and its runs. Every trial is a run of its own (RUNS_DIR/<sweep>/<sweep>-<grid values>, or
+RUNS_DIR/<sweep>/<sweep>-<trial number> when values are sampled or mutated), streaming live to its own env
+(named as the run: unique) with its own working control panel; its output goes to RUN_DIR/train.log. At the
+end the sweep prints the runs best first and builds the comparison env (monitor/compare.py), which is kept up
+to date while the trials train.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from vae_visdom.config import (
     writable_dir,
 )
 from vae_visdom.flags import add_train_arguments
+from vae_visdom.runs.layout import SWEEP_FILE
 from vae_visdom.runs.records import load_run
 from vae_visdom.runs.tables import ranking
 from vae_visdom.serve.net import is_loopback, server_answers
@@ -70,7 +73,7 @@ class SweepPlan:
     trial: TrialPlan
     names: list[str]  # the runs' names, in trial order
     runs_dir: Path
-    storage: Path  # Tune's state: RUNS_DIR/<sweep>.sweep
+    storage: Path  # the sweep's folder, RUNS_DIR/<sweep> (before: RUNS_DIR/<sweep>.sweep, its runs beside it)
     scheduler: str
     samples: int
     parallel: int
@@ -79,6 +82,11 @@ class SweepPlan:
     address: str | None
     gpus_per_trial: float
     resume: bool = False  # continue the sweep whose Tune state is in `storage`
+    tune_dir: str = ".tune"  # Tune's state in `storage` (a sweep of before: "tune")
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [Path(self.trial.runs_dir) / name for name in self.names]
 
 
 def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
@@ -89,7 +97,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
         return resumed(Path(args.resume), args)
     for dest, flag in (("out", "--out"), ("fork", "--fork")):
         if getattr(args, dest, None):
-            raise UsageError(f"{flag} does not apply to a sweep (each run gets RUNS_DIR/<sweep>-<values>); "
+            raise UsageError(f"{flag} does not apply to a sweep (each run gets RUNS_DIR/<sweep>/<sweep>-<values>); "
                              f"use --runs-dir and --name")
     if args.scheduler not in SCHEDULERS:
         raise UsageError(f"--scheduler {args.scheduler!r}: unknown; choose from {', '.join(SCHEDULERS)}")
@@ -112,19 +120,16 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
     if getattr(args, "env", None):
         check_name(args.env, "env")
     runs_dir = Path(args.runs_dir or "runs").resolve()
+    storage = runs_dir / sweep  # the sweep's folder: its plan, Tune's state and its runs
     pbt = args.scheduler == "pbt"
     by_values = not space.ranges and args.samples == 1 and not pbt
-    trial = TrialPlan(sweep, str(runs_dir), {k: v for k, v in asdict(base).items() if k not in OWN and v is not None},
+    trial = TrialPlan(sweep, str(storage), {k: v for k, v in asdict(base).items() if k not in OWN and v is not None},
                       space.varying, by_values, args.test_subset)
     combos = space.grid()
     n = args.samples if pbt else len(combos) * args.samples
     names = [run_name(trial, combos[i % len(combos)] if by_values else {}, i) for i in range(n)]
-    for name in names:
-        if (runs_dir / name).exists():
-            raise UsageError(f"run directory {runs_dir / name} already exists; give the sweep another --name")
-    storage = runs_dir / f"{sweep}.sweep"
     if storage.exists():
-        raise UsageError(f"{storage} already exists (a sweep of that name ran here); give the sweep another --name")
+        raise UsageError(f"{storage} already exists (a run or a sweep of that name); give the sweep another --name")
     writable_dir(runs_dir)  # made only once everything is known to be right
     epochs_axis = space.axes.get("epochs")
     epochs = max(epochs_axis) if isinstance(epochs_axis, list) else int(getattr(epochs_axis, "hi", 0) or base.epochs)
@@ -133,7 +138,7 @@ def plan(args: argparse.Namespace, now: float | None = None) -> SweepPlan:
                      epochs, args.perturb_every or 1, address, gpus)
 
 
-PLAN_FILE = "sweep.json"  # RUNS_DIR/<sweep>.sweep/sweep.json: what `sweep --resume` needs besides Tune's state
+PLAN_FILE = SWEEP_FILE  # RUNS_DIR/<sweep>/sweep.json: what `sweep --resume` needs besides Tune's state
 
 
 def save_plan(p: SweepPlan, live: dict) -> None:
@@ -147,13 +152,15 @@ def save_plan(p: SweepPlan, live: dict) -> None:
 
 
 def resumed(storage: Path, args: argparse.Namespace) -> SweepPlan:
-    """The plan of the sweep whose Tune state is in `storage` (RUNS_DIR/<sweep>.sweep), to continue it."""
+    """The plan of the sweep whose folder is `storage` (RUNS_DIR/<sweep>; or RUNS_DIR/<sweep>.sweep, a sweep made
+    before its runs lived in its folder), to continue it."""
     try:
         saved = json.loads((storage / PLAN_FILE).read_text())
     except (OSError, ValueError):
         raise UsageError(f"--resume {storage}: no readable {PLAN_FILE} there (give the sweep's folder, "
-                         f"RUNS_DIR/<sweep>.sweep)") from None
-    if not (storage / "tune").is_dir():
+                         f"RUNS_DIR/<sweep>)") from None
+    tune_dir = next((d for d in (".tune", "tune") if (storage / d).is_dir()), None)
+    if tune_dir is None:
         raise UsageError(f"--resume {storage}: no Tune state there (the sweep never started its trials)")
     address = args.address or os.environ.get("RAY_ADDRESS") or saved["address"]
     if address and address not in ("auto", "local"):
@@ -164,7 +171,8 @@ def resumed(storage: Path, args: argparse.Namespace) -> SweepPlan:
     return SweepPlan(saved["sweep"], parse_space({}), TrialPlan(**saved["trial"]), saved["names"],
                      Path(saved["runs_dir"]), storage.resolve(), saved["scheduler"], saved["samples"],
                      saved["parallel"], saved["epochs"], saved["perturb_every"],
-                     None if address in (None, "local") else address, saved["gpus_per_trial"], resume=True)
+                     None if address in (None, "local") else address, saved["gpus_per_trial"], resume=True,
+                     tune_dir=tune_dir)
 
 
 def _last_line(path: Path) -> str:
@@ -192,14 +200,14 @@ def run(args: argparse.Namespace) -> int:
     server, port = args.server or DEFAULT_SERVER, args.port or DEFAULT_PORT
     where = f"the Ray cluster at {p.address}" if p.address else "this machine"
     print(f"sweep {p.sweep}: {n} run{'s' * (n != 1)} ({p.scheduler}), at most {p.parallel} at once on {where}, "
-          f"in {p.runs_dir}", flush=True)
+          f"in {p.storage}", flush=True)
     if visdom_on:
         print(f"live: each run at {server}:{port}/env/<run name>, the population at "
               f"{server}:{port}/env/{args.env or fit_name(f'compare-{p.sweep}')}", flush=True)
         if not server_answers(urlparse(server).hostname or DEFAULT_HOST, port):
             print(f"note: no visdom server answers at {server}:{port}; the runs keep their windows in "
                   f"RUN_DIR/visdom.log (start one with `vae-visdom serve`, or `vae-visdom replay` later)")
-    run_dirs = [p.runs_dir / name for name in p.names]
+    run_dirs = p.run_dirs
     env = args.env or fit_name(f"compare-{p.sweep}")
     view = None
     if visdom_on:
@@ -228,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, stop)
         outcome = sweep_ray.tune_sweep(p.trial, p.space, p.names, scheduler=p.scheduler, samples=p.samples,
                                        parallel=p.parallel, epochs=p.epochs, perturb_every=p.perturb_every,
-                                       storage=p.storage, gpus_per_trial=p.gpus_per_trial,
+                                       storage=p.storage, tune_dir=p.tune_dir, gpus_per_trial=p.gpus_per_trial,
                                        say=lambda line: print(line, flush=True),
                                        on_result=view.wake if view else None,
                                        live=f"{server}:{port}" if visdom_on else None, resume=p.resume)
@@ -242,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
             view.close()
     outcome.interrupted = outcome.interrupted or bool(stopping)
     if outcome.interrupted:
+        say_interrupted(run_dirs, p.storage)
         print(f"\nsweep {p.sweep} interrupted: the runs at work were ended and keep their last checkpoints; "
               f"continue the sweep with `vae-visdom sweep --resume {p.storage}`", file=sys.stderr)
     records = _report(run_dirs)
@@ -251,11 +260,49 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} of {n} runs failed:")
         for t in failed:
-            log = p.runs_dir / t.name / "train.log" if t.name else None
+            log = Path(p.trial.runs_dir) / t.name / "train.log" if t.name else None
             print(f"  {t.name or '(a trial)'}: {t.error}" + (f" (log: {log})" if log else ""))
     if outcome.interrupted:
         return 130
     return 1 if failed else 0
+
+
+def say_interrupted(run_dirs: list[Path], folder: Path, wait_s: float = 15.0) -> list[Path]:
+    """A trial caught mid-epoch by the sweep's stop (Ctrl-C, a `kill`) is ended by Ray before it can write its
+    own last status: its status.json still says it is at work, which would list it as crashed. Once no trainer
+    holds its folder (runs/lock.py), its status says what happened: stopped, interrupted in that epoch, with the
+    checkpoint of its last epoch. Returns the runs it wrote; a run whose lock cannot be told is left as it is."""
+    from vae_visdom import safe_io
+    from vae_visdom.runs.records import LIVE_STATES
+
+    said, deadline = [], time.monotonic() + wait_s
+    for d in run_dirs:
+        while True:
+            try:
+                rec = load_run(d, lenient=True)
+            except (OSError, ValueError):  # never started
+                break
+            if rec.status.get("state") not in LIVE_STATES or rec.held is None:
+                break
+            if rec.held is False:
+                done = rec.epochs_done
+                kept = f"its checkpoint is of epoch {done}" if (d / "checkpoint.pt").is_file() and done else \
+                    "no checkpoint yet (interrupted in its first epoch)"
+                message = (f"interrupted by the sweep's stop during epoch {done + 1} (Ray ended it before it could "
+                           f"say so); {kept}; `vae-visdom sweep --resume {folder}` continues it")
+                try:
+                    safe_io.atomic_write(d / "status.json", json.dumps({
+                        **rec.status, "state": "stopped", "message": message, "reason": "stopped", "epoch": done,
+                        "step": (rec.last or {}).get("step", rec.status.get("step", 0)),
+                        "time": time.time()}))
+                    said.append(d)
+                except (OSError, safe_io.RunWriteError):
+                    pass  # listed as crashed, its checkpoint there all the same
+                break
+            if time.monotonic() > deadline:  # still held: its worker outlives the sweep's Ray
+                break
+            time.sleep(0.2)
+    return said
 
 
 def _report(run_dirs: list[Path]) -> list:
@@ -326,9 +373,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="runs at once (default 1; each reserves one CPU, or a GPU with --device cuda)")
     g.add_argument("--address", default=None, metavar="HOST:PORT",
                    help="run on the Ray cluster there (default: $RAY_ADDRESS, else Ray started on this machine)")
-    g.add_argument("--name", default=None, help="sweep name, the prefix of its runs' names (default sweep-<time>)")
+    g.add_argument("--name", default=None,
+                   help="sweep name: its folder RUNS_DIR/<name>, the prefix of its runs' names (default sweep-<time>)")
     g.add_argument("--env", default=None, help="the comparison env (default compare-<sweep name>)")
     g.add_argument("--resume", metavar="SWEEP_DIR", default=None,
-                   help="continue a sweep that was stopped or killed: RUNS_DIR/<sweep>.sweep (its runs go on from "
-                        "their last checkpoints; finished ones stay finished)")
+                   help="continue a sweep that was stopped or killed: its folder, RUNS_DIR/<sweep> (its runs go on "
+                        "from their last checkpoints; finished ones stay finished)")
     g.add_argument("--test-subset", type=_parallel, default=None, help=argparse.SUPPRESS)  # tests: N images

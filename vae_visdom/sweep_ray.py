@@ -6,7 +6,7 @@
 
 Every trial reserves one CPU (and a GPU with --device cuda); at most `--parallel N` trials run at once (Tune's
 limit; with PBT, the CPUs a local Ray is started with). Tune's own state (for `sweep --resume`) lives in
-RUNS_DIR/<sweep>.sweep/; the runs themselves are RUNS_DIR/<run> like any other run.
+RUNS_DIR/<sweep>/.tune/, beside the sweep's runs, RUNS_DIR/<sweep>/<run> (runs/layout.py).
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def connect(address: str | None, cpus: int) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables would bury the sweep's own lines
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # a report per epoch
+    # Ray's notice that a new local cluster turns its token login on by default: the default stays, the notice
+    # goes (Ray's genuine warnings and errors still come through)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_NoAuthNotice())
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                  _node_ip_address=_own_ip_towards(address))
@@ -41,6 +44,11 @@ def connect(address: str | None, cpus: int) -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     # a failed trial is said in one line by the sweep (Lines below) and kept whole in Tune's error.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+
+
+class _NoAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
 def _own_ip_towards(address: str) -> str:
@@ -132,7 +140,8 @@ def make_scheduler(name: str, space: Space, epochs: int, perturb_every: int):
 
 
 def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: str, samples: int, parallel: int,
-               epochs: int, perturb_every: int, storage: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+               epochs: int, perturb_every: int, storage: Path, tune_dir: str = ".tune", cpus_per_trial: float = 1,
+               gpus_per_trial: float = 0,
                say: Callable[[str], None] = print, on_result: Callable[[], None] | None = None,
                resume: bool = False, live: str | None = None) -> SweepOutcome:
     """Run the sweep's trials under Tune; returns each trial's outcome (the runs' folders hold the rest)."""
@@ -141,14 +150,14 @@ def tune_sweep(plan: TrialPlan, space: Space, names: list[str], *, scheduler: st
     n = len(names)
     trainable = tune.with_resources(tune.with_parameters(train_trial, plan=plan),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    run_config = RunConfig(name="tune", storage_path=str(storage.resolve()), verbose=0,
+    run_config = RunConfig(name=tune_dir, storage_path=str(storage.resolve()), verbose=0,
                            callbacks=[Lines(names, say, on_result, live)],
                            # every one kept: PBT may clone any member's checkpoint, and after a kill of this process
                            # Tune's saved state may name one that a keep-N policy had already deleted
                            checkpoint_config=CheckpointConfig(num_to_keep=None),
                            failure_config=FailureConfig(max_failures=0))
     if resume:
-        tuner = tune.Tuner.restore(str(storage.resolve() / "tune"), trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(str(storage.resolve() / tune_dir), trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space(space, scheduler), run_config=run_config,

@@ -48,6 +48,7 @@ from vae_visdom.pages.compare import compare_runs
 from vae_visdom.pages.home_form import ROWS as FORM_ROWS
 from vae_visdom.pages.home_form import NewRunForm
 from vae_visdom.pages.home_table import env_of, table_html
+from vae_visdom.runs.layout import run_folders
 from vae_visdom.runs.lock import is_held
 from vae_visdom.runs.records import LIVE_STATES, RunRecord, load_run
 
@@ -76,7 +77,7 @@ class RunsHome:
         self.socket = EventSocket(server, port, cookie=self.board.login_cookie, on_event=self.handle,
                                   on_disconnect=self.board.mark_stale)
         self.form = NewRunForm(self.runs_dir, server, port, say=self._say)  # a new run from the page (home_form.py)
-        self.records: dict[str, RunRecord] = {}  # run folder name -> what its files said last
+        self.records: dict[str, RunRecord] = {}  # run folder ("<run>", "<sweep>/<run>") -> what its files said last
         self.created: dict[str, float] = {}  # run folder name -> config.json's mtime (newest first)
         self._seen: dict[str, tuple] = {}  # run folder name -> its files' mtimes when last read
         self.order: list[str] = []  # checkbox rows (after ACTION_ROWS): new runs at the end, see the module's text
@@ -92,10 +93,10 @@ class RunsHome:
     def scan(self) -> None:
         """Read what changed; a live run's lock again whatever changed."""
         found: dict[str, tuple[float | None, ...]] = {}
-        for cfg in self.runs_dir.glob("*/config.json") if self.runs_dir.is_dir() else ():
-            stamps = tuple(_mtime(cfg.parent / n) for n in FILES)
+        for folder in run_folders(self.runs_dir):  # a sweep's runs too, by "<sweep>/<run>"
+            stamps = tuple(_mtime(folder / n) for n in FILES)
             if stamps[0] is not None:
-                found[cfg.parent.name] = stamps
+                found[folder.relative_to(self.runs_dir).as_posix()] = stamps
         for name, stamps in found.items():
             rec = self.records.get(name)
             if stamps != self._seen.get(name) or rec is None:

@@ -21,8 +21,8 @@ STATE_COLORS = {  # crashed stands out: a run that will never finish by itself
     "finished": "#0969da", "stopped": "#57606a", "failed": "#cf222e", "crashed": "#cf222e", "diverged": "#cf222e",
     "unknown": "#8c959f",
 }
-COLUMNS = ("run", "status", "epoch", "best test", "last test", "lr", "batch size", "model", "dataset", "parent",
-           "last update")
+COLUMNS = ("run", "sweep", "status", "epoch", "best test", "last test", "lr", "batch size", "model", "dataset",
+           "parent", "last update")
 CELL = "padding:3px 8px;text-align:left;white-space:nowrap"
 PROBLEM_CHARS = 60  # a damaged file's note in the status cell; the whole of it is the cell's tooltip
 
@@ -72,8 +72,8 @@ def row_cells(rec: RunRecord, envs: set[str] | None, now: float) -> list[str]:
         status += (f' <span style="color:#cf222e" title="{html.escape(text)}">&#9888; '
                    f"{html.escape(short)}</span>")
     parent = rec.config.get("parent")
-    return [name, status, f"{rec.epochs_done}/{rec.epochs_total}", loss_cell(rec.best, with_epoch=True),
-            loss_cell(rec.last),
+    return [name, html.escape(rec.sweep or "-"), status, f"{rec.epochs_done}/{rec.epochs_total}",
+            loss_cell(rec.best, with_epoch=True), loss_cell(rec.last),
             html.escape(format_value(live_value(rec, "lr"))), html.escape(format_value(live_value(rec, "batch_size"))),
             html.escape(format_value(rec.config.get("model"))), html.escape(format_value(rec.config.get("dataset"))),
             html.escape(Path(str(parent)).name) if parent else "-", html.escape(age(rec.updated, now))]

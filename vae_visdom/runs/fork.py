@@ -23,6 +23,7 @@ from vae_visdom.config import ConfigError, TrainConfig, UsageError, check_name, 
 from vae_visdom.runs import page_runs
 from vae_visdom.runs import resume as resuming
 from vae_visdom.runs.files import read_jsonl
+from vae_visdom.runs.layout import runs_root
 from vae_visdom.runs.run_file import RunFileError, load_config
 from vae_visdom.runs.trainer_process import TRAIN_LOG, start_logged, train_command
 from vae_visdom.safe_io import RunWriteError, atomic_write
@@ -188,7 +189,9 @@ class ForkLauncher(Callback):
         changes = {k: v for k, v in snapshot.value.items() if k != AT_EPOCH}
         at_epoch = snapshot.value.get(AT_EPOCH)  # a rewind: from that epoch's kept checkpoint, not from now
         try:
-            with page_runs.place(self.run_dir.parent, "fork") as started:  # the pages' limit (runs/page_runs.py)
+            # the pages' limit (runs/page_runs.py) is the runs folder's, also for a sweep's run; the fork goes
+            # beside its parent (in the sweep's folder)
+            with page_runs.place(runs_root(self.run_dir), "fork") as started:
                 child, cfg = create(self.run_dir, at_epoch, self.run_dir.parent,
                                     state=snapshot.state if at_epoch is None else None)
                 proc = spawn(child, changes)

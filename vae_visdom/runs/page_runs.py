@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from vae_visdom.page_limit import read_limit
+from vae_visdom.runs.layout import run_folders
 from vae_visdom.runs.lock import alive, is_held
 from vae_visdom.safe_io import atomic_write
 
@@ -47,7 +48,7 @@ class PageRunsFull(Exception):
 def running(runs_dir: str | Path) -> list[str]:
     """The runs under `runs_dir` started from a page that still run, by folder name (sorted)."""
     live = []
-    for mark in sorted(Path(runs_dir).glob(f"*/{MARK}")):
+    for mark in (folder / MARK for folder in run_folders(runs_dir, MARK)):  # a sweep's folder too
         try:
             info = json.loads(mark.read_text(encoding="utf-8"))
             pid, started = int(info["pid"]), float(info["started"])

@@ -5,7 +5,7 @@ steps.jsonl, sample_N.png; see files.py), never a visdom server, so a listing
 or a comparison works for finished runs, crashed runs and after a server restart.
 
     load_run(run_dir) -> RunRecord        one run's files, read once
-    find_runs(runs_dir) -> [RunRecord]    every RUNS_DIR/*/config.json
+    find_runs(runs_dir) -> [RunRecord]    every run: RUNS_DIR/<run>, and RUNS_DIR/<sweep>/<run> (runs/layout.py)
     resolve_runs(specs, runs_dir)         run dirs, run names, or name prefixes (a sweep)
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_visdom.runs.jsonl import read_jsonl
+from vae_visdom.runs.layout import is_sweep, run_folders, sweep_of
 from vae_visdom.runs.lock import is_held
 from vae_visdom.runs.run_file import RunFileError, read_lines, read_object
 
@@ -44,6 +45,7 @@ class RunRecord:
     updated: float | None = None  # newest modification time of the run's files (time.time() scale)
     held: bool | None = None  # its trainer.lock held by a live trainer (lock.is_held); None: cannot be told
     problems: list[str] = field(default_factory=list)  # what is wrong with which file, one line each
+    sweep: str | None = None  # the sweep whose folder holds the run (RUNS_DIR/<sweep>/<run>), else None
 
     @property
     def state(self) -> str:
@@ -145,7 +147,7 @@ def load_run(run_dir: str | Path, lenient: bool = False) -> RunRecord:
     name = given if isinstance(given, str) and given else d.name
     return RunRecord(name=name, run_dir=d, config=config, status=status,
                      metrics=[by_epoch[e] for e in sorted(by_epoch)], updated=max(mtimes) if mtimes else None,
-                     held=held, problems=problems)
+                     held=held, problems=problems, sweep=sweep_of(d))
 
 
 def _read_status(d: Path, problems: list[str]) -> dict:
@@ -169,29 +171,32 @@ _KINDS = {str: "text", int: "a whole number", dict: "an object"}
 
 
 def find_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every run under runs_dir (RUNS_DIR/*/config.json), least recently updated first; a run with a
-    damaged file is listed too, with its `problems`."""
+    """Every run under runs_dir (RUNS_DIR/<run> and a sweep's RUNS_DIR/<sweep>/<run>), least recently updated
+    first; a run with a damaged file is listed too, with its `problems`."""
     records = []
-    for cfg in sorted(Path(runs_dir).glob("*/config.json")):
+    for folder in run_folders(runs_dir):
         try:
-            records.append(load_run(cfg.parent, lenient=True))
-        except (OSError, ValueError) as err:  # gone between the glob and the read
-            print(f"warning: skipping {cfg.parent}: {err}", file=sys.stderr)
+            records.append(load_run(folder, lenient=True))
+        except (OSError, ValueError) as err:  # gone between the listing and the read
+            print(f"warning: skipping {folder}: {err}", file=sys.stderr)
     return sorted(records, key=lambda r: (r.updated or 0.0, r.name))
 
 
 def resolve_runs(specs: Sequence[str], runs_dir: str | Path) -> list[Path]:
-    """Each spec is a run directory, a run name under runs_dir, or a name prefix matching
-    several runs there (e.g. a sweep's name). Raises LookupError naming the first spec that matches nothing."""
+    """Each spec is a run directory, a sweep's folder (its runs), a run name under runs_dir (in a sweep's folder
+    too), or a name prefix matching several runs there (e.g. a sweep's name). Raises LookupError naming the
+    first spec that matches nothing."""
     out: list[Path] = []
     root = Path(runs_dir)
+    every = run_folders(root)
     for spec in specs:
         if (Path(spec) / "config.json").is_file():
             found = [Path(spec)]
-        elif (root / spec / "config.json").is_file():
-            found = [root / spec]
+        elif is_sweep(folder := Path(spec)) or is_sweep(folder := root / spec):
+            found = [p for p in run_folders(folder.parent) if p.parent == folder]
         else:
-            found = sorted(c.parent for c in root.glob("*/config.json") if c.parent.name.startswith(spec))
+            found = [p for p in every if p.name == spec] or sorted(
+                (p for p in every if p.name.startswith(spec)), key=lambda p: p.name)
         if not found:
             raise LookupError(f"{spec}: neither a run directory nor the name (or prefix) of a run in {root} "
                               f"(see vae-visdom runs --runs-dir {root})")

@@ -48,16 +48,18 @@ def format_table(rows: list[list[str]]) -> str:
 def listing(records: Sequence[RunRecord], now: float | None = None) -> str:
     """The `vae-visdom runs` table."""
     now = time.time() if now is None else now
-    head = ["NAME", "STATUS", "EPOCHS", "BEST TEST", "LAST TEST", "MODEL", "DATA", "LR", "BS", "OPT", "LATENT",
+    head = ["NAME", "SWEEP", "STATUS", "EPOCHS", "BEST TEST", "LAST TEST", "MODEL", "DATA", "LR", "BS", "OPT", "LATENT",
             "UPDATED", "PROBLEM"]
     rows = [head]
     for r in records:
         c = r.config
-        rows.append([r.name, r.state, f"{r.epochs_done}/{r.epochs_total}", loss_cell(r.best, with_epoch=True),
-                     loss_cell(r.last), *(format_value(c.get(k)) for k in LISTED), _age(r.updated, now),
-                     "; ".join(r.problems)])
+        rows.append([r.name, r.sweep or "-", r.state, f"{r.epochs_done}/{r.epochs_total}",
+                     loss_cell(r.best, with_epoch=True), loss_cell(r.last), *(format_value(c.get(k)) for k in LISTED),
+                     _age(r.updated, now), "; ".join(r.problems)])
     if not any(r.problems for r in records):
         rows = [row[:-1] for row in rows]
+    if not any(r.sweep for r in records):  # the SWEEP column only where a sweep's runs are listed
+        rows = [row[:1] + row[2:] for row in rows]
     return format_table(rows)
 
 
@@ -87,8 +89,8 @@ def ranking(records: Sequence[RunRecord]) -> str:
 
 # -- command line ----------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("List runs (RUNS_DIR/*/config.json): status, epochs, test losses and "
-                     "key hyperparameters. A run whose trainer is gone without a word "
+    p.description = ("List runs (RUNS_DIR/<run>, and a sweep's RUNS_DIR/<sweep>/<run>): status, epochs, test "
+                     "losses and key hyperparameters. A run whose trainer is gone without a word "
                      "(kill -9, a power cut) says 'crashed' where this machine can tell "
                      "(its trainer.lock is free: Linux, same host); elsewhere it keeps "
                      "its last status, and UPDATED tells when its files last changed.")
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     records = find_runs(args.runs_dir)
     if args.json:
         for r in records:
-            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "state": r.state, "held": r.held,
+            print(json.dumps({"name": r.name, "run_dir": str(r.run_dir), "sweep": r.sweep, "state": r.state,
+                              "held": r.held,
                               "epochs_done": r.epochs_done, "epochs_total": r.epochs_total, "best": r.best,
                               "last": r.last, "hyperparameters": r.hyperparameters(), "updated": r.updated,
                               "problems": r.problems}))

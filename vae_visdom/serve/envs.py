@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vae_visdom.config import ConfigError, check_name
+from vae_visdom.runs.layout import run_folders
 from vae_visdom.runs.run_file import read_object
 from vae_visdom.safe_io import atomic_write
 
@@ -211,7 +212,7 @@ def _read_holder(fd: int) -> dict:
 
 def stale_runs(runs_dir: Path, env_path: Path) -> tuple[int, list[tuple[Path, str]]]:
     """(runs with a visdom.log, [(run dir, env)] of those whose saved env is missing or older than that log)."""
-    logs = sorted(Path(runs_dir).glob(f"*/{RUN_LOG}"))
+    logs = [folder / RUN_LOG for folder in run_folders(runs_dir, RUN_LOG)]  # a sweep's runs too
     stale = []
     for run_log in logs:
         run_dir = run_log.parent

@@ -226,3 +226,30 @@ def test_a_steering_file_reads_back_what_it_says_and_a_bad_line_is_one_line(tmp_
                           timeout=60)
     assert proc.returncode != 0 and "line 1" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_run_steered_then_resumed_with_flags_replays_bit_for_bit(tmp_path):
+    """The steering a run had is more than its panel: a change made during the run (here from a schedule, the
+    controller's door as the panel's) and the values given with `--resume` both go into the replay, and the
+    replay starts from the values the run started with, not those config.json says it continued with."""
+    orig, replay = tmp_path / "orig", tmp_path / "replay"
+    plan = tmp_path / "plan.txt"
+    plan.write_text("epoch 1 step 600: lr=5e-4\n")
+
+    def train(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "vae_visdom", "train", "--no-visdom", "--no-views", *args],
+                              env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    train("--out", str(orig), "--epochs", "2", "--batch-size", "100", "--log-interval", "50", "--steering", str(plan))
+    train("--resume", str(orig), "--epochs", "3", "--lr", "2e-4", "--batch-size", "150")
+    cfg = json.loads((orig / "config.json").read_text())
+    assert (cfg["lr"], cfg["batch_size"], cfg["epochs"]) == (2e-4, 150, 3)  # what it continued with
+    train("--steer-like", str(orig), "--out", str(replay))
+    a, b = _jsonl(orig / "metrics.jsonl"), _jsonl(replay / "metrics.jsonl")
+    assert [r["epoch"] for r in b] == [1, 2, 3] and [r["batch_size"] for r in b] == [100, 100, 150]
+    assert [{k: r[k] for k in LOSSES} for r in b] == [{k: r[k] for k in LOSSES} for r in a]
+    assert _jsonl(replay / "steps.jsonl") == _jsonl(orig / "steps.jsonl")
+    sources = [(e["name"], e["source"]) for e in _jsonl(orig / "events.jsonl") if e["accepted"]]
+    assert sources[0] == ("lr", "planned")
+    assert sorted(sources[1:]) == [("batch_size", "resume"), ("epochs", "resume"), ("lr", "resume")]

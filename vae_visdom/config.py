@@ -303,6 +303,9 @@ class TrainConfig:
     checkpoint_budget: int = 100  # MB of epoch checkpoints kept for forks from an epoch, newest first (0: none)
     parent: str | None = None  # a fork's parent run folder (runs/fork.py)
     forked_at: dict | None = None  # {"epoch", "step"} of the parent's checkpoint the fork started from
+    # the live values (lr, batch_size, epochs, log_interval, beta) the run started with, kept across resumes:
+    # where `train --steer-like` starts from (the values above are the ones it continues with)
+    started_with: dict | None = None
     beta: float = 1.0  # the KL term's weight (1: the ELBO); kl_warmup: steps over which it rises from 0
     kl_warmup: int = 0
     objective: str = "elbo"  # elbo | iwae: the importance-weighted bound with iwae_k samples (train/objectives.py)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,9 +28,9 @@ from vae_visdom.runs.progress import ProgressPrinter
 from vae_visdom.runs.run_file import RunFileError
 from vae_visdom.train import distributed
 from vae_visdom.train.choose_step import describe_step
-from vae_visdom.train.controller import Controller
-from vae_visdom.train.events import Callback, Probe, RunInfo, Status
-from vae_visdom.train.steering import Change, format_steering
+from vae_visdom.train.controller import SETTINGS, Controller
+from vae_visdom.train.events import Callback, CommandEvent, Probe, RunInfo, Status
+from vae_visdom.train.steering import RESUME, Change, format_steering
 from vae_visdom.train.step import make_optimizer, resolve_device
 from vae_visdom.train.trainer import Trainer
 
@@ -41,6 +42,7 @@ class TrainingSession:
                  progress: bool = True, monitor: Callback | None = None):
         self.cfg = with_model_defaults(cfg.validate())
         self.resume = resume
+        self.resumed_with: list[CommandEvent] = []  # the flags given with --resume, as the commands they amount to
         self.group, self.device = distributed.join(resolve_device(cfg.device))  # SOLO unless under torchrun
         face = self.group.is_face  # only rank 0 writes the run folder, streams and owns the panel
         cfg.name = cfg.name or (Path(cfg.out).name if cfg.out else default_run_name(cfg))
@@ -149,6 +151,8 @@ class TrainingSession:
                     raise UsageError(f"--resume {self.run_dir}: {err}") from None
                 resuming.report(self.run_dir, point.state, notes)
             self._apply_overrides(overrides or {})
+        elif cfg.started_with is None:  # a new run: the values it starts with, for a replay of its steering
+            cfg.started_with = {name: getattr(cfg, name) for name in SETTINGS}
         self.trainer.choose_step()  # once, with the run's state and live values in place
         if face:
             safe_io.atomic_write(self.run_dir / "config.json", cfg.to_json())
@@ -158,6 +162,9 @@ class TrainingSession:
         t = self.trainer
         for name, value in overrides.items():
             t.apply_setting(name, value)  # the panel's path too
+            # told to the observers once the run is announced: events.jsonl keeps it, --steer-like replays it
+            self.resumed_with.append(CommandEvent(time.time(), t.epoch, t.step, name, value, True,
+                                                  f"{name} = {value}: given with --resume", RESUME))
         # config.json records the values the run continues with
         self.cfg.lr, self.cfg.epochs = t.lr, t.epochs
         self.cfg.batch_size, self.cfg.log_interval, self.cfg.beta = t.batch_size, t.log_interval, t.kl.beta
@@ -230,6 +237,10 @@ class TrainingSession:
             start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
         for cb in self.trainer.callbacks:
             cb.on_run_start(info)
+        for event in self.resumed_with:
+            for cb in self.trainer.callbacks:
+                cb.on_command(event)
+        self.resumed_with = []
 
     def close(self) -> None:
         """Close the observers and let go of the run folder (its lock)."""

@@ -81,4 +81,6 @@ def steer_like(run_dir: Path) -> tuple:
         raise UsageError(f"--steer-like {run_dir}: a fork starts from its parent's checkpoint, which a new run "
                          f"cannot; steer like its parent ({base.parent}) instead")
     base.name = base.out = base.env = None  # a new run of its own
+    for name, value in (base.started_with or {}).items():  # from where it started, not where it went on
+        setattr(base, name, value)
     return base, from_events(events)

@@ -269,3 +269,6 @@ class Commands:
 
     def take_reply(self, name: str):
         return self.inner.take_reply(name)
+
+    def offered(self, name: str) -> bool:
+        return self.inner.offered(name)  # a run of several processes refuses what observers offer (the session)

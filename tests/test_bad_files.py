@@ -328,11 +328,15 @@ def test_the_runs_home_of_a_real_server_lists_every_run_beside_a_fifo(mixed_runs
     until(lambda: f">{'cfg-fifo'}<" in client.get_window_data(env="runs"), "the home's table", 40)
     browser.get(f"{server.url}/env/runs")
 
-    def table() -> dict[str, str]:
-        rows = browser.execute_script(
-            "return [...document.querySelectorAll('.layout table tr')].map("
-            "tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))")
-        return {cells[0]: cells[1] for cells in rows if len(cells) > 2}
+    def table() -> dict[str, str]:  # run -> its status cell, found by the header's name
+        heads, rows = browser.execute_script(
+            "const t = document.querySelector('.layout table'); if (!t) return [[], []];"
+            "return [[...t.querySelectorAll('th')].map(th => th.innerText.trim().toLowerCase()),"
+            "[...t.querySelectorAll('tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))]")
+        if "status" not in heads:
+            return {}
+        at = heads.index("status")
+        return {cells[0]: cells[at] for cells in rows if len(cells) > max(at, 2)}
 
     until(lambda: len(table()) == 2 + len(bad), "every run in the table", 30, every=0.3)
     shown = table()

@@ -256,3 +256,16 @@ def click_in_pane(browser, says: str, label: str, timeout: float = 30.0) -> None
             if time.monotonic() > deadline:
                 pytest.fail(f"no button {label!r} in the pane that says {says!r}")
             time.sleep(0.1)
+
+
+def home_statuses(browser) -> dict[str, str]:
+    """run -> its status cell in the runs home's table as the page shows it, the column found by its header
+    (read in one script: the pane is redrawn under us)."""
+    heads, rows = browser.execute_script(
+        "const t = document.querySelector('.layout table'); if (!t) return [[], []];"
+        "return [[...t.querySelectorAll('th')].map(th => th.innerText.trim().toLowerCase()),"
+        "[...t.querySelectorAll('tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))]")
+    if "status" not in heads:
+        return {}
+    at = heads.index("status")
+    return {cells[0]: cells[at] for cells in rows if len(cells) > max(at, 2)}

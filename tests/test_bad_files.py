@@ -321,22 +321,15 @@ def test_a_file_size_limit_while_streaming_is_one_line_not_the_sender_threads_tr
 def test_the_runs_home_of_a_real_server_lists_every_run_beside_a_fifo(mixed_runs, visdom_server_factory, browser):
     """24.5 end to end: `serve --runs-dir` with the good and the damaged runs (a FIFO among them): the
     home's table, as Chromium shows it, has every run, each damaged one naming its file."""
-    from tests.fixtures import until
+    from tests.fixtures import home_statuses, until
     root, bad = mixed_runs
     server = visdom_server_factory(args=["--runs-dir", str(root)])
     client = server.client("runs", use_incoming_socket=False)
     until(lambda: f">{'cfg-fifo'}<" in client.get_window_data(env="runs"), "the home's table", 40)
     browser.get(f"{server.url}/env/runs")
 
-    def table() -> dict[str, str]:  # run -> its status cell, found by the header's name
-        heads, rows = browser.execute_script(
-            "const t = document.querySelector('.layout table'); if (!t) return [[], []];"
-            "return [[...t.querySelectorAll('th')].map(th => th.innerText.trim().toLowerCase()),"
-            "[...t.querySelectorAll('tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))]")
-        if "status" not in heads:
-            return {}
-        at = heads.index("status")
-        return {cells[0]: cells[at] for cells in rows if len(cells) > max(at, 2)}
+    def table() -> dict[str, str]:
+        return home_statuses(browser)
 
     until(lambda: len(table()) == 2 + len(bad), "every run in the table", 30, every=0.3)
     shown = table()

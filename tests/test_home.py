@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures import REPO, screenshot, until, wait_for
+from tests.fixtures import REPO, home_statuses, screenshot, until, wait_for
 from tests.test_e2e_browser import keep_for_docs
 from tests.test_monitor import window_data
 from vae_visdom.runs.jsonl import read_jsonl
@@ -170,11 +170,7 @@ def test_the_runs_home_shows_true_status_compares_and_stops(visdom_server_factor
         browser.get(f"{server.url}/env/runs")
 
         def table() -> dict[str, str]:
-            """run -> status, as the page shows the table (read in one script: the pane is redrawn under us)."""
-            rows = browser.execute_script(
-                "return [...document.querySelectorAll('.layout table tr')].map("
-                "tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))")
-            return {cells[0]: cells[1] for cells in rows if len(cells) > 2}
+            return home_statuses(browser)
 
         expected = {"a-finished": "finished", "b-running": "running", "c-killed": "crashed"}
         until(lambda: table() == expected, f"the table to show {expected} (shows {table()})", 30, every=0.3)

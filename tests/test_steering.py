@@ -252,4 +252,4 @@ def test_a_run_steered_then_resumed_with_flags_replays_bit_for_bit(tmp_path):
     assert _jsonl(replay / "steps.jsonl") == _jsonl(orig / "steps.jsonl")
     sources = [(e["name"], e["source"]) for e in _jsonl(orig / "events.jsonl") if e["accepted"]]
     assert sources[0] == ("lr", "planned")
-    assert sorted(sources[1:]) == [("batch_size", "resume"), ("epochs", "resume"), ("lr", "resume")]
+    assert sorted(sources[1:]) == [("batch_size", "resume flags"), ("epochs", "resume flags"), ("lr", "resume flags")]

@@ -23,7 +23,7 @@ from vae_visdom.config import ConfigError, parse_value, shown
 from vae_visdom.train.controller import SETTINGS
 
 PLANNED = "planned"  # the source of a change the trainer applies from a schedule
-RESUME = "resume"  # the source of a value given with `train --resume`: applied where the run went on
+RESUME = "resume flags"  # the source of a value given with `train --resume`: applied where the run went on
 LINE = re.compile(r"^(?:epoch\s+(\d+)\s*,?\s*)?step\s+(\d+)\s*:\s*(.*)$", re.IGNORECASE)
 SHORT = {"bs": "batch_size", "batch": "batch_size", "log": "log_interval"}
 

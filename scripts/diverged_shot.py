@@ -15,11 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-
-REPO = Path(__file__).resolve().parent.parent
-VV = str(REPO / ".venv" / "bin" / "vae-visdom")
+from page_tools import REPO, VV, chromium, serve
 
 
 def main() -> None:
@@ -28,19 +24,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="diverged-shot-"))
-    srv = subprocess.Popen([VV, "serve", "--port", str(args.port), "--env-path", str(tmp / "envs"), "--runs-dir",
-                            str(tmp / "runs")], stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT)
-    time.sleep(4)
+    srv = serve(args.port, tmp)
     run = tmp / "runs" / "lr10"
     tr = subprocess.Popen([VV, "train", "--epochs", "1", "--lr", "10", "--batch-size", "64", "--hidden-dim", "32",
                            "--latent-dim", "4", "--no-views", "--log-interval", "1", "--port", str(args.port),
                            "--out", str(run)], stdout=open(tmp / "train.log", "w"), stderr=subprocess.STDOUT)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for f in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1100",
-              f"--user-data-dir={tmp / 'profile'}"):
-        opts.add_argument(f)
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d = chromium(tmp, "1600,1100")
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

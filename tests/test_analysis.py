@@ -119,7 +119,7 @@ def test_manifold_grid_walks_gaussian_quantiles_row_major():
 
 def test_manifold_grid_needs_a_two_dimensional_latent():
     with pytest.raises(ValueError, match="2-D"):
-        latent_manifold_grid(MLPVAE((1, 8, 8), latent_dim=3, hidden_dim=8))
+        latent_manifold_grid(MLPVAE((1, 8, 8), latent_dim=3, hidden_dims=(8,)))
 
 
 def test_interpolation_is_linear_between_posterior_means():
@@ -133,7 +133,7 @@ def test_interpolation_is_linear_between_posterior_means():
 
 def test_views_of_the_seed_model_have_image_shapes_in_unit_range():
     torch.manual_seed(0)
-    model = MLPVAE((1, 28, 28), latent_dim=2, hidden_dim=32)
+    model = MLPVAE((1, 28, 28), latent_dim=2, hidden_dims=(32,))
     grid = latent_manifold_grid(model, n=20)
     strip = interpolation_strip(model, torch.rand(1, 28, 28), torch.rand(1, 28, 28), steps=10)
     assert grid.shape == (400, 1, 28, 28) and strip.shape == (10, 1, 28, 28)
@@ -143,7 +143,7 @@ def test_views_of_the_seed_model_have_image_shapes_in_unit_range():
 
 def test_posterior_scatter_of_a_2d_latent_is_mu_itself():
     torch.manual_seed(0)
-    model = MLPVAE((1, 8, 8), latent_dim=2, hidden_dim=16)
+    model = MLPVAE((1, 8, 8), latent_dim=2, hidden_dims=(16,))
     x = (torch.rand(50, 1, 8, 8) * 255).to(torch.uint8)
     labels = torch.arange(50) % 10
     points, lab = posterior_scatter(model, x, labels, max_points=30)
@@ -156,7 +156,7 @@ def test_posterior_scatter_of_a_2d_latent_is_mu_itself():
 
 def test_posterior_scatter_of_a_wide_latent_is_the_pca_projection_of_mu():
     torch.manual_seed(0)
-    model = MLPVAE((1, 8, 8), latent_dim=6, hidden_dim=16)
+    model = MLPVAE((1, 8, 8), latent_dim=6, hidden_dims=(16,))
     x = torch.rand(200, 1, 8, 8)
     points, lab = posterior_scatter(model, x)
     with torch.no_grad():
@@ -165,14 +165,14 @@ def test_posterior_scatter_of_a_wide_latent_is_the_pca_projection_of_mu():
     torch.testing.assert_close(points, (mu - pca.mean) @ pca.components.T, atol=1e-5, rtol=1e-5)
     assert points[:, 0].var() >= points[:, 1].var()
     assert torch.equal(lab, torch.zeros(200, dtype=torch.long))  # no labels given
-    one_d, _ = posterior_scatter(MLPVAE((1, 8, 8), latent_dim=1, hidden_dim=4), x)
+    one_d, _ = posterior_scatter(MLPVAE((1, 8, 8), latent_dim=1, hidden_dims=(4,)), x)
     assert one_d.shape == (200, 2) and torch.all(one_d[:, 1] == 0)
 
 
 @pytest.mark.parametrize("latent_dim", [2, 8])
 def test_figures_for_epoch_payloads(latent_dim):
     torch.manual_seed(0)
-    model = MLPVAE((1, 28, 28), latent_dim=latent_dim, hidden_dim=32)
+    model = MLPVAE((1, 28, 28), latent_dim=latent_dim, hidden_dims=(32,))
     model.train()
     x = (torch.rand(64, 1, 28, 28) * 255).to(torch.uint8)
     labels = torch.arange(64) % 10

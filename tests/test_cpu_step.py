@@ -93,14 +93,13 @@ def test_an_epoch_learns_the_same_as_the_eager_step(tmp_path):
 
 @pytest.mark.parametrize("beta", [1.0, 2.5])
 def test_the_deeper_models_step_equals_autograd_also_with_a_kl_weight(beta):
-    """mlp-iwae (two tanh layers each side, train/deep_mlp_step.py): losses, gradients and Adam's steps
+    """mlp-iwae (two tanh layers each side, the same MLPStep): losses, gradients and Adam's steps
     against autograd's, with the ELBO and with beta != 1; a short batch on the way; the trainer takes it."""
-    from vae_visdom.train.deep_mlp_step import DeepMLPStep
     from vae_visdom.train.kl_weight import KLWeight
 
     (ma, oa), (mb, ob) = twins("mlp-iwae", hidden=32, latent=6)
     kl = KLWeight(beta, 0)
-    step = DeepMLPStep(mb, ob, kl)
+    step = MLPStep(mb, ob, kl)
     x_all = torch.bernoulli(torch.rand(200, 1, 28, 28))
     for i, batch in enumerate((64, 64, 7, 64)):
         x = x_all[i * 40:i * 40 + batch]
@@ -116,11 +115,47 @@ def test_the_deeper_models_step_equals_autograd_also_with_a_kl_weight(beta):
 
 
 def test_the_trainer_takes_the_deeper_step_for_mlp_iwae_on_the_cpu(tmp_path):
-    from vae_visdom.train.deep_mlp_step import DeepMLPStep
-
     def step_of(**kw):
         return make_session(tmp_path / str(len(kw)), data=synthetic_data(256, 64), model="mlp-iwae", epochs=1,
                             device="cpu", **kw).trainer.step_fn
 
-    assert isinstance(step_of(), DeepMLPStep)
-    assert not isinstance(step_of(fast_step="eager"), DeepMLPStep)
+    assert isinstance(step_of(), MLPStep)
+    assert not isinstance(step_of(fast_step="eager"), MLPStep)
+
+
+class OneLayerMLPVAE(torch.nn.Module):
+    """The fully connected VAE as it was written before mlp-iwae's model joined it: fc1..fc4, the layout of
+    every checkpoint an mlp or mlp-paper run saved until then."""
+
+    def __init__(self, hidden: int, latent: int):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = (torch.nn.Linear(784, hidden), torch.nn.Linear(hidden, latent),
+                                          torch.nn.Linear(hidden, latent))
+        self.fc3, self.fc4 = torch.nn.Linear(latent, hidden), torch.nn.Linear(hidden, 784)
+
+    def encode(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc21(h), self.fc22(h)
+
+    def decode(self, z):
+        return self.fc4(torch.relu(self.fc3(z))).view(-1, 1, 28, 28)
+
+
+def test_a_checkpoint_of_the_old_one_layer_layout_loads_and_computes_the_same(tmp_path):
+    """An mlp run's checkpoint from before the merge (fc1.weight, ..., fc4.bias) loads into today's MLPVAE,
+    strictly, and encodes and decodes exactly as the old class did; a seed builds the same initial weights."""
+    torch.manual_seed(5)
+    old = OneLayerMLPVAE(32, 4)
+    torch.save({"model": old.state_dict()}, tmp_path / "checkpoint.pt")
+    torch.manual_seed(5)
+    new = build_model("mlp", (1, 28, 28), 4, 32, "bernoulli")
+    for (name, p_old), p_new in zip(old.named_parameters(), new.parameters()):
+        torch.testing.assert_close(p_new, p_old, rtol=0, atol=0, msg=f"{name}: the seed's initial weights")
+    fresh = build_model("mlp", (1, 28, 28), 4, 32, "bernoulli")
+    fresh.load_state_dict(torch.load(tmp_path / "checkpoint.pt")["model"])  # strict: no key missing or left
+    x, z = torch.rand(3, 1, 28, 28), torch.randn(3, 4)
+    with torch.no_grad():
+        for got, want in zip(fresh.encode(x), old.encode(x)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(fresh.decode(z), old.decode(z), rtol=0, atol=0)
+    assert sorted(fresh.state_dict()) == sorted(new.state_dict())  # saved again, it saves today's names

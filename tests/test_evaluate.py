@@ -165,7 +165,7 @@ def test_chunk_plan_refuses_noise_that_cannot_fit():
 
 def test_k5000_on_the_seed_model_fits_the_default_budget():
     torch.manual_seed(0)
-    model = MLPVAE((1, 28, 28), latent_dim=20, hidden_dim=400)
+    model = MLPVAE((1, 28, 28), latent_dim=20, hidden_dims=(400,))
     x = (torch.rand(3, 1, 28, 28) * 255).to(torch.uint8)
     r = iw_log_likelihood(model, x, k=5000, generator=gen())
     per_pair = floats_per_pair(model, torch.device("cpu"))
@@ -178,7 +178,7 @@ def test_k5000_on_the_seed_model_fits_the_default_budget():
 def test_log_weight_is_decoder_likelihood_plus_prior_minus_posterior():
     # one sample per image, reproduced by hand from the documented seeding (key + example index)
     torch.manual_seed(0)
-    model = MLPVAE((1, 8, 8), latent_dim=3, hidden_dim=16, likelihood="gaussian")
+    model = MLPVAE((1, 8, 8), latent_dim=3, hidden_dims=(16,), likelihood="gaussian")
     with torch.no_grad():
         model.log_sigma.fill_(-1.5)
     x = torch.rand(5, 1, 8, 8)
@@ -203,7 +203,7 @@ class RecordingMLP(MLPVAE):
 
 def test_binarize_samples_pixels_and_leaves_binary_images_alone():
     torch.manual_seed(0)
-    model = RecordingMLP((1, 28, 28), latent_dim=4, hidden_dim=32)
+    model = RecordingMLP((1, 28, 28), latent_dim=4, hidden_dims=(32,))
     grey = torch.full((64, 1, 28, 28), 0.3)
     iw_log_likelihood(model, grey, k=2, binarize=True, generator=gen())
     seen = model.seen
@@ -222,7 +222,7 @@ def test_evaluation_runs_in_eval_mode_and_restores_training_mode():
             assert not self.training
             return super().encode(x)
 
-    model = DropoutMLP((1, 8, 8), latent_dim=2, hidden_dim=8)
+    model = DropoutMLP((1, 8, 8), latent_dim=2, hidden_dims=(8,))
     model.train()
     iw_log_likelihood(model, torch.rand(4, 1, 8, 8), k=3, generator=gen())
     assert model.training
@@ -237,7 +237,7 @@ def test_eval_subcommand_scores_a_run_dir_and_writes_eval_json(tmp_path, capsys)
     cfg = with_model_defaults(TrainConfig(dataset="mnist", model="mlp", latent_dim=4, hidden_dim=32, seed=3))
     (tmp_path / "config.json").write_text(cfg.to_json())
     torch.manual_seed(0)
-    model = MLPVAE((1, 28, 28), latent_dim=4, hidden_dim=32)
+    model = MLPVAE((1, 28, 28), latent_dim=4, hidden_dims=(32,))
     torch.save({"model": model.state_dict(), "epoch": 1}, tmp_path / "checkpoint.pt")
 
     parser = build_parser(["eval"])

@@ -14,7 +14,7 @@ from tests.test_trainer import At, metrics, run
 from vae_visdom.config import ConfigError, TrainConfig, parse_value, with_model_defaults
 from vae_visdom.insight.iwae import floats_per_pair, format_result, iw_log_likelihood
 from vae_visdom.models import build_model
-from vae_visdom.models.deep_mlp import DeepMLPVAE
+from vae_visdom.models.mlp import MLPVAE
 from vae_visdom.train import mlp_cpu_step
 from vae_visdom.train.schedule import BURDA_EPOCHS, enter_epoch, lr_factor, stage_ends
 from vae_visdom.train.step import make_optimizer
@@ -34,9 +34,9 @@ def test_mlp_iwae_is_784_200_200_50_tanh_with_the_paper_parameter_count():
 
 
 def test_mlp_iwae_trains_with_autograd_whose_gradients_reach_every_parameter():
-    model = DeepMLPVAE()
-    # the hand-derived CPU step covers the one-hidden-layer MLPVAE only: this model takes the autograd step
-    assert "MLPVAE" in mlp_cpu_step.unsupported(model, torch.device("cpu"), "fp32")
+    model = build_model("mlp-iwae", (1, 28, 28), 50, 200, "bernoulli")
+    # the hand-derived CPU step covers it (tests/test_cpu_step.py); here, autograd's own step does too
+    assert mlp_cpu_step.unsupported(model, torch.device("cpu"), "fp32") is None
     from vae_visdom.train.objectives import elbo_terms
 
     x = torch.bernoulli(torch.rand(5, 1, 28, 28))
@@ -137,7 +137,7 @@ def test_short_benchmark_run_follows_the_schedule_the_panel_and_a_resume(tmp_pat
 
 def test_k5000_in_chunks_equals_one_chunk_on_real_binarized_mnist(mnist):
     torch.manual_seed(0)
-    model = DeepMLPVAE()
+    model = build_model("mlp-iwae", (1, 28, 28), 50, 200, "bernoulli")
     x = mnist.test[:3]
     per_pair = floats_per_pair(model, torch.device("cpu"))
     gen = lambda: torch.Generator().manual_seed(11)  # noqa: E731
@@ -151,7 +151,7 @@ def test_k5000_in_chunks_equals_one_chunk_on_real_binarized_mnist(mnist):
 
 
 def test_progress_bar_counts_the_images_scored_on_stderr(capsys):
-    model = DeepMLPVAE(latent_dim=4, hidden_dims=(8, 8))
+    model = MLPVAE(latent_dim=4, hidden_dims=(8, 8), activation="tanh")
     x = (torch.rand(6, 1, 28, 28) * 255).to(torch.uint8)
     quiet = iw_log_likelihood(model, x, 50, generator=torch.Generator().manual_seed(2))
     assert capsys.readouterr().err == ""
@@ -161,11 +161,11 @@ def test_progress_bar_counts_the_images_scored_on_stderr(capsys):
     torch.testing.assert_close(shown.per_example, quiet.per_example, atol=0, rtol=0)  # the bar changes nothing
 
 
-class InterruptedAt(DeepMLPVAE):
+class InterruptedAt(MLPVAE):
     """Raises KeyboardInterrupt (Ctrl-C) on its `at`-th encode: the third batch of images, say."""
 
     def __init__(self, at):
-        super().__init__(latent_dim=4, hidden_dims=(8, 8))
+        super().__init__(latent_dim=4, hidden_dims=(8, 8), activation="tanh")
         self.at, self.calls = at, 0
 
     def encode(self, x):
@@ -197,7 +197,8 @@ def _tiny_run_dir(path):
     path.mkdir()
     (path / "config.json").write_text(cfg.to_json())
     torch.manual_seed(0)
-    torch.save({"model": DeepMLPVAE(latent_dim=4, hidden_dims=(8, 8)).state_dict(), "epoch": 1}, path / "checkpoint.pt")
+    model = MLPVAE(latent_dim=4, hidden_dims=(8, 8), activation="tanh")
+    torch.save({"model": model.state_dict(), "epoch": 1}, path / "checkpoint.pt")
     return path
 
 

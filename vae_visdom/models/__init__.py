@@ -18,9 +18,9 @@ __all__ = ["MODEL_NAMES", "MODEL_SPECS", "ModelSpec", "build_model"]
 
 def build_model(name: str, image_shape: tuple[int, ...], latent_dim: int, hidden_dim: int, likelihood: str) -> VAE:
     """The model `name` of MODEL_SPECS for images of `image_shape` (C, H, W)."""
-    from vae_visdom.models import conv, deep_mlp, mlp  # late: torch only when a model is built
+    from vae_visdom.models import conv, mlp  # late: torch only when a model is built
 
-    builders = {"mlp": mlp.build_mlp, "mlp-paper": mlp.build_mlp_paper, "mlp-iwae": deep_mlp.build_mlp_iwae,
+    builders = {"mlp": mlp.build_mlp, "mlp-paper": mlp.build_mlp_paper, "mlp-iwae": mlp.build_mlp_iwae,
                 "conv": conv.build_conv, "conv64": conv.build_conv64}
     c, h, w = image_shape
     return builders[name]((c, h, w), latent_dim, hidden_dim, likelihood)

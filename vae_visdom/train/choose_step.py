@@ -5,16 +5,15 @@ import torch
 
 from vae_visdom.config import TrainConfig
 from vae_visdom.models.base import VAE
-from vae_visdom.models.deep_mlp import DeepMLPVAE
 from vae_visdom.models.mlp import MLPVAE
-from vae_visdom.train import conv_cpu_step, deep_mlp_step, graph_step, mlp_cpu_step
+from vae_visdom.train import conv_cpu_step, graph_step, mlp_cpu_step
 from vae_visdom.train.step import StepFn, autocast_for, prepare_optimizer
 
 
 def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, device: torch.device,
                 batch_size: int, eager: StepFn, kl=None, images_left: int | None = None) -> StepFn:
     """A captured CUDA graph (graph_step.py) or, on the CPU, the hand-derived step of the fully
-    connected VAEs (mlp_cpu_step.py; deep_mlp_step.py for mlp-iwae) or the convolutional VAEs'
+    connected VAEs (mlp_cpu_step.py) or the convolutional VAEs'
     channels_last step, compiled when the `images_left` to train pay for it (conv_cpu_step.py), where
     they apply and `cfg.fast_step` allows; else `eager`."""
     if cfg.objective == "iwae":  # the fast steps compute the ELBO's gradient only
@@ -34,9 +33,6 @@ def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
         if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(model, device, cfg.precision) is None:
             assert isinstance(model, MLPVAE)  # unsupported() checked its exact type
             return mlp_cpu_step.MLPStep(model, optimizer, kl)  # the hand-derived step
-        if cfg.fast_step == "auto" and deep_mlp_step.unsupported(model, device, cfg.precision) is None:
-            assert isinstance(model, DeepMLPVAE)  # unsupported() checked its exact type
-            return deep_mlp_step.DeepMLPStep(model, optimizer, kl)  # the same, for mlp-iwae's deeper stacks
         return eager
     step = graph_step.make_step(model, optimizer, model.likelihood, batch_size, device, fallback=eager,
                                 amp=cfg.precision == "bf16", kl=kl)
@@ -53,5 +49,5 @@ def describe_step(step) -> str:
         return str(what)
     if getattr(step, "__func__", None) is not None:
         return "eager autograd"
-    return {"MLPStep": "hand-derived MLP step", "DeepMLPStep": "hand-derived deep MLP step",
+    return {"MLPStep": "hand-derived MLP step",
             "CapturedStep": "captured CUDA graph"}.get(type(step).__name__, type(step).__name__)

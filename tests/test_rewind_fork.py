@@ -83,6 +83,10 @@ def test_step_back_to_epoch_2_and_fork_from_it_in_the_page(visdom_server, browse
         until(lambda: "2 of 3" in pane_text(browser), "epoch 2 in the image panes")
         click(browser, "fork from epoch 2")
         until(lambda: "forked as base-fork1 at epoch 2" in pane_text(browser), "the fork's verdict in the pane", 60)
+        loss = session.monitor.loss.traces
+        marks = list(zip(loss["changes"].x, loss["changes"].y, loss["changes"].text))
+        test_at_2 = loss["test"].y[loss["test"].x.index(2)]
+        assert marks == [(2, test_at_2, "fork from epoch 2: base-fork1")], marks  # on the parent's plot, at epoch 2
         keep_for_docs(screenshot(browser, tmp_path / "rewind_fork.png"), "rewind_fork.png")
         session.controller.submit("resume", source="test")
         thread.join(timeout=300)

@@ -251,6 +251,10 @@ class VisdomMonitor(Callback):
             x, y = self._last_point
             label = f"fork: {new.get('env')}" if event.name == "fork" else \
                 f"{event.name} {format_value(old, event.name)} -> {format_value(new, event.name)}"
+            rewound = (new.get("changes") or {}).get(AT_EPOCH) if event.name == "fork" else None
+            if rewound is not None:  # a fork from an earlier epoch's checkpoint: marked at that epoch's test loss
+                label = f"fork from epoch {rewound}: {new.get('env')}"
+                x, y = self._epoch_point(rewound, (x, y))
             if event.source == PLANNED:  # from a steering schedule, not typed live
                 label = f"planned: {label}"
             with self.board.lock:
@@ -339,6 +343,11 @@ class VisdomMonitor(Callback):
         assert self.controller is not None  # the view pane is given this only with a controller
         changes = " ".join(filter(None, [self.panel.fork_with, f"{AT_EPOCH}={epoch}"]))
         return self.controller.submit("fork", changes, source="view").message
+
+    def _epoch_point(self, epoch: int, otherwise: tuple[float, float | None]) -> tuple[float, float | None]:
+        """The loss plot's test point of `epoch` (x, y), or `otherwise` when the plot has none."""
+        test = self.loss.traces["test"]
+        return next(((x, y) for x, y in zip(test.x, test.y) if x == epoch), otherwise)
 
     def _on_event(self, event: dict) -> None:
         self.panel.handle(event)

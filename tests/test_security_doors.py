@@ -107,7 +107,9 @@ def button_centre(browser, label: str) -> tuple[int, int]:
                  if b.text.strip() == label]
         return found[0] if found else None
 
-    button = until(find, f"the {label} button", timeout=30)
+    # the runs home is a process of its own, started with the server: on a loaded 2-core machine under
+    # visdom 0.3.0 its page took over 30 s to show its Start button (a compat run of 2026-12-02)
+    button = until(find, f"the {label} button", timeout=90)
     r = browser.execute_script("const r = arguments[0].getBoundingClientRect();"
                                "return [Math.round(r.left + r.width / 2), Math.round(r.top + r.height / 2)];",
                                button)

@@ -92,29 +92,3 @@ def test_adam_moments_follow_the_weights_into_channels_last():
             o.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pb, pa, rtol=1e-3, atol=1e-4)  # other rounding; misaligned: ~lr (1e-2) off
-
-
-@pytest.mark.parametrize("name,shape,routed", [("conv64", (1, 64, 64), 2), ("conv", (1, 28, 28), 2),
-                                                ("conv64", (3, 64, 64), 0)])
-def test_one_channel_layers_leave_onednn_with_the_same_outputs_gradients_and_names(name, shape, routed):
-    """A grey image's first convolution and last transposed one run without oneDNN (GreyLayer): the same
-    logits and gradients as the layers they replace, to float rounding; the same parameters, in the same order,
-    under the same state_dict names; RGB models keep every layer on oneDNN."""
-    torch.manual_seed(0)
-    a = build_model(name, shape, 8, 32, "gaussian")
-    b = copy.deepcopy(a)
-    names = list(b.state_dict())
-    params = list(b.parameters())
-    assert conv_cpu_step.route_grey_layers(b) == routed
-    assert sum(isinstance(m, conv_cpu_step.GreyLayer) for m in b.modules()) == routed
-    assert list(b.state_dict()) == names and all(p is q for p, q in zip(b.parameters(), params))
-    assert conv_cpu_step.route_grey_layers(b) == routed  # a second look finds the same, routes nothing twice
-    x = torch.rand(5, *shape).contiguous(memory_format=torch.channels_last)
-    z = torch.randn(5, 8)
-    for m in (a, b):
-        mu, logvar = m.encode(x)
-        (m.decode(z + mu).pow(2).mean() + logvar.sum()).backward()
-    with torch.no_grad():
-        torch.testing.assert_close(b.decode(z), a.decode(z), rtol=1e-4, atol=1e-5)
-    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-6, msg=n)

@@ -29,7 +29,7 @@ def choose_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: TrainConfig, 
             compiled = cfg.fast_step == "compile" or conv_cpu_step.compile_pays(cfg.model, images_left)
             beta = (lambda: None) if kl is None else (lambda: None if kl.current == 1.0 else kl.current)
             return conv_cpu_step.ConvStep(model, optimizer, eager, autocast_for(cfg.precision, device, say=False),
-                                          beta, compiled, images_left, cfg.fast_step, cfg.precision == "fp32")
+                                          beta, compiled, images_left, cfg.fast_step)
         if cfg.fast_step == "auto" and mlp_cpu_step.unsupported(model, device, cfg.precision) is None:
             assert isinstance(model, MLPVAE)  # unsupported() checked its exact type
             return mlp_cpu_step.MLPStep(model, optimizer, kl)  # the hand-derived step

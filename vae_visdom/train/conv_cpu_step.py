@@ -6,11 +6,6 @@ The arithmetic is the eager step's (step.py's `backward_and_step`); what changes
   reordering (docs/performance.md has the per-layer times). Fused Adam's kernel reads a parameter and
   its moments as flat memory, so the optimizer's moments are given the parameter's memory order too
   (`align_optimizer_state`); with mismatched orders it would update the wrong elements.
-- one-channel layers without oneDNN: the first convolution of a grey image (1 channel in) and the last
-  transposed one (1 channel out) run in NCHW order on PyTorch's own kernels (NNPACK, im2col), forward and
-  backward (`GreyLayer`): per layer, one thread, 16 grey 64x64 faces, those took 5.4-6.1 ms against
-  7.7-9.1 ms through oneDNN in channels_last (benchmarks/conv_layers.py). RGB layers stay on oneDNN, which
-  is fastest there.
 - torch.compile (inductor) of the model for the training step, only when the run is long enough to
   pay for the compile (`compile_pays`): a cold compile costs tens of seconds on this machine, a warm one
   (inductor's cache, kept under ~/.cache/vae_visdom/inductor) a few. A short run (ORL's 360 faces)
@@ -20,9 +15,8 @@ The test pass and the images use the model itself, eagerly; only the training st
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -73,79 +67,6 @@ def to_channels_last(model: VAE, optimizer: torch.optim.Optimizer) -> None:
     align_optimizer_state(optimizer)
 
 
-@contextlib.contextmanager
-def _onednn_off() -> Iterator[None]:
-    """oneDNN off for the convolutions inside (torch.backends.mkldnn.flags also sets a TF32 flag, which warns
-    on every call on a CPU build)."""
-    was = torch._C._get_mkldnn_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(was)
-
-
-class _WithoutOneDNN(torch.autograd.Function):
-    """One convolution (plain or transposed), forward and backward, with oneDNN switched off around each, on
-    NCHW tensors: PyTorch picks its own kernels. The same gradients as autograd's ConvolutionBackward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: dict) -> torch.Tensor:
-        ctx.conv = conv
-        ctx.has_bias = bias is not None
-        x, weight = x.contiguous(), weight.contiguous()
-        ctx.save_for_backward(x, weight)
-        with _onednn_off():
-            return torch.ops.aten.convolution(x, weight, bias, **conv)
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        bias_sizes = [weight.shape[1] if ctx.conv["transposed"] else weight.shape[0]]
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        with _onednn_off():
-            gx, gw, gb = torch.ops.aten.convolution_backward(grads[0].contiguous(), x, weight, bias_sizes,
-                                                             output_mask=mask, **ctx.conv)
-        return gx, gw, gb, None
-
-
-class GreyLayer(torch.nn.Module):
-    """A one-channel convolution layer run through `_WithoutOneDNN`, its output in channels_last for the next
-    layer. It takes the layer's place in the model with the layer's own weight and bias Parameters under the
-    same names, so the state_dict, the optimizer's state and the parameters' order stay as they were."""
-
-    def __init__(self, layer: torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-        super().__init__()
-        transposed = isinstance(layer, torch.nn.ConvTranspose2d)
-        self.conv = dict(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
-                         transposed=transposed, output_padding=list(layer.output_padding) if transposed else [0, 0],
-                         groups=layer.groups)
-        self.kind = type(layer).__name__
-        self.weight, self.bias = layer.weight, layer.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _WithoutOneDNN.apply(x, self.weight, self.bias, self.conv)
-        return out.contiguous(memory_format=torch.channels_last)
-
-    def extra_repr(self) -> str:
-        return f"{self.kind} {tuple(self.weight.shape)} without oneDNN"
-
-
-def route_grey_layers(model: VAE) -> int:
-    """Put a `GreyLayer` in the place of each convolution of `model` with one channel in or out (a grey
-    image's first and last layers); how many."""
-    routed = 0
-    for seq in model.modules():
-        if not isinstance(seq, torch.nn.Sequential):
-            continue
-        for name, m in seq.named_children():
-            routed += isinstance(m, GreyLayer)  # routed before (a second step for the same model)
-            if isinstance(m, torch.nn.ConvTranspose2d) and m.out_channels == 1:
-                setattr(seq, name, GreyLayer(m))
-                routed += 1
-    return routed
-
-
 def compile_pays_from(model_name: str) -> int | None:
     """The images a run must still train for a compile to pay (None: never)."""
     saving = COMPILE_SAVING_S_PER_IMAGE.get(model_name, 0.0)
@@ -178,17 +99,13 @@ class ConvStep:
 
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, eager: StepFn, autocast,
                  beta: Callable[[], float | torch.Tensor | None], compiled: bool, images_left: int | None = None,
-                 asked: str = "auto", fp32: bool = True):
+                 asked: str = "auto"):
         self.model, self.optimizer, self.eager, self.autocast, self.beta = model, optimizer, eager, autocast, beta
         self.compiled = None
         if compiled:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
             self.compiled = torch.compile(model)
-        # eager fp32 only: inductor makes its own kernels, and autocast's bf16 convolutions are oneDNN's
-        grey = route_grey_layers(model) if not compiled and fp32 else 0
         self.description = describe(compiled, asked, images_left, compile_pays_from(type_name(model)))
-        if grey:
-            self.description += f"; {grey} one-channel layers without oneDNN"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -33,9 +33,16 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
     n = max(r["epoch"] for r in rows)
     sx = lambda e: L + (W - L - R) * math.log(e) / math.log(max(n, 2))  # noqa: E731  (log epochs, as the stages)
     sy = lambda v: T + (H - T - B) * (y_hi - min(max(v, y_lo), y_hi)) / (y_hi - y_lo)  # noqa: E731
-    for r0, r1 in zip(rows, rows[1:]):  # the lr stages, as faint vertical lines where the lr changes
-        if r1["lr"] != r0["lr"]:
-            d.line([(sx(r1["epoch"]), T), (sx(r1["epoch"]), H - B)], fill=COLOURS["lr"])
+    changes = [r1["epoch"] for r0, r1 in zip(rows, rows[1:]) if r1["lr"] != r0["lr"]]
+    if len(changes) <= 20:  # lr stages (burda, steps), as faint vertical lines where the lr changes
+        for e in changes:
+            d.line([(sx(e), T), (sx(e), H - B)], fill=COLOURS["lr"])
+        lr_note = "grey lines: lr stage changes" if changes else "constant lr"
+    else:  # a smooth schedule (cosine): the lr itself, a grey curve from the plot's top (highest) to bottom
+        lo, hi = (math.log10(f(r["lr"] for r in rows)) for f in (min, max))
+        sl = lambda lr: T + (H - T - B) * (hi - math.log10(lr)) / max(hi - lo, 1e-12)  # noqa: E731
+        d.line([(sx(r["epoch"]), sl(r["lr"])) for r in rows], fill=COLOURS["lr"], width=2)
+        lr_note = f"grey curve: the lr, log scale, {10 ** hi:.0e} at the top to {10 ** lo:.0e} at the bottom"
     for v in range(int(y_lo), int(y_hi) + 1, 5):
         d.line([(L - 4, sy(v)), (W - R, sy(v))], fill=(235, 235, 235) if v > y_lo else "black")
         d.text((8, sy(v) - 6), f"{v}", fill="black")
@@ -53,7 +60,9 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
         for x, y in iw:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS["iw"])
     k_iw = next((r.get("iw_samples") for r in rows if r.get("iw_samples")), "?")
-    legend = [("elbo", "test ELBO (1 sample), every epoch"), ("iw", f"test log p(x), IW K={k_iw}, every --iw-every")]
+    legend = [("elbo", "test ELBO (1 sample), every epoch")]
+    if iw:
+        legend.append(("iw", f"test log p(x), IW K={k_iw}, every --iw-every"))
     if final:
         x, y = sx(n), sy(final["log_likelihood"])
         d.rectangle([x - 5, y - 5, x + 5, y + 5], fill=COLOURS["final"])
@@ -63,7 +72,7 @@ def draw(rows: list[dict], final: dict | None, out: Path, y_lo: float = -115.0, 
         y = T + 8 + 16 * i
         d.line([(W - 400, y + 6), (W - 380, y + 6)], fill=COLOURS[key], width=3)
         d.text((W - 374, y), text, fill="black")
-    d.text((L, 12), "nats per test image (higher is better); grey lines: lr stage changes", fill="black")
+    d.text((L, 12), f"nats per test image (higher is better); {lr_note}", fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
 

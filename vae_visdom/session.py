@@ -10,6 +10,7 @@ import dataclasses
 import signal
 import sys
 import time
+from operator import methodcaller
 from pathlib import Path
 
 import torch
@@ -235,11 +236,9 @@ class TrainingSession:
             n_train=t.n_train, n_test=len(t.test_x), image_shape=(c, h, w),
             n_params=sum(p.numel() for p in t.model.parameters()), data_source=self.data.source,
             start_epoch=t.epoch + 1 if t.epoch_state is None else t.epoch, resumed=self.resume, url=self.url)
-        for cb in self.trainer.callbacks:
-            cb.on_run_start(info)
+        t.tell(lambda cb: cb.on_run_start(info))
         for event in self.resumed_with:
-            for cb in self.trainer.callbacks:
-                cb.on_command(event)
+            t.tell(methodcaller("on_command", event))
         self.resumed_with = []
 
     def close(self) -> None:

@@ -131,8 +131,7 @@ def _train(tune, values: dict, plan: TrialPlan, name: str, run_dir: Path) -> Non
                 if row.get("source") == "pbt":
                     session.monitor.on_command(CommandEvent(**row))
         if pbt_event is not None:
-            for cb in t.callbacks:  # events.jsonl (RunFiles) and the events pane (the monitor) say so
-                cb.on_command(pbt_event)
+            t.tell(lambda cb: cb.on_command(pbt_event))  # events.jsonl (RunFiles) and the events pane say so
         t.begin()
         status = None
         try:

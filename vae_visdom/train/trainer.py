@@ -28,6 +28,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
+from operator import methodcaller
 
 import torch
 
@@ -132,7 +133,7 @@ class Trainer:
     def add_callback(self, cb: Callback) -> None:
         self.callbacks.append(cb)
 
-    def _tell(self, hook: Callable[[Callback], object]) -> None:
+    def tell(self, hook: Callable[[Callback], object]) -> None:
         """Call one hook of every observer, in order, on this thread."""
         for cb in self.callbacks:
             hook(cb)
@@ -149,7 +150,7 @@ class Trainer:
     def _set_state(self, state: str, message: str, reason: Reason) -> None:
         self.state = state
         status = self.status(message, reason)
-        self._tell(lambda cb: cb.on_status(status))
+        self.tell(lambda cb: cb.on_status(status))
 
     # -- commands -------------------------------------------------------------------------------
     def apply_setting(self, name: str, value) -> None:
@@ -177,7 +178,7 @@ class Trainer:
                 self.apply_setting(cmd.name, cmd.value)
             elif self.controller.offered(cmd.name):
                 snap = Snapshot(cmd.name, self.state_dict(), cmd.value)  # the state at this step, as a stop saves it
-                self._tell(lambda cb: cb.on_snapshot(snap))
+                self.tell(lambda cb: cb.on_snapshot(snap))
                 reply = self.controller.take_reply(cmd.name) or Reply(
                     False, f"nobody carried out {cmd.name} (no run folder, or no observer for it)",
                     {"changes": cmd.value, "run": None, "env": None})
@@ -185,10 +186,10 @@ class Trainer:
         latency = (time.monotonic() - cmd.submitted) * 1000.0
         event = CommandEvent(cmd.wall_time, self.epoch, self.step, cmd.name, cmd.value, cmd.accepted, cmd.message,
                              cmd.source, round(latency, 3))
-        self._tell(lambda cb: cb.on_command(event))
+        self.tell(lambda cb: cb.on_command(event))
         if cmd.accepted and cmd.name in SETTINGS:
             status = self.status(cmd.message, Reason.SETTING)
-            self._tell(lambda cb: cb.on_status(status))
+            self.tell(lambda cb: cb.on_status(status))
 
     def follow(self, changes: list[Change]) -> None:
         """Apply `changes` (steering.py) where they are planned: each goes through the controller with the
@@ -288,7 +289,7 @@ class Trainer:
         self._keep_finite()
         log = StepLog(self.epoch, self.step, self.epoch - 1 + es.pos / self.n_train, loss, recon, kl, self.lr,
                       self.batch_size, self.kl.current, objective)
-        self._tell(lambda cb: cb.on_step(log))
+        self.tell(lambda cb: cb.on_step(log))
 
     @torch.no_grad()
     def test_pass(self) -> tuple[torch.Tensor, EpochImages]:
@@ -337,15 +338,15 @@ class Trainer:
                                 Reason.DIVERGED)
             final.state = self.state = "diverged"
             self.epoch_state = None  # non-finite: nothing of it may be saved (a snapshot, a later stop)
-            self._tell(lambda cb: cb.on_status(final))  # the panel's message row and the run pane
-            self._tell(lambda cb: cb.on_run_end(final))
+            self.tell(lambda cb: cb.on_status(final))  # the panel's message row and the run pane
+            self.tell(lambda cb: cb.on_run_end(final))
             return final
         except RunWriteError as err:
             kept = ("no checkpoint.pt was written by this run yet" if self.checkpoint_at is None else
                     "the last good checkpoint (epoch {}, step {}) is intact".format(*self.checkpoint_at))
             final = self.status(f"{err}; {kept}", Reason.FAILED)
             final.state = self.state = "failed"
-            self._tell(lambda cb: cb.on_run_end(final))
+            self.tell(lambda cb: cb.on_run_end(final))
             return final
         except BaseException as err:
             self.fail(err)
@@ -356,7 +357,7 @@ class Trainer:
         epochs itself, e.g. a sweep's trial)."""
         final = self.status(f"failed: {type(err).__name__}: {err}", Reason.FAILED)
         final.state = self.state = "failed"
-        self._tell(lambda cb: cb.on_run_end(final))
+        self.tell(lambda cb: cb.on_run_end(final))
         return final
 
     def stopped_outside(self, message: str, source: str) -> Status:
@@ -365,18 +366,17 @@ class Trainer:
         (status.json is what the listings read), then the stop as a command, then the run's end."""
         final = self.status(message, Reason.STOPPED)
         final.state = self.state = "stopped"
-        self._tell(lambda cb: cb.on_status(final))
+        self.tell(lambda cb: cb.on_status(final))
         event = CommandEvent(time.time(), self.epoch, self.step, "stop", None, True, message, source, None)
-        self._tell(lambda cb: cb.on_command(event))
-        self._tell(lambda cb: cb.on_run_end(final))
+        self.tell(lambda cb: cb.on_command(event))
+        self.tell(lambda cb: cb.on_run_end(final))
         return final
 
     def begin(self) -> None:
         self._set_state("running", "training", Reason.STARTED)
         for probe in self.probes:
             for name, figure in probe.run_start().items():
-                for cb in self.callbacks:
-                    cb.on_figure(name, figure)
+                self.tell(methodcaller("on_figure", name, figure))
 
     def run_epoch(self) -> bool:
         """One epoch (or the rest of one): train, test, checkpoint, report. False when the run is over."""
@@ -410,9 +410,8 @@ class Trainer:
                              round(self.n_train / max(seconds, 1e-9), 1), round(probe_seconds, 4), extra,
                              self.kl.current)
         for name, figure in figures.items():
-            for cb in self.callbacks:
-                cb.on_figure(name, figure)
-        self._tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
+            self.tell(methodcaller("on_figure", name, figure))
+        self.tell(lambda cb: cb.on_epoch_end(record, images))  # the run files write the epoch's images and row
         self.save_checkpoint()  # then the checkpoint: it never covers an epoch whose row is not on disk
         self._keep_finite(anchor=True)
         if self._plan:
@@ -436,8 +435,8 @@ class Trainer:
             final = self.status(f"finished {self.epoch} epochs", Reason.FINISHED)
             final.state = "finished"
         self.state = final.state
-        self._tell(lambda cb: cb.on_status(final))
-        self._tell(lambda cb: cb.on_run_end(final))
+        self.tell(lambda cb: cb.on_status(final))
+        self.tell(lambda cb: cb.on_run_end(final))
         return final
 
     # -- divergence (see the module's text) ----------------------------------------------------------
@@ -548,7 +547,7 @@ class Trainer:
         if self.run_dir is None:
             return
         state = self.state_dict()
-        self._tell(lambda cb: cb.on_save_checkpoint(state["epoch"], self.step))
+        self.tell(lambda cb: cb.on_save_checkpoint(state["epoch"], self.step))
         keep = (self.cfg.keep_checkpoints or self.cfg.checkpoint_budget > 0) and state["epoch_state"] is None
         checkpoint.save(self.run_dir, state, rotate=self.checkpoint_at is None or self.checkpoint_at[1] != self.step,
                         keep=keep)
